@@ -58,6 +58,7 @@ KERNEL_DS = 0x68 | 1  # the Guest's kernel data segment, at privilege level 1
 #: physical address reached (or -1), ``faults`` how many faults the host handled on the way,
 #: ``info`` the iomem address for "mmio", the error code for "guest-fault", else 0.
 Access = namedtuple("Access", "outcome hpa faults info")
+_new_tuple = tuple.__new__  # builds an Access without namedtuple's Python-level __new__
 
 
 class Process:
@@ -105,6 +106,7 @@ class Guest:
         boot: bool = True,
     ):
         self.x86 = layout_for(pae)
+        self._walk = mmu.walk_pae if pae else mmu.walk_2level
         _check_int("mem_pages", mem_pages, FIRST_FREE_PFN + 16, 1 << 20)
         _check_int("kernel_address", kernel_address, 0, ULONG_MASK)
         _check_int("stack_pages", stack_pages, 0, 64)
@@ -357,25 +359,27 @@ class Guest:
     # --- running -------------------------------------------------------------------------
     def touch(self, vaddr: int, write: bool = False, user: bool = False) -> Access:
         """Access ``vaddr`` as the CPU would while running the Guest."""
-        if vaddr.__class__ is not int or not 0 <= vaddr <= ULONG_MASK:
+        if vaddr.__class__ is not int or not 0 <= vaddr <= 0xFFFFFFFF:
             _check_int("vaddr", vaddr, 0, ULONG_MASK)
         lg = self.lg
-        cpu = self.cpu
-        host = self.host
         if lg.dead is not None:
             return Access("dead", -1, 0, 0)
+        cpu = self.cpu
+        host = self.host
+        walk = self._walk
         faults = 0
         while True:
             pgdir = lg.pgdirs[cpu.cpu_pgd]
+            # map_switcher_in_guest() runs before every entry; its first test is inlined here.
             if pgdir.last_host_cpu != host.current_cpu and not hc.enter_guest(cpu):
                 return Access("killed", -1, faults, 0)
             try:
-                hpa, errcode = mmu.walk(host, pgdir.pgdir, vaddr, write, user)
+                hpa, errcode = walk(host, pgdir.pgdir, vaddr, write, user)
             except KernelOops as err:  # the shadow tables point at nothing: a machine check
                 hc._oops(cpu, "the hardware page walk", err)
                 return Access("killed", -1, faults, 0)
             if hpa >= 0:
-                return Access("ok", hpa, faults, 0)
+                return _new_tuple(Access, ("ok", hpa, faults, 0))
             if faults == 3:
                 return Access("livelock", -1, faults, errcode)
             faults += 1

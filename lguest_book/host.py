@@ -35,15 +35,21 @@ from .x86 import PAGE_SHIFT, PAGE_SIZE, Layout
 
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
+_UNPACK = {4: _U32.unpack_from, 8: _U64.unpack_from}
+_PACK = {4: _U32.pack_into, 8: _U64.pack_into}
 
 
 class KernelOops(Exception):
     """The host kernel oopsed: a BUG_ON fired or a bad pointer was dereferenced."""
 
 
+def BUG(where: str):
+    raise KernelOops(f"kernel BUG in {where}")
+
+
 def BUG_ON(condition: bool, where: str) -> None:
     if condition:
-        raise KernelOops(f"kernel BUG in {where}")
+        BUG(where)
 
 
 def _check_int(name: str, value, lo: int, hi: int) -> int:
@@ -220,6 +226,18 @@ class Host:
         self.tables[frame] = page
         return page
 
+    def peek_table(self, frame: int) -> list[int]:
+        """The frame's entries, read without changing how the frame is stored (for
+        inspection).  A frame never written, or outside RAM, reads as zeroes."""
+        page = self.tables.get(frame)
+        if page is not None:
+            return list(page)
+        raw = self.data.get(frame)
+        if raw is None:
+            return [0] * self.layout.ENTRIES_PER_PAGE
+        fmt = _U64 if self.layout.pae else _U32
+        return [v for (v,) in fmt.iter_unpack(bytes(raw))]
+
     def page_bytes(self, frame: int) -> bytearray | None:
         """The frame seen as bytes, or None if it was never written (reads as zeroes)."""
         raw = self.data.get(frame)
@@ -273,9 +291,11 @@ class Launcher:
     """
 
     HOLE = -1
+    __slots__ = ("host", "data", "mem_base", "pages", "frames", "readonly", "end")
 
     def __init__(self, host: Host, mem_base: int, pages: int):
         self.host = host
+        self.data = host.data  # the host's dict of data frames, shared
         self.mem_base = _check_int("mem_base", mem_base, PAGE_SIZE, (1 << 32) - PAGE_SIZE)
         if mem_base % PAGE_SIZE:
             raise ValueError(f"mem_base={mem_base:#x} is not page aligned")
@@ -315,9 +335,10 @@ class Launcher:
 
     def get_user_pages_fast(self, start: int, nr_pages: int, write: int) -> tuple[int, int]:
         """Pin the page at ``start``: returns (pages pinned, frame).  Only nr_pages=1."""
-        index = self._page_index(start)
-        if index is None:
+        offset = start - self.mem_base
+        if offset < 0 or start >= self.end:
             return 0, 0
+        index = offset >> PAGE_SHIFT
         frame = self.frames[index]
         if frame < 0 or (write and index in self.readonly):
             return 0, 0
@@ -325,22 +346,22 @@ class Launcher:
             frame = self._fault_in(index)
             if not frame:
                 return 0, 0
-        self.host.get_page(frame)
+        refcount = self.host.refcount  # get_page()
+        refcount[frame] = refcount.get(frame, 0) + 1
         return 1, frame
 
     def read_int(self, uaddr: int, size: int) -> int | None:
         """copy_from_user of a little-endian 4- or 8-byte value; None if it faults."""
-        index = self._page_index(uaddr)
-        offset = uaddr & (PAGE_SIZE - 1)
-        if index is not None and offset + size <= PAGE_SIZE:
-            frame = self.frames[index]
+        offset = uaddr - self.mem_base
+        if offset >= 0 and uaddr < self.end and (uaddr & 0xFFF) + size <= PAGE_SIZE:
+            frame = self.frames[offset >> PAGE_SHIFT]
             if frame > 0:
-                raw = self.host.data.get(frame)
+                raw = self.data.get(frame)
                 if raw is None:
                     raw = self.host.page_bytes(frame)
                     if raw is None:
                         return 0
-                return (_U32 if size == 4 else _U64).unpack_from(raw, offset)[0]
+                return _UNPACK[size](raw, uaddr & 0xFFF)[0]
             return 0 if frame == 0 else None
         raw = self.read_bytes(uaddr, size)
         return None if raw is None else int.from_bytes(raw, "little")
@@ -386,6 +407,16 @@ class Launcher:
         return True
 
     def write_int(self, uaddr: int, size: int, value: int, force: bool = False) -> bool:
+        """copy_to_user of a 4- or 8-byte little-endian value."""
+        offset = uaddr - self.mem_base
+        if offset >= 0 and uaddr < self.end and (uaddr & 0xFFF) + size <= PAGE_SIZE:
+            index = offset >> PAGE_SHIFT
+            frame = self.frames[index]
+            if frame > 0 and (force or index not in self.readonly):
+                raw = self.data.get(frame)
+                if raw is not None:
+                    _PACK[size](raw, uaddr & 0xFFF, value)
+                    return True
         return self.write_bytes(uaddr, value.to_bytes(size, "little"), force)
 
     def mapped_frames(self) -> dict[int, int]:

@@ -73,6 +73,8 @@ class Pgdir:
 class LgCpu:
     """struct lg_cpu: the parts page_tables.c uses."""
 
+    __slots__ = ("lg", "id", "cpu_pgd", "linear_pages", "regs_page", "esp1", "ss1")
+
     def __init__(self, lg: "Lguest", id: int):
         self.lg = lg
         self.id = id
@@ -157,24 +159,24 @@ def lgread(cpu: LgCpu, addr: int, type_name: str) -> int:
     """
     lg = cpu.lg
     size = lg.entry_bytes
-    value = None
-    if lguest_address_ok(lg, addr, size):
-        value = lg.launcher.read_int((lg.mem_base + addr) & ULONG_MASK, size)
-    if value is None:
-        kill_guest(cpu, f"bad read address {addr:#x} len {size}")
-        return 0
-    return value
+    end = (addr + size) & 0xFFFFFFFF
+    if addr <= end <= (lg.pfn_limit << 12) & 0xFFFFFFFF:  # lguest_address_ok()
+        value = lg.launcher.read_int((lg.mem_base + addr) & 0xFFFFFFFF, size)
+        if value is not None:
+            return value
+    kill_guest(cpu, f"bad read address {addr:#x} len {size}")
+    return 0
 
 
 def lgwrite(cpu: LgCpu, addr: int, type_name: str, value: int) -> None:
     """Write a ``type_name`` entry to guest-physical ``addr``; a bad address kills the guest."""
     lg = cpu.lg
     size = lg.entry_bytes
-    if not (
-        lguest_address_ok(lg, addr, size)
-        and lg.launcher.write_int((lg.mem_base + addr) & ULONG_MASK, size, value)
-    ):
-        kill_guest(cpu, f"bad write address {addr:#x} len {size}")
+    end = (addr + size) & 0xFFFFFFFF
+    if addr <= end <= (lg.pfn_limit << 12) & 0xFFFFFFFF:  # lguest_address_ok()
+        if lg.launcher.write_int((lg.mem_base + addr) & 0xFFFFFFFF, size, value):
+            return
+    kill_guest(cpu, f"bad write address {addr:#x} len {size}")
 
 
 # --- get_user / put_user on the lguest_data page --------------------------------------------

@@ -32,48 +32,80 @@ def walk(host: Host, cr3: int, vaddr: int, write: bool, user: bool) -> tuple[int
     Returns ``(host_physical_address, 0)``, or ``(-1, errcode)`` for a page fault (an error
     code can be 0: a kernel-mode read of a page that is not present).
     """
-    L = host.layout
-    access = (FAULT_WRITE if write else 0) | (FAULT_USER if user else 0)
+    return (walk_pae if host.layout.pae else walk_2level)(host, cr3, vaddr, write, user)
+
+
+def _fault(write: bool, user: bool, present: int) -> tuple[int, int]:
+    return -1, (FAULT_WRITE if write else 0) | (FAULT_USER if user else 0) | present
+
+
+def walk_2level(host: Host, cr3: int, vaddr: int, write: bool, user: bool) -> tuple[int, int]:
+    """The non-PAE walk: page directory (cr3), then page table."""
     tables = host.tables
-    pfn_mask = L.PTE_PFN_MASK
     top = tables.get(cr3) or host.table(cr3)
-    if L.pae:
-        pdpte = top[(vaddr >> 30) & 3]
-        if not pdpte & _PAGE_PRESENT:
-            return -1, access
-        frame = (pdpte & pfn_mask) >> 12
-        pmd_page = tables.get(frame) or host.table(frame)
-        index = (vaddr >> 21) & 511
-        dir_entry = pmd_page[index]
-        large_mask = 0x1FFFFF
-    else:
-        pmd_page = top
-        index = vaddr >> 22
-        dir_entry = top[index]
-        large_mask = 0x3FFFFF
-    if not dir_entry & _PAGE_PRESENT:
-        return -1, access
-    if dir_entry & _PAGE_PSE:
-        rights = dir_entry
-        if (user and not rights & _PAGE_USER) or (write and not rights & _PAGE_RW):
-            return -1, access | FAULT_PRESENT
-        new = dir_entry | _PAGE_ACCESSED | (_PAGE_DIRTY if write else 0)
-        if new != dir_entry:
-            pmd_page[index] = new
-        base = dir_entry & L.PHYSICAL_PMD_PAGE_MASK
-        return base | (vaddr & large_mask), 0
-    frame = (dir_entry & pfn_mask) >> 12
-    pte_page = tables.get(frame) or host.table(frame)
-    pte_index = (vaddr >> 12) & (L.PTRS_PER_PTE - 1)
-    pte = pte_page[pte_index]
+    index = vaddr >> 22
+    pde = top[index]
+    if not pde & _PAGE_PRESENT:
+        return _fault(write, user, 0)
+    if pde & _PAGE_PSE:  # a 4 MiB page
+        return _large(top, index, pde, vaddr, write, user, 0xFFC00000, 0x3FFFFF)
+    frame = (pde & 0xFFFFF000) >> 12
+    ptes = tables.get(frame) or host.table(frame)
+    pte_index = (vaddr >> 12) & 1023
+    pte = ptes[pte_index]
     if not pte & _PAGE_PRESENT:
-        return -1, access
-    rights = dir_entry & pte
+        return _fault(write, user, 0)
+    rights = pde & pte
     if (user and not rights & _PAGE_USER) or (write and not rights & _PAGE_RW):
-        return -1, access | FAULT_PRESENT
-    if not dir_entry & _PAGE_ACCESSED:
-        pmd_page[index] = dir_entry | _PAGE_ACCESSED
-    new = pte | _PAGE_ACCESSED | (_PAGE_DIRTY if write else 0)
+        return _fault(write, user, FAULT_PRESENT)
+    if not pde & _PAGE_ACCESSED:
+        top[index] = pde | _PAGE_ACCESSED
+    new = pte | (_PAGE_ACCESSED | _PAGE_DIRTY if write else _PAGE_ACCESSED)
     if new != pte:
-        pte_page[pte_index] = new
-    return (pte & pfn_mask) | (vaddr & 0xFFF), 0
+        ptes[pte_index] = new
+    return (pte & 0xFFFFF000) | (vaddr & 0xFFF), 0
+
+
+def walk_pae(host: Host, cr3: int, vaddr: int, write: bool, user: bool) -> tuple[int, int]:
+    """The PAE walk: the four PDPTEs (at the start of the cr3 page), PMD page, PTE page.
+    PDPTEs carry no access rights and get no Accessed bit."""
+    tables = host.tables
+    top = tables.get(cr3) or host.table(cr3)
+    pdpte = top[vaddr >> 30]
+    if not pdpte & _PAGE_PRESENT:
+        return _fault(write, user, 0)
+    frame = (pdpte & _PAE_PFN_MASK) >> 12
+    pmds = tables.get(frame) or host.table(frame)
+    index = (vaddr >> 21) & 511
+    pmd = pmds[index]
+    if not pmd & _PAGE_PRESENT:
+        return _fault(write, user, 0)
+    if pmd & _PAGE_PSE:  # a 2 MiB page
+        return _large(pmds, index, pmd, vaddr, write, user, 0xFFFFFE00000, 0x1FFFFF)
+    frame = (pmd & _PAE_PFN_MASK) >> 12
+    ptes = tables.get(frame) or host.table(frame)
+    pte_index = (vaddr >> 12) & 511
+    pte = ptes[pte_index]
+    if not pte & _PAGE_PRESENT:
+        return _fault(write, user, 0)
+    rights = pmd & pte
+    if (user and not rights & _PAGE_USER) or (write and not rights & _PAGE_RW):
+        return _fault(write, user, FAULT_PRESENT)
+    if not pmd & _PAGE_ACCESSED:
+        pmds[index] = pmd | _PAGE_ACCESSED
+    new = pte | (_PAGE_ACCESSED | _PAGE_DIRTY if write else _PAGE_ACCESSED)
+    if new != pte:
+        ptes[pte_index] = new
+    return (pte & _PAE_PFN_MASK) | (vaddr & 0xFFF), 0
+
+
+def _large(page, index, entry, vaddr, write, user, frame_mask, offset_mask):
+    if (user and not entry & _PAGE_USER) or (write and not entry & _PAGE_RW):
+        return _fault(write, user, FAULT_PRESENT)
+    new = entry | (_PAGE_ACCESSED | _PAGE_DIRTY if write else _PAGE_ACCESSED)
+    if new != entry:
+        page[index] = new
+    return (entry & frame_mask) | (vaddr & offset_mask), 0
+
+
+_PAE_PFN_MASK = 0x00000FFFFFFFF000

@@ -22,13 +22,20 @@ How the C maps onto Python:
 * ``BUG_ON`` and NULL dereferences raise :class:`~lguest_book.host.KernelOops`; the entry
   points of :mod:`lguest_book.hypercalls` turn an oops into a dead Launcher.
 
+* Flag tests.  The C writes ``pte_flags(e) & _PAGE_RW``.  ``pte_flags()`` only clears the
+  frame-number bits, which never overlap a flag below bit 12, so where a single low flag is
+  tested the Python tests the entry directly (``e & _PAGE_RW``): the same answer, one call
+  fewer on the fault path.  Where all the flag bits matter (``check_gpgd``'s mask,
+  ``gpte_to_spte``'s copy) the helpers are called.  Likewise ``pte_pfn(e)`` is
+  ``(e & L.PTE_PFN_MASK) >> PAGE_SHIFT`` where it is spelled out.
+
 ``pin_stack_pages`` (from interrupts_and_traps.c) sits at the end, because page_tables.c
 calls it and it calls ``pin_page``.
 """
 
 from __future__ import annotations
 
-from .host import BUG_ON, Host, Launcher
+from .host import BUG, BUG_ON, Host, Launcher
 from .lguest import (
     LGUEST_DATA_KERNEL_ADDRESS,
     LGUEST_DATA_RESERVE_MEM,
@@ -81,6 +88,13 @@ def _need_lg(lg) -> None:
         raise TypeError(f"lg must be an Lguest (guest.lg), not {type(lg).__name__}")
 
 
+def _check_fault_args(cpu, vaddr, errcode) -> None:
+    _need_cpu(cpu)
+    _need_u32("vaddr", vaddr)
+    if errcode.__class__ is not int or not 0 <= errcode <= ERRCODE_BITS:
+        _bad("errcode", errcode, f"an x86 page-fault error code (bits {ERRCODE_BITS:#x})")
+
+
 def _need_pae(lg: Lguest, func: str) -> None:
     if not lg.x86.pae:
         raise ValueError(f"{func}() exists only under PAE, and this guest is non-PAE (lg.x86.pae is False)")
@@ -106,7 +120,8 @@ def _need_u32(name: str, value) -> None:
 # ===========================================================================================
 def spgd_addr(cpu: LgCpu, i: int, vaddr: int) -> tuple[int, int]:
     """Pointer to the shadow top-level entry for ``vaddr`` in cached top level ``i``."""
-    index = cpu.lg.x86.pgd_index(vaddr)
+    L = cpu.lg.x86
+    index = (vaddr >> L.PGDIR_SHIFT) & (L.PTRS_PER_PGD - 1)  # pgd_index(vaddr)
     return (cpu.lg.pgdirs[i].pgdir, index)
 
 
@@ -127,9 +142,10 @@ def spte_addr(cpu: LgCpu, spgd: int, vaddr: int) -> tuple[int, int]:
         page = L.pmd_pfn(spmd)
         BUG_ON(not (L.pmd_flags(spmd) & _PAGE_PRESENT), "spte_addr")
     else:
-        page = L.pgd_pfn(spgd)
-        BUG_ON(not (L.pgd_flags(spgd) & _PAGE_PRESENT), "spte_addr")
-    return (page, L.pte_index(vaddr))
+        page = (spgd & L.PTE_PFN_MASK) >> PAGE_SHIFT  # pgd_pfn(spgd)
+        if not spgd & _PAGE_PRESENT:
+            BUG("spte_addr")
+    return (page, (vaddr >> PAGE_SHIFT) & (L.PTRS_PER_PTE - 1))  # pte_index(vaddr)
 
 
 def gpgd_addr(cpu: LgCpu, vaddr: int) -> int:
@@ -157,9 +173,10 @@ def gpte_addr(cpu: LgCpu, gentry: int, vaddr: int) -> int:
         gpage = (L.pmd_pfn(gentry) << PAGE_SHIFT) & ULONG_MASK
         BUG_ON(not (L.pmd_flags(gentry) & _PAGE_PRESENT), "gpte_addr")
     else:
-        gpage = (L.pgd_pfn(gentry) << PAGE_SHIFT) & ULONG_MASK
-        BUG_ON(not (L.pgd_flags(gentry) & _PAGE_PRESENT), "gpte_addr")
-    return (gpage + L.pte_index(vaddr) * L.entry_bytes) & ULONG_MASK
+        gpage = gentry & L.PTE_PFN_MASK & ULONG_MASK  # pgd_pfn(gpgd) << PAGE_SHIFT
+        if not gentry & _PAGE_PRESENT:
+            BUG("gpte_addr")
+    return (gpage + ((vaddr >> PAGE_SHIFT) & (L.PTRS_PER_PTE - 1)) * L.entry_bytes) & ULONG_MASK
 
 
 # ===========================================================================================
@@ -181,8 +198,8 @@ def gpte_to_spte(cpu: LgCpu, gpte: int, write: int) -> int:
     lg = cpu.lg
     L = lg.x86
     flags = L.pte_flags(gpte) & ~_PAGE_GLOBAL
-    base = lg.mem_base // PAGE_SIZE
-    pfn = get_pfn(lg.launcher, (base + L.pte_pfn(gpte)) & ULONG_MASK, write)
+    base = lg.mem_base >> PAGE_SHIFT  # mem_base / PAGE_SIZE
+    pfn = get_pfn(lg.launcher, (base + ((gpte & L.PTE_PFN_MASK) >> PAGE_SHIFT)) & ULONG_MASK, write)
     if pfn == ULONG_MASK:
         kill_guest(cpu, f"failed to get page {L.pte_pfn(gpte)}")
         # No flags, so teardown will not try to release this entry.
@@ -192,23 +209,21 @@ def gpte_to_spte(cpu: LgCpu, gpte: int, write: int) -> int:
 
 # H:460  release_pte: give back the reference get_pfn took.
 def release_pte(host: Host, pte: int) -> None:
-    L = host.layout
-    if L.pte_flags(pte) & _PAGE_PRESENT:
-        host.put_page(L.pte_pfn(pte))
+    if pte & _PAGE_PRESENT:
+        host.put_page((pte & host.layout.PTE_PFN_MASK) >> PAGE_SHIFT)  # pte_page(pte)
 
 
 def gpte_in_iomem(cpu: LgCpu, gpte: int) -> bool:
     """Is this Guest PTE pointing into device memory (between pfn_limit and device_limit)?"""
-    L = cpu.lg.x86
-    if L.pte_flags(gpte) & _PAGE_PSE:  # large pages are never I/O memory here
+    if gpte & _PAGE_PSE:  # large pages are never I/O memory here
         return False
-    return cpu.lg.pfn_limit <= L.pte_pfn(gpte) < cpu.lg.device_limit
+    pfn = (gpte & cpu.lg.x86.PTE_PFN_MASK) >> PAGE_SHIFT
+    return cpu.lg.pfn_limit <= pfn < cpu.lg.device_limit
 
 
 def check_gpte(cpu: LgCpu, gpte: int) -> bool:
     """A Guest PTE with the PSE (PAT) bit, or beyond guest memory, kills the guest."""
-    L = cpu.lg.x86
-    if (L.pte_flags(gpte) & _PAGE_PSE) or L.pte_pfn(gpte) >= cpu.lg.pfn_limit:
+    if (gpte & _PAGE_PSE) or (gpte & cpu.lg.x86.PTE_PFN_MASK) >> PAGE_SHIFT >= cpu.lg.pfn_limit:
         kill_guest(cpu, "bad page table entry")
         return False
     return True
@@ -245,16 +260,18 @@ def find_spte(cpu: LgCpu, vaddr: int, allocate: bool, pgd_flags: int, pmd_flags:
     host = lg.host
     L = lg.x86
     spgd = spgd_addr(cpu, cpu.cpu_pgd, vaddr)
-    if not (L.pgd_flags(host.deref(spgd)) & _PAGE_PRESENT):
+    pgd = host.deref(spgd)
+    if not pgd & _PAGE_PRESENT:
         if not allocate:
             return None
         ptepage = host.get_zeroed_page()
         if not ptepage:
             kill_guest(cpu, "out of memory allocating pte page")
             return None
-        host.store(spgd, (ptepage << PAGE_SHIFT) | pgd_flags)  # set_pgd
+        pgd = (ptepage << PAGE_SHIFT) | pgd_flags
+        host.store(spgd, pgd)  # set_pgd
     if L.pae:
-        spmd = spmd_addr(cpu, host.deref(spgd), vaddr)
+        spmd = spmd_addr(cpu, pgd, vaddr)
         if not (L.pmd_flags(host.deref(spmd)) & _PAGE_PRESENT):
             if not allocate:
                 return None
@@ -263,7 +280,7 @@ def find_spte(cpu: LgCpu, vaddr: int, allocate: bool, pgd_flags: int, pmd_flags:
                 kill_guest(cpu, "out of memory allocating pmd page")
                 return None
             host.store(spmd, (ptepage << PAGE_SHIFT) | pmd_flags)  # set_pmd
-    return spte_addr(cpu, host.deref(spgd), vaddr)
+    return spte_addr(cpu, pgd, vaddr)
 
 
 # ===========================================================================================
@@ -273,12 +290,14 @@ def demand_page(cpu: LgCpu, vaddr: int, errcode: int) -> tuple[bool, int]:
     """Returns ``(fixed, iomem)``: ``fixed`` if the shadow now maps ``vaddr``; else the fault
     is the Guest's own, unless ``iomem`` is non-zero: then it touched device memory at that
     guest-physical address and the Launcher must emulate the access."""
-    if cpu.__class__ is not LgCpu:
-        _need_cpu(cpu)
-    if vaddr.__class__ is not int or not 0 <= vaddr <= ULONG_MASK:
-        _bad("vaddr", vaddr, "a 32-bit virtual address")
-    if errcode.__class__ is not int or errcode & ~ERRCODE_BITS or errcode < 0:
-        _bad("errcode", errcode, f"an x86 page-fault error code (bits {ERRCODE_BITS:#x})")
+    if (
+        cpu.__class__ is not LgCpu
+        or vaddr.__class__ is not int
+        or errcode.__class__ is not int
+        or not 0 <= vaddr <= 0xFFFFFFFF
+        or not 0 <= errcode <= ERRCODE_BITS
+    ):
+        _check_fault_args(cpu, vaddr, errcode)
     lg = cpu.lg
     L = lg.x86
 
@@ -290,7 +309,7 @@ def demand_page(cpu: LgCpu, vaddr: int, errcode: int) -> tuple[bool, int]:
         gpgd = L.CHECK_GPGD_MASK
     else:
         gpgd = lgread(cpu, gpgd_addr(cpu, vaddr), "pgd_t")
-        if not (L.pgd_flags(gpgd) & _PAGE_PRESENT):  # not present: the Guest's fault
+        if not gpgd & _PAGE_PRESENT:  # not present: the Guest's fault
             return False, 0
         if not check_gpgd(cpu, gpgd):  # weird flags or outside its memory: killed
             return False, 0
@@ -313,21 +332,21 @@ def demand_page(cpu: LgCpu, vaddr: int, errcode: int) -> tuple[bool, int]:
     else:
         gpte = lgread(cpu, gpte_ptr, "pte_t")
 
-    if not (L.pte_flags(gpte) & _PAGE_PRESENT):  # not mapped by the Guest
+    if not gpte & _PAGE_PRESENT:  # not mapped by the Guest
         return False, 0
-    if (errcode & 2) and not (L.pte_flags(gpte) & _PAGE_RW):  # write to a read-only page
+    if (errcode & 2) and not gpte & _PAGE_RW:  # write to a read-only page
         return False, 0
-    if (errcode & 4) and not (L.pte_flags(gpte) & _PAGE_USER):  # user touches kernel page
+    if (errcode & 4) and not gpte & _PAGE_USER:  # user touches a kernel page
         return False, 0
     if gpte_in_iomem(cpu, gpte):  # device memory: the Launcher emulates the access
-        return False, ((L.pte_pfn(gpte) << PAGE_SHIFT) & ULONG_MASK) | (vaddr & ~PAGE_MASK)
+        return False, (gpte & L.PTE_PFN_MASK & ULONG_MASK) | (vaddr & ~PAGE_MASK)
     if not check_gpte(cpu, gpte):  # PSE, or beyond guest memory: killed
         return False, 0
 
     # What the hardware would have done to the Guest's PTE: accessed, and dirty on a write.
-    gpte = L.pte_mkyoung(gpte)
+    gpte |= _PAGE_ACCESSED  # pte_mkyoung()
     if errcode & 2:
-        gpte = L.pte_mkdirty(gpte)
+        gpte |= _PAGE_DIRTY  # pte_mkdirty()
 
     spte = find_spte(cpu, vaddr, True, L.pgd_flags(gpgd), L.pmd_flags(gpmd))
     if spte is None:
@@ -338,10 +357,10 @@ def demand_page(cpu: LgCpu, vaddr: int, errcode: int) -> tuple[bool, int]:
 
     # Only a dirty Guest PTE earns a writable shadow PTE; a read maps it read-only so the
     # first write faults again and we can mark the Guest's PTE dirty then.
-    if L.pte_dirty(gpte):
+    if gpte & _PAGE_DIRTY:  # pte_dirty()
         host.store(spte, gpte_to_spte(cpu, gpte, 1))
     else:
-        host.store(spte, gpte_to_spte(cpu, L.pte_wrprotect(gpte), 0))
+        host.store(spte, gpte_to_spte(cpu, gpte & ~_PAGE_RW, 0))  # pte_wrprotect()
 
     if not cpu.linear_pages:  # write back the accessed/dirty bits
         lgwrite(cpu, gpte_ptr, "pte_t", gpte)

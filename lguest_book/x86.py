@@ -154,8 +154,11 @@ class Layout:
         return prot
 
     def pfn_pte(self, pfn: int, prot: int) -> int:
-        # (phys_addr_t)pfn << PAGE_SHIFT: 32 bits wide without PAE, 64 with.
-        return (((pfn << PAGE_SHIFT) & self.phys_mask) | self.massage_pgprot(prot)) & self.entry_mask
+        # (phys_addr_t)pfn << PAGE_SHIFT: 32 bits wide without PAE, 64 with; then
+        # massage_pgprot(prot), written out here because this is on the fault path.
+        if prot & _PAGE_PRESENT:
+            prot &= self.supported_pte_mask
+        return (((pfn << PAGE_SHIFT) & self.phys_mask) | prot) & self.entry_mask
 
     def mk_pte(self, pfn: int, prot: int) -> int:
         """mk_pte(page, prot): pages are named by their frame number in this model."""
