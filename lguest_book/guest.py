@@ -253,6 +253,13 @@ class Guest:
             raise ValueError("proc: no process is current yet; boot the guest or pass proc=")
         return proc
 
+    def _good_dir_entry(self, entry: int) -> bool:
+        """Does a directory entry point at a page table this Guest can use?  Like Linux's
+        pmd_bad(), the Guest replaces an entry that is not present, is a large page, or
+        points outside its memory (say, garbage it wrote there itself)."""
+        L = self.x86
+        return bool(entry & _PAGE_PRESENT) and not entry & 0x80 and L.pmd_pfn(entry) < self.lg.pfn_limit
+
     def _pte_slot(self, proc: Process, vaddr: int, kernel: bool, notify: bool = True) -> int:
         """Guest-physical address of the PTE for vaddr in proc, making the table page if
         needed (and telling the host about the new directory entry)."""
@@ -261,7 +268,7 @@ class Guest:
             pmd_page = proc.pmd_pages[L.pgd_index(vaddr)] << PAGE_SHIFT
             pmdp = pmd_page + L.pmd_index(vaddr) * 8
             pmd = self.read_entry(pmdp)
-            if not pmd & _PAGE_PRESENT:
+            if not self._good_dir_entry(pmd):
                 pmd = (self.alloc_page() << PAGE_SHIFT) | (KERNEL_PGD_FLAGS if kernel else USER_PGD_FLAGS)
                 self.write_entry(pmdp, pmd)
                 if notify:
@@ -270,7 +277,7 @@ class Guest:
         else:
             pgdp = proc.gpgdir + L.pgd_index(vaddr) * 4
             pgd = self.read_entry(pgdp)
-            if not pgd & _PAGE_PRESENT:
+            if not self._good_dir_entry(pgd):
                 pgd = (self.alloc_page() << PAGE_SHIFT) | (KERNEL_PGD_FLAGS if kernel else USER_PGD_FLAGS)
                 spaces = self.processes if kernel else [proc]
                 for space in spaces:  # a kernel table is shared by every address space
@@ -294,6 +301,33 @@ class Guest:
         ptep = self._pte_slot(space, vaddr, kernel=vaddr >= self.kernel_address)
         self.write_entry(ptep, pte)
         self._set_pte_hcall(space.gpgdir, vaddr & PAGE_MASK, pte)
+
+    def set_pgd(self, index: int, value: int, proc: Process | None = None) -> None:
+        """Write any value into top-level entry ``index`` of ``proc`` (default: current)
+        and tell the host (LHCALL_SET_PGD), as the Guest's set_pmd/set_pud hooks do."""
+        L = self.x86
+        _check_int("index", index, 0, L.PTRS_PER_PGD - 1)
+        _check_int("value", value, 0, L.entry_mask)
+        proc = proc or self.current
+        pgdp = proc.gpgdir + index * L.entry_bytes
+        self.write_entry(pgdp, value)
+        if L.pae:  # the PDPT is 32-byte aligned: (base, index) from its address
+            hc.do_hcall(self.cpu, hc.LHCALL_SET_PGD, pgdp & 0xFFFFFFE0, (pgdp & 0x1F) // 8)
+        else:
+            hc.do_hcall(self.cpu, hc.LHCALL_SET_PGD, pgdp & PAGE_MASK, (pgdp & ~PAGE_MASK) // 4)
+
+    def set_pmd(self, vaddr: int, value: int, proc: Process | None = None) -> None:
+        """PAE only: write any value into the mid-level entry for ``vaddr`` and tell the host
+        (LHCALL_SET_PMD, which makes it throw every shadow mapping away)."""
+        L = self.x86
+        if not L.pae:
+            raise ValueError("set_pmd: a non-PAE guest has no mid level (pae=False)")
+        _check_int("vaddr", vaddr, 0, ULONG_MASK)
+        _check_int("value", value, 0, L.entry_mask)
+        space = self._space(vaddr, proc)
+        pmdp = (space.pmd_pages[L.pgd_index(vaddr)] << PAGE_SHIFT) + L.pmd_index(vaddr) * 8
+        self.write_entry(pmdp, value)
+        hc.do_hcall(self.cpu, hc.LHCALL_SET_PMD, pmdp & PAGE_MASK, (pmdp & ~PAGE_MASK) // 8)
 
     def map(
         self,
@@ -337,15 +371,12 @@ class Guest:
         L = self.x86
         space = self._space(vaddr, proc)
         if L.pae:
-            pmd = self.read_entry((space.pmd_pages[L.pgd_index(vaddr)] << PAGE_SHIFT) + L.pmd_index(vaddr) * 8)
-            if not pmd & _PAGE_PRESENT:
-                return 0
-            table = L.pmd_pfn(pmd) << PAGE_SHIFT
+            entry = self.read_entry((space.pmd_pages[L.pgd_index(vaddr)] << PAGE_SHIFT) + L.pmd_index(vaddr) * 8)
         else:
-            pgd = self.read_entry(space.gpgdir + L.pgd_index(vaddr) * 4)
-            if not pgd & _PAGE_PRESENT:
-                return 0
-            table = L.pgd_pfn(pgd) << PAGE_SHIFT
+            entry = self.read_entry(space.gpgdir + L.pgd_index(vaddr) * 4)
+        if not self._good_dir_entry(entry):
+            return 0
+        table = L.pmd_pfn(entry) << PAGE_SHIFT
         return self.read_entry(table + L.pte_index(vaddr) * L.entry_bytes)
 
     def flush_user(self) -> None:

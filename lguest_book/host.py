@@ -228,10 +228,11 @@ class Host:
 
     def peek_table(self, frame: int) -> list[int]:
         """The frame's entries, read without changing how the frame is stored (for
-        inspection).  A frame never written, or outside RAM, reads as zeroes."""
+        inspection).  A frame never written, or outside RAM, reads as zeroes.  The list
+        may be the frame itself: read it, never change it."""
         page = self.tables.get(frame)
         if page is not None:
-            return list(page)
+            return page
         raw = self.data.get(frame)
         if raw is None:
             return [0] * self.layout.ENTRIES_PER_PAGE

@@ -764,10 +764,19 @@ def map_switcher_in_guest(cpu: LgCpu, pages=None) -> None:
 # ===========================================================================================
 # From interrupts_and_traps.c: pin every page of the Guest's kernel stack.
 # ===========================================================================================
+STACK_PIN_CYCLE = 1 << 20  # esp1 - 1 - i * PAGE_SIZE repeats after this many pages
+
+
 def pin_stack_pages(cpu: LgCpu) -> None:
-    """Pin each stack page: ``esp1`` is the top, so page i holds ``esp1 - 1 - i * PAGE_SIZE``."""
+    """Pin each stack page: ``esp1`` is the top, so page i holds ``esp1 - 1 - i * PAGE_SIZE``.
+
+    guest_set_stack() kills a guest asking for more than two pages but records the number
+    anyway, so the C may loop up to 2**32 times here.  The addresses repeat after 2**20
+    pages, and a second pass changes nothing (each page is then writable, or demand_page
+    refuses it again), so the model stops after one full cycle: same outcome, no hang.
+    """
     _need_cpu(cpu)
-    for i in range(cpu.lg.stack_pages):
+    for i in range(min(cpu.lg.stack_pages, STACK_PIN_CYCLE)):
         pin_page(cpu, (cpu.esp1 - 1 - i * PAGE_SIZE) & ULONG_MASK)
 
 
