@@ -74,6 +74,12 @@ class Host:
         host kernel's own.
     """
 
+    __slots__ = (
+        "layout", "nr_cpus", "TOTAL_SWITCHER_PAGES", "ram_pages", "first_frame", "switcher_addr",
+        "_current_cpu", "tables", "data", "refcount", "anomalies", "oopses", "_next_frame",
+        "_free", "_fail_after", "_fail_count", "allocations", "lg_switcher_pages",
+    )
+
     def __init__(
         self,
         layout: Layout,
@@ -366,6 +372,29 @@ class Launcher:
             return 0 if frame == 0 else None
         raw = self.read_bytes(uaddr, size)
         return None if raw is None else int.from_bytes(raw, "little")
+
+    def read_guest(self, paddr: int, size: int) -> int | None:
+        """copy_from_user(mem_base + paddr): the same as ``read_int(mem_base + paddr)``,
+        with the common case (inside one page, page present) first."""
+        if paddr & 0xFFF <= PAGE_SIZE - size and 0 <= paddr < self.end - self.mem_base:
+            frame = self.frames[paddr >> PAGE_SHIFT]
+            if frame > 0:
+                raw = self.data.get(frame)
+                if raw is not None:
+                    return _UNPACK[size](raw, paddr & 0xFFF)[0]
+        return self.read_int((self.mem_base + paddr) & 0xFFFFFFFF, size)
+
+    def write_guest(self, paddr: int, size: int, value: int) -> bool:
+        """copy_to_user(mem_base + paddr): ``write_int(mem_base + paddr)``, common case first."""
+        if paddr & 0xFFF <= PAGE_SIZE - size and 0 <= paddr < self.end - self.mem_base:
+            index = paddr >> PAGE_SHIFT
+            frame = self.frames[index]
+            if frame > 0 and index not in self.readonly:
+                raw = self.data.get(frame)
+                if raw is not None:
+                    _PACK[size](raw, paddr & 0xFFF, value)
+                    return True
+        return self.write_int((self.mem_base + paddr) & 0xFFFFFFFF, size, value)
 
     def read_bytes(self, uaddr: int, size: int) -> bytes | None:
         out = bytearray()

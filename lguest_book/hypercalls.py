@@ -59,6 +59,14 @@ class LaunchError(OSError):
 
 
 def _oops(cpu: LgCpu, where: str, err: KernelOops) -> None:
+    """Record an oops, naming the innermost function of page_tables.c it happened in."""
+    tb, inner = err.__traceback__, None
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename == pt.__file__:
+            inner = tb.tb_frame.f_code.co_name
+        tb = tb.tb_next
+    if inner and inner != where:
+        where = f"{inner}, called from {where}"
     message = f"{err} (in {where})"
     cpu.lg.host.oopses.append(message)
     kill_guest(cpu, f"Launcher killed by a host oops: {message}")

@@ -96,6 +96,11 @@ class Lguest:
     :param prandom: a :class:`PrandomSource`, a seed (int), or a sequence of 32-bit values.
     """
 
+    __slots__ = (
+        "host", "x86", "entry_bytes", "launcher", "mem_base", "pfn_limit", "device_limit",
+        "kernel_address", "stack_pages", "lguest_data", "dead", "pgdirs", "cpus", "prandom_u32",
+    )
+
     def __init__(
         self,
         host: Host,
@@ -161,7 +166,7 @@ def lgread(cpu: LgCpu, addr: int, type_name: str) -> int:
     size = lg.entry_bytes
     end = (addr + size) & 0xFFFFFFFF
     if addr <= end <= (lg.pfn_limit << 12) & 0xFFFFFFFF:  # lguest_address_ok()
-        value = lg.launcher.read_int((lg.mem_base + addr) & 0xFFFFFFFF, size)
+        value = lg.launcher.read_guest(addr, size)  # copy_from_user(mem_base + addr)
         if value is not None:
             return value
     kill_guest(cpu, f"bad read address {addr:#x} len {size}")
@@ -174,7 +179,7 @@ def lgwrite(cpu: LgCpu, addr: int, type_name: str, value: int) -> None:
     size = lg.entry_bytes
     end = (addr + size) & 0xFFFFFFFF
     if addr <= end <= (lg.pfn_limit << 12) & 0xFFFFFFFF:  # lguest_address_ok()
-        if lg.launcher.write_int((lg.mem_base + addr) & 0xFFFFFFFF, size, value):
+        if lg.launcher.write_guest(addr, size, value):  # copy_to_user(mem_base + addr)
             return
     kill_guest(cpu, f"bad write address {addr:#x} len {size}")
 

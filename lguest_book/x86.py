@@ -82,6 +82,13 @@ class Layout:
     ``pte_val()`` sees it.
     """
 
+    __slots__ = (
+        "pae", "name", "levels", "entry_bytes", "entry_mask", "PTRS_PER_PGD", "PTRS_PER_PMD",
+        "PTRS_PER_PTE", "ENTRIES_PER_PAGE", "PGDIR_SHIFT", "PMD_SHIFT", "PGDIR_SIZE", "PMD_SIZE",
+        "PHYSICAL_MASK_SHIFT", "PTE_PFN_MASK", "PTE_FLAGS_MASK", "PHYSICAL_PMD_PAGE_MASK",
+        "_PAGE_NX", "supported_pte_mask", "CHECK_GPGD_MASK", "phys_mask",
+    )
+
     def __init__(self, pae: bool):
         self.pae = pae
         self.name = "PAE" if pae else "non-PAE"
@@ -140,11 +147,13 @@ class Layout:
     def pmd_pfn_mask(self, pmd: int) -> int:
         return self.PHYSICAL_PMD_PAGE_MASK if pmd & _PAGE_PSE else self.PTE_PFN_MASK
 
-    def pmd_flags(self, pmd: int) -> int:
-        return pmd & (self.entry_mask & ~self.pmd_pfn_mask(pmd))
+    def pmd_flags(self, pmd: int) -> int:  # pmd & pmd_flags_mask(pmd)
+        mask = self.PHYSICAL_PMD_PAGE_MASK if pmd & _PAGE_PSE else self.PTE_PFN_MASK
+        return pmd & self.entry_mask & ~mask
 
-    def pmd_pfn(self, pmd: int) -> int:
-        return ((pmd & self.pmd_pfn_mask(pmd)) >> PAGE_SHIFT) & ULONG_MASK
+    def pmd_pfn(self, pmd: int) -> int:  # (pmd & pmd_pfn_mask(pmd)) >> PAGE_SHIFT
+        mask = self.PHYSICAL_PMD_PAGE_MASK if pmd & _PAGE_PSE else self.PTE_PFN_MASK
+        return ((pmd & mask) >> PAGE_SHIFT) & ULONG_MASK
 
     # --- making and changing entries -----------------------------------------------------
     def massage_pgprot(self, prot: int) -> int:

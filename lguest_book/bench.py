@@ -1,0 +1,176 @@
+"""Benchmarks of the model's engine: how fast faults, touches, set_pte and page-table
+switches run, and how much memory a big guest takes.  Run with ``lguest-book bench``.
+
+These are measurements, not tests: nothing here asserts a speed.  Each figure is the best
+of several rounds (the least disturbed by whatever else the machine is doing).
+
+* ``demand_page``: a process maps ``pages`` user pages; each round flushes the user part
+  of the shadow (untimed) and then times one ``demand_page`` per page, a write fault on
+  every other page, so shadow PTE pages are allocated and accessed/dirty bits written back.
+* ``touch``: the same pages, already shadowed, touched through the hardware walk.
+* ``set_pte``: ``guest_set_pte`` on shadowed user addresses (the Accessed shortcut).
+* ``new_pagetable``: switching round-robin among six address spaces with four cached
+  top levels, so there are hits, and misses that evict a slot at random.
+* ``memory``: a 1 GiB guest whose kernel mapping of all its memory is fully shadowed.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import resource
+import time
+
+from . import page_tables as pt
+from .guest import Guest
+
+ROUNDS = 5
+
+
+def _best(rounds: int, setup, body, count: int) -> float:
+    """Operations per second of ``body`` (after ``setup``), best of ``rounds``."""
+    best = float("inf")
+    gc.disable()
+    try:
+        for _ in range(rounds):
+            setup()
+            start = time.perf_counter()
+            body()
+            best = min(best, time.perf_counter() - start)
+    finally:
+        gc.enable()
+    return count / best
+
+
+def _user_guest(pae: bool, pages: int) -> tuple[Guest, list[int]]:
+    g = Guest(pae=pae, mem_pages=max(4096, pages + 1024), seed=1)
+    proc = g.new_process("bench")
+    g.switch_to(proc)
+    base = 0x08000000
+    addrs = [base + i * 4096 for i in range(pages)]
+    for i, vaddr in enumerate(addrs):
+        g.map(vaddr, 0x400 + i, accessed=False)
+    return g, addrs
+
+
+def bench_demand_page(pae: bool, pages: int = 8192, rounds: int = ROUNDS) -> float:
+    g, addrs = _user_guest(pae, pages)
+    cpu = g.cpu
+    demand_page = pt.demand_page
+    work = [(vaddr, 2 if i % 2 else 0) for i, vaddr in enumerate(addrs)]
+
+    def setup():
+        pt.guest_pagetable_flush_user(cpu)
+
+    def body():
+        for vaddr, errcode in work:
+            demand_page(cpu, vaddr, errcode)
+
+    rate = _best(rounds, setup, body, len(work))
+    assert g.dead is None, g.dead
+    return rate
+
+
+def bench_touch(pae: bool, pages: int = 8192, rounds: int = ROUNDS) -> float:
+    g, addrs = _user_guest(pae, pages)
+    for vaddr in addrs:
+        g.touch(vaddr, write=True, user=True)
+    touch = g.touch
+
+    def body():
+        for vaddr in addrs:
+            touch(vaddr, False, True)
+
+    return _best(rounds, lambda: None, body, len(addrs))
+
+
+def bench_set_pte(pae: bool, pages: int = 4096, rounds: int = ROUNDS) -> float:
+    g, addrs = _user_guest(pae, pages)
+    for vaddr in addrs:
+        g.touch(vaddr, user=True)
+    cpu, gpgdir = g.cpu, g.current.gpgdir
+    ptes = [g.guest_pte(vaddr) | 0x20 for vaddr in addrs]
+    work = list(zip(addrs, ptes))
+    guest_set_pte = pt.guest_set_pte
+
+    def body():
+        for vaddr, pte in work:
+            guest_set_pte(cpu, gpgdir, vaddr, pte)
+
+    return _best(rounds, lambda: None, body, len(work))
+
+
+def bench_new_pagetable(pae: bool, switches: int = 3000, rounds: int = ROUNDS) -> float:
+    g = Guest(pae=pae, mem_pages=8192, seed=2)
+    procs = [g.new_process(f"p{i}") for i in range(6)]
+    for n, proc in enumerate(procs):
+        g.switch_to(proc)
+        for i in range(16):
+            g.map(0x08000000 + i * 4096, 0x400 + 16 * n + i)
+            g.touch(0x08000000 + i * 4096, user=True)
+    cpu = g.cpu
+    order = [procs[i % len(procs)].gpgdir for i in range(switches)]
+
+    def body():
+        for gpgdir in order:
+            pt.guest_new_pagetable(cpu, gpgdir)
+
+    rate = _best(rounds, lambda: None, body, switches)
+    assert g.dead is None, g.dead
+    return rate
+
+
+def _rss_mb() -> float:
+    with open(f"/proc/{os.getpid()}/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def bench_memory(pae: bool = False, gib: float = 1.0) -> dict:
+    """Build a guest of ``gib`` GiB, shadow its kernel mapping of every page, and report the
+    growth of this process's resident memory."""
+    gc.collect()
+    before = _rss_mb()
+    start = time.perf_counter()
+    pages = int(gib * 2**18)
+    # A 2G/2G split (CONFIG_VMSPLIT_2G) so the kernel can map every page of a 1 GiB guest.
+    g = Guest(pae=pae, mem_pages=pages, stack_pages=0, seed=3, kernel_address=0x80000000)
+    cpu = g.cpu
+    for gpfn in range(pages):
+        pt.demand_page(cpu, g.kernel_address + (gpfn << 12), 0)
+    mapped = len(g.lg.launcher.mapped_frames())
+    seconds = time.perf_counter() - start
+    gc.collect()
+    grown = _rss_mb() - before
+    dead = g.dead
+    del g
+    return {"pages": pages, "mapped": mapped, "rss_growth_mb": round(grown, 1), "seconds": round(seconds, 1), "dead": dead}
+
+
+def run_all(quick: bool = False) -> dict:
+    """Every figure, both layouts.  ``quick`` uses small sizes (for a smoke test)."""
+    size = 512 if quick else 8192
+    rounds = 1 if quick else ROUNDS
+    results: dict = {}
+    for pae in (False, True):
+        name = "PAE" if pae else "non-PAE"
+        results[name] = {
+            "demand_page/s": bench_demand_page(pae, size, rounds),
+            "touch/s": bench_touch(pae, size, rounds),
+            "set_pte/s": bench_set_pte(pae, size // 2, rounds),
+            "new_pagetable/s": bench_new_pagetable(pae, 300 if quick else 3000, rounds),
+        }
+    results["memory"] = bench_memory(False, 1 / 64 if quick else 1.0)
+    results["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    return results
+
+
+def format_results(results: dict) -> str:
+    lines = [f"{'':16}{'non-PAE':>14}{'PAE':>14}"]
+    for key in results["non-PAE"]:
+        lines.append(f"{key:16}{results['non-PAE'][key]:>14,.0f}{results['PAE'][key]:>14,.0f}")
+    m = results["memory"]
+    lines.append(
+        f"memory: {m['pages']:,} guest pages ({m['pages'] * 4 // 1024} MiB) fully shadowed in "
+        f"{m['seconds']} s; resident memory grew {m['rss_growth_mb']} MB"
+    )
+    return "\n".join(lines)

@@ -1,0 +1,176 @@
+"""The ``lguest-book`` command.
+
+    lguest-book tour [--pae]              a guided fault, told step by step
+    lguest-book trace VADDR [--write] [--user] [--pae]
+                                          trace demand_page for one address
+    lguest-book flaws [--pae]             show each known flaw of page_tables.c happen
+    lguest-book bench [--quick]           measure the model's speed and memory
+    lguest-book verify [...]              check the model against the referees
+    lguest-book open                      open the book in JupyterLab
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from . import flaws as _flaws
+from . import inspect as li
+from . import page_tables as pt
+from .guest import Guest
+from .trace import Tracer
+
+
+def _int(text: str) -> int:
+    try:
+        value = int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number (use 0x... for hex)") from None
+    if not 0 <= value <= 0xFFFFFFFF:
+        raise argparse.ArgumentTypeError(f"{text} is not a 32-bit address")
+    return value
+
+
+def _layout_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--pae", action="store_true", help="use the 3-level PAE layout")
+
+
+def cmd_tour(args) -> int:
+    g = Guest(pae=args.pae)
+    L = g.x86
+    say = print
+    say(f"A {L.name} guest with {g.lg.pfn_limit} pages of memory has booted under lguest.")
+    say(f"Its kernel lives at {g.kernel_address:#x}; the Switcher at {g.host.switcher_addr:#x}.")
+    proc = g.new_process("init")
+    g.switch_to(proc)
+    vaddr = 0x08048000
+    pte = g.map(vaddr, 0x300, accessed=False)
+    say(f"\nThe guest maps {vaddr:#x} to its page {0x300:#x} in its own tables: PTE {pte:#x} ({L.describe(pte)}).")
+    say(f"Shadow PTE for {vaddr:#x} before any access: {li.walk_shadow(g, vaddr)[-1].value:#x}")
+    say("\nNow the guest writes to it.  The CPU walks the shadow tables, finds nothing, faults,")
+    say("and lguest's demand_page() runs.  Its decisions:")
+    with Tracer() as t:
+        access = g.touch(vaddr, write=True, user=True)
+    for e in t.trace.decisions("demand_page"):
+        say(f"  [{'yes' if e.outcome else 'no '}] {e.label}")
+    for kind, ptr, old, new in t.trace.writes():
+        where = f"shadow entry {ptr}" if kind == "shadow" else f"guest PTE at {ptr:#x}"
+        say(f"  wrote {where}: {old or 0:#x} -> {new:#x}")
+    spte = li.walk_shadow(g, vaddr)[-1].value
+    say(f"\nThe access succeeded after {access.faults} fault(s): host physical address {access.hpa:#x}.")
+    say(f"Shadow PTE: {spte:#x} ({L.describe(spte)}): host frame {L.pte_pfn(spte):#x} stands for guest page {0x300:#x}.")
+    gpte = g.guest_pte(vaddr)
+    say(f"Guest PTE now: {gpte:#x} ({L.describe(gpte)}): lguest set Accessed and Dirty for it.")
+    say("\nThe four cached shadow top levels:")
+    for slot in li.pgdir_cache(g):
+        mark = "*" if slot["current"] else " "
+        say(f" {mark} slot {slot['slot']}: gpgdir={slot['gpgdir']:#x} allocated={slot['allocated']} "
+            f"switcher_mapped={slot['switcher_mapped']} last_host_cpu={slot['last_host_cpu']}")
+    g.shutdown()
+    return 0
+
+
+def cmd_trace(args) -> int:
+    g = Guest(pae=args.pae)
+    proc = g.new_process("init")
+    g.switch_to(proc)
+    if args.vaddr < g.kernel_address and not args.unmapped:
+        g.map(args.vaddr & ~0xFFF, 0x300, accessed=False)
+    errcode = (2 if args.write else 0) | (4 if args.user else 0)
+    with Tracer() as t:
+        result = pt.demand_page(g.cpu, args.vaddr, errcode)
+    print(t.trace.render())
+    print(f"\ndemand_page returned {result}; guest {'killed: ' + g.dead if g.dead else 'alive'}")
+    return 0
+
+
+def cmd_flaws(args) -> int:
+    for f in _flaws.FLAWS:
+        print(f"== {f.title}\n   in {f.where}; breaks: {f.promise}")
+        for key, value in f.demo(args.pae).items():
+            shown = f"{value:#x}" if isinstance(value, int) and not isinstance(value, bool) and value > 9 else value
+            print(f"   {key}: {shown}")
+        print()
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from . import bench
+
+    results = bench.run_all(quick=args.quick)
+    print(bench.format_results(results))
+    return 0
+
+
+def cmd_verify(args) -> int:
+    try:
+        from .verify import run_all
+    except ImportError as err:  # pragma: no cover - the referees are optional to import
+        print(f"the referees are not available: {err}", file=sys.stderr)
+        return 2
+    return run_all(args)
+
+
+def cmd_open(args) -> int:
+    book = Path(args.book)
+    if not book.is_dir():
+        print(f"no book folder at {book}", file=sys.stderr)
+        return 2
+    exe = shutil.which("jupyter")
+    if exe is None:
+        print("JupyterLab is not installed: pip install 'lguest-book[book]'", file=sys.stderr)
+        return 2
+    return subprocess.call([exe, "lab", str(book)] + (["--no-browser"] if args.no_browser else []))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lguest-book", description="lguest's shadow page tables, executable.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("tour", help="a guided fault, told step by step")
+    _layout_flag(p)
+    p.set_defaults(func=cmd_tour)
+
+    p = sub.add_parser("trace", help="trace demand_page for one address")
+    p.add_argument("vaddr", type=_int, help="virtual address (e.g. 0x08048000)")
+    p.add_argument("--write", action="store_true", help="a write fault (errcode bit 1)")
+    p.add_argument("--user", action="store_true", help="from user mode (errcode bit 2)")
+    p.add_argument("--unmapped", action="store_true", help="do not map the address first")
+    _layout_flag(p)
+    p.set_defaults(func=cmd_trace)
+
+    p = sub.add_parser("flaws", help="show each known flaw of page_tables.c happen")
+    _layout_flag(p)
+    p.set_defaults(func=cmd_flaws)
+
+    p = sub.add_parser("bench", help="measure the model's speed and memory")
+    p.add_argument("--quick", action="store_true", help="small sizes, one round (a smoke run)")
+    p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("verify", help="check the model against the C and a real MMU")
+    p.add_argument("--source", help="a page_tables.c (or its cregit text) to compile instead of the bundled reference")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--pae", dest="pae", action="store_true", default=None, help="only the PAE layout")
+    group.add_argument("--no-pae", dest="pae", action="store_false", help="only the non-PAE layout")
+    p.add_argument("--sequences", type=int, default=200, help="random operation sequences per layout")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser("open", help="open the book in JupyterLab")
+    p.add_argument("--book", default=os.environ.get("LGUEST_BOOK_DIR", "book"))
+    p.add_argument("--no-browser", action="store_true")
+    p.set_defaults(func=cmd_open)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
