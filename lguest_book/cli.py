@@ -1,6 +1,7 @@
 """The ``lguest-book`` command.
 
     lguest-book tour [--pae]              a guided fault, told step by step
+    lguest-book where NAME                the Python twin of a C function of page_tables.c
     lguest-book trace VADDR [--write] [--user] [--pae]
                                           trace demand_page for one address
     lguest-book flaws [--pae]             show each known flaw of page_tables.c happen
@@ -74,6 +75,28 @@ def cmd_tour(args) -> int:
     return 0
 
 
+def cmd_where(args) -> int:
+    import inspect as pyinspect
+
+    name = args.name
+    if name not in pt.C_FUNCTIONS:
+        close = [n for n in pt.C_FUNCTIONS if name.strip("_") in n]
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        print(f"{name} is not a function of page_tables.c{hint}", file=sys.stderr)
+        return 2
+    func = getattr(pt, name)
+    lines, start = pyinspect.getsourcelines(func)
+    path = Path(pyinspect.getsourcefile(func)).resolve()
+    try:
+        path = path.relative_to(Path.cwd())
+    except ValueError:
+        pass
+    print(f"{name} ({pt.MARKERS[name]}): {path}:{start}")
+    if not args.brief:
+        print("".join(lines), end="")
+    return 0
+
+
 def cmd_trace(args) -> int:
     g = Guest(pae=args.pae)
     proc = g.new_process("init")
@@ -134,6 +157,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("tour", help="a guided fault, told step by step")
     _layout_flag(p)
     p.set_defaults(func=cmd_tour)
+
+    p = sub.add_parser("where", help="the Python twin of a C function of page_tables.c")
+    p.add_argument("name", help="a C function name, e.g. demand_page")
+    p.add_argument("--brief", action="store_true", help="only the file and line")
+    p.set_defaults(func=cmd_where)
 
     p = sub.add_parser("trace", help="trace demand_page for one address")
     p.add_argument("vaddr", type=_int, help="virtual address (e.g. 0x08048000)")

@@ -207,8 +207,8 @@ def gpte_to_spte(cpu: LgCpu, gpte: int, write: int) -> int:
     return L.pfn_pte(pfn, flags)
 
 
-# H:460  release_pte: give back the reference get_pfn took.
 def release_pte(host: Host, pte: int) -> None:
+    """H:460: give back the page reference get_pfn() took, if the entry is present."""
     if pte & _PAGE_PRESENT:
         host.put_page((pte & host.layout.PTE_PFN_MASK) >> PAGE_SHIFT)  # pte_page(pte)
 
@@ -427,8 +427,8 @@ def release_pgd(host: Host, spgd: tuple[int, int]) -> None:
         host.store(spgd, 0)
 
 
-# H:445  Release every top-level entry below the Guest's kernel address.
 def flush_user_mappings(lg: Lguest, idx: int) -> None:
+    """H:445: release every top-level entry of slot ``idx`` below the Guest's kernel address."""
     _need_lg(lg)
     _need_slot("idx", idx)
     host = lg.host
@@ -436,8 +436,8 @@ def flush_user_mappings(lg: Lguest, idx: int) -> None:
         release_pgd(host, host.entry_ptr(lg.pgdirs[idx].pgdir, i))
 
 
-# H:440  (v) Flushing: the Guest asks us to drop its user mappings.
 def guest_pagetable_flush_user(cpu: LgCpu) -> None:
+    """H:440 (v): the Guest asked us to drop the user part of its current top level."""
     _need_cpu(cpu)
     flush_user_mappings(cpu.lg, cpu.cpu_pgd)
 
@@ -793,3 +793,21 @@ C_FUNCTIONS = (
     "init_guest_pagetable", "page_table_guest_data_init", "free_guest_pagetable",
     "remove_switcher_percpu_map", "map_switcher_in_guest", "pin_stack_pages",
 )
+
+# Where each function sits in the literate narrative of the C (the markers of its comments;
+# functions without a marker of their own are listed under the part that explains them).
+MARKERS = {
+    "spgd_addr": "H:320", "spmd_addr": "H:320", "spte_addr": "H:320", "gpgd_addr": "H:320",
+    "gpmd_addr": "H:320", "gpte_addr": "H:320", "get_pfn": "H:350", "gpte_to_spte": "H:340",
+    "release_pte": "H:460", "gpte_in_iomem": "H:330", "check_gpte": "H:330", "check_gpgd": "H:330",
+    "check_gpmd": "H:330", "find_spte": "H:331", "demand_page": "H:330", "page_writable": "H:360",
+    "pin_page": "H:360", "release_pmd": "H:450", "release_pgd": "H:450",
+    "flush_user_mappings": "H:445", "guest_pagetable_flush_user": "H:440", "__guest_pa": "H:500",
+    "guest_pa": "H:500", "find_pgdir": "H:430", "new_pgdir": "H:435",
+    "allocate_switcher_mapping": "H:501", "release_all_pagetables": "H:470",
+    "guest_pagetable_clear_all": "H:470", "guest_new_pagetable": "H:430",
+    "__guest_set_pte": "H:420", "guest_set_pte": "H:410", "guest_set_pgd": "H:400",
+    "guest_set_pmd": "H:400", "init_guest_pagetable": "H:500", "page_table_guest_data_init": "H:508",
+    "free_guest_pagetable": "H:500", "remove_switcher_percpu_map": "H:481",
+    "map_switcher_in_guest": "H:480", "pin_stack_pages": "H:360",
+}
