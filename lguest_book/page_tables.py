@@ -136,14 +136,14 @@ def spmd_addr(cpu: LgCpu, spgd: int, vaddr: int) -> tuple[int, int]:
 def spte_addr(cpu: LgCpu, spgd: int, vaddr: int) -> tuple[int, int]:
     """Pointer to the shadow PTE for ``vaddr`` below the (present) top-level entry ``spgd``."""
     L = cpu.lg.x86
-    if L.pae:
+    if L.pae:  # PAE: there is a mid level
         pmd = spmd_addr(cpu, spgd, vaddr)
         spmd = cpu.lg.host.deref(pmd)
         page = L.pmd_pfn(spmd)
         BUG_ON(not (L.pmd_flags(spmd) & _PAGE_PRESENT), "spte_addr")
     else:
         page = (spgd & L.PTE_PFN_MASK) >> PAGE_SHIFT  # pgd_pfn(spgd)
-        if not spgd & _PAGE_PRESENT:
+        if not spgd & _PAGE_PRESENT:  # BUG_ON: the top-level entry must be present
             BUG("spte_addr")
     return (page, (vaddr >> PAGE_SHIFT) & (L.PTRS_PER_PTE - 1))  # pte_index(vaddr)
 
@@ -169,12 +169,12 @@ def gpte_addr(cpu: LgCpu, gentry: int, vaddr: int) -> int:
     (the C has two versions of this function, one per layout).
     """
     L = cpu.lg.x86
-    if L.pae:
+    if L.pae:  # PAE: there is a mid level
         gpage = (L.pmd_pfn(gentry) << PAGE_SHIFT) & ULONG_MASK
         BUG_ON(not (L.pmd_flags(gentry) & _PAGE_PRESENT), "gpte_addr")
     else:
         gpage = gentry & L.PTE_PFN_MASK & ULONG_MASK  # pgd_pfn(gpgd) << PAGE_SHIFT
-        if not gentry & _PAGE_PRESENT:
+        if not gentry & _PAGE_PRESENT:  # BUG_ON: the entry must be present
             BUG("gpte_addr")
     return (gpage + ((vaddr >> PAGE_SHIFT) & (L.PTRS_PER_PTE - 1)) * L.entry_bytes) & ULONG_MASK
 
@@ -185,7 +185,7 @@ def gpte_addr(cpu: LgCpu, gentry: int, vaddr: int) -> int:
 def get_pfn(mm: Launcher, virtpfn: int, write: int) -> int:
     """Pin the Launcher page ``virtpfn``; returns its host frame, or 0xffffffff (-1UL)."""
     count, page = mm.get_user_pages_fast((virtpfn << PAGE_SHIFT) & ULONG_MASK, 1, write)
-    if count == 1:
+    if count == 1:  # get_user_pages_fast pinned the page
         return page
     return ULONG_MASK
 
@@ -200,7 +200,7 @@ def gpte_to_spte(cpu: LgCpu, gpte: int, write: int) -> int:
     flags = L.pte_flags(gpte) & ~_PAGE_GLOBAL
     base = lg.mem_base >> PAGE_SHIFT  # mem_base / PAGE_SIZE
     pfn = get_pfn(lg.launcher, (base + ((gpte & L.PTE_PFN_MASK) >> PAGE_SHIFT)) & ULONG_MASK, write)
-    if pfn == ULONG_MASK:
+    if pfn == ULONG_MASK:  # get_pfn failed
         kill_guest(cpu, f"failed to get page {L.pte_pfn(gpte)}")
         # No flags, so teardown will not try to release this entry.
         flags = 0
@@ -209,7 +209,7 @@ def gpte_to_spte(cpu: LgCpu, gpte: int, write: int) -> int:
 
 def release_pte(host: Host, pte: int) -> None:
     """H:460: give back the page reference get_pfn() took, if the entry is present."""
-    if pte & _PAGE_PRESENT:
+    if pte & _PAGE_PRESENT:  # only a present entry holds a reference
         host.put_page((pte & host.layout.PTE_PFN_MASK) >> PAGE_SHIFT)  # pte_page(pte)
 
 
@@ -223,7 +223,9 @@ def gpte_in_iomem(cpu: LgCpu, gpte: int) -> bool:
 
 def check_gpte(cpu: LgCpu, gpte: int) -> bool:
     """A Guest PTE with the PSE (PAT) bit, or beyond guest memory, kills the guest."""
-    if (gpte & _PAGE_PSE) or (gpte & cpu.lg.x86.PTE_PFN_MASK) >> PAGE_SHIFT >= cpu.lg.pfn_limit:
+    if (gpte & _PAGE_PSE) or (
+        (gpte & cpu.lg.x86.PTE_PFN_MASK) >> PAGE_SHIFT >= cpu.lg.pfn_limit
+    ):  # large page, or beyond guest memory
         kill_guest(cpu, "bad page table entry")
         return False
     return True
@@ -232,7 +234,9 @@ def check_gpte(cpu: LgCpu, gpte: int) -> bool:
 def check_gpgd(cpu: LgCpu, gpgd: int) -> bool:
     """A Guest top-level entry may only carry CHECK_GPGD_MASK flags and point into its memory."""
     L = cpu.lg.x86
-    if (L.pgd_flags(gpgd) & ~L.CHECK_GPGD_MASK) or L.pgd_pfn(gpgd) >= cpu.lg.pfn_limit:
+    if (L.pgd_flags(gpgd) & ~L.CHECK_GPGD_MASK) or (
+        L.pgd_pfn(gpgd) >= cpu.lg.pfn_limit
+    ):  # flags outside CHECK_GPGD_MASK, or beyond guest memory
         kill_guest(cpu, "bad page directory entry")
         return False
     return True
@@ -241,7 +245,9 @@ def check_gpgd(cpu: LgCpu, gpgd: int) -> bool:
 def check_gpmd(cpu: LgCpu, gpmd: int) -> bool:
     """PAE only: a Guest mid-level entry may only carry _PAGE_TABLE flags."""
     L = cpu.lg.x86
-    if (L.pmd_flags(gpmd) & ~_PAGE_TABLE) or L.pmd_pfn(gpmd) >= cpu.lg.pfn_limit:
+    if (L.pmd_flags(gpmd) & ~_PAGE_TABLE) or (
+        L.pmd_pfn(gpmd) >= cpu.lg.pfn_limit
+    ):  # flags outside _PAGE_TABLE, or beyond guest memory
         kill_guest(cpu, "bad page middle directory entry")
         return False
     return True
@@ -261,22 +267,22 @@ def find_spte(cpu: LgCpu, vaddr: int, allocate: bool, pgd_flags: int, pmd_flags:
     L = lg.x86
     spgd = spgd_addr(cpu, cpu.cpu_pgd, vaddr)
     pgd = host.deref(spgd)
-    if not pgd & _PAGE_PRESENT:
-        if not allocate:
+    if not pgd & _PAGE_PRESENT:  # no shadow top-level entry yet
+        if not allocate:  # the caller only wanted to look
             return None
         ptepage = host.get_zeroed_page()
-        if not ptepage:
+        if not ptepage:  # the allocation failed
             kill_guest(cpu, "out of memory allocating pte page")
             return None
         pgd = (ptepage << PAGE_SHIFT) | pgd_flags
         host.store(spgd, pgd)  # set_pgd
-    if L.pae:
+    if L.pae:  # PAE: there is a mid level
         spmd = spmd_addr(cpu, pgd, vaddr)
-        if not (L.pmd_flags(host.deref(spmd)) & _PAGE_PRESENT):
-            if not allocate:
+        if not (L.pmd_flags(host.deref(spmd)) & _PAGE_PRESENT):  # no shadow mid-level entry
+            if not allocate:  # the caller only wanted to look
                 return None
             ptepage = host.get_zeroed_page()
-            if not ptepage:
+            if not ptepage:  # the allocation failed
                 kill_guest(cpu, "out of memory allocating pmd page")
                 return None
             host.store(spmd, (ptepage << PAGE_SHIFT) | pmd_flags)  # set_pmd
@@ -305,7 +311,7 @@ def demand_page(cpu: LgCpu, vaddr: int, errcode: int) -> tuple[bool, int]:
         return False, 0
 
     # The top level: made up while the guest runs linear, else read from the Guest.
-    if cpu.linear_pages:
+    if cpu.linear_pages:  # still running on the made-up linear mapping
         gpgd = L.CHECK_GPGD_MASK
     else:
         gpgd = lgread(cpu, gpgd_addr(cpu, vaddr), "pgd_t")
@@ -316,12 +322,12 @@ def demand_page(cpu: LgCpu, vaddr: int, errcode: int) -> tuple[bool, int]:
 
     # The mid level exists only for PAE; without it this dummy value stands in.
     gpmd = _PAGE_TABLE
-    if L.pae:
-        if not cpu.linear_pages:
+    if L.pae:  # PAE: there is a mid level
+        if not cpu.linear_pages:  # real Guest tables to read
             gpmd = lgread(cpu, gpmd_addr(gpgd, vaddr), "pmd_t")
-            if not (L.pmd_flags(gpmd) & _PAGE_PRESENT):
+            if not (L.pmd_flags(gpmd) & _PAGE_PRESENT):  # mid level not present
                 return False, 0
-            if not check_gpmd(cpu, gpmd):
+            if not check_gpmd(cpu, gpmd):  # weird mid-level entry: killed
                 return False, 0
         gpte_ptr = gpte_addr(cpu, gpmd, vaddr)
     else:
@@ -345,11 +351,11 @@ def demand_page(cpu: LgCpu, vaddr: int, errcode: int) -> tuple[bool, int]:
 
     # What the hardware would have done to the Guest's PTE: accessed, and dirty on a write.
     gpte |= _PAGE_ACCESSED  # pte_mkyoung()
-    if errcode & 2:
+    if errcode & 2:  # a write fault
         gpte |= _PAGE_DIRTY  # pte_mkdirty()
 
     spte = find_spte(cpu, vaddr, True, L.pgd_flags(gpgd), L.pmd_flags(gpmd))
-    if spte is None:
+    if spte is None:  # no shadow PTE
         return False, 0
 
     host = lg.host
@@ -377,7 +383,7 @@ def page_writable(cpu: LgCpu, vaddr: int) -> bool:
     if vaddr >= cpu.lg.host.switcher_addr:  # no stack in the Switcher
         return False
     spte = find_spte(cpu, vaddr, False, 0, 0)
-    if spte is None:
+    if spte is None:  # no shadow PTE
         return False
     # "unsigned long flags": the high half of a PAE entry's flags is dropped here.
     flags = cpu.lg.x86.pte_flags(cpu.lg.host.deref(spte)) & ULONG_MASK
@@ -388,7 +394,9 @@ def pin_page(cpu: LgCpu, vaddr: int) -> None:
     """Map a stack page now (as a write fault would) unless it already is; else kill."""
     _need_cpu(cpu)
     _need_u32("vaddr", vaddr)
-    if not page_writable(cpu, vaddr) and not demand_page(cpu, vaddr, 2)[0]:
+    if not page_writable(cpu, vaddr) and (
+        not demand_page(cpu, vaddr, 2)[0]
+    ):  # not mapped writable, and a write fault cannot map it
         kill_guest(cpu, f"bad stack page {vaddr:#x}")
 
 
@@ -401,7 +409,7 @@ def release_pmd(host: Host, spmd: tuple[int, int]) -> None:
     if not L.pae:
         raise ValueError("release_pmd() exists only under PAE, and this host is non-PAE")
     pmd = host.deref(spmd)
-    if L.pmd_flags(pmd) & _PAGE_PRESENT:
+    if L.pmd_flags(pmd) & _PAGE_PRESENT:  # a present mid-level entry: release its PTE page
         ptepage = L.pmd_pfn(pmd)
         entries = host.table(ptepage)
         for i in range(L.PTRS_PER_PTE):
@@ -414,9 +422,9 @@ def release_pgd(host: Host, spgd: tuple[int, int]) -> None:
     """Release what a present shadow top-level entry points to, then clear the entry."""
     L = host.layout
     pgd = host.deref(spgd)
-    if L.pgd_flags(pgd) & _PAGE_PRESENT:
+    if L.pgd_flags(pgd) & _PAGE_PRESENT:  # a present top-level entry: release what it points to
         page = L.pgd_pfn(pgd)
-        if L.pae:
+        if L.pae:  # PAE: there is a mid level
             for i in range(L.PTRS_PER_PMD):
                 release_pmd(host, (page, i))
         else:
@@ -453,16 +461,16 @@ def __guest_pa(cpu: LgCpu, vaddr: int) -> tuple[bool, int]:
     if cpu.linear_pages:  # not set up yet: identity
         return True, vaddr
     gpgd = lgread(cpu, gpgd_addr(cpu, vaddr), "pgd_t")
-    if not (L.pgd_flags(gpgd) & _PAGE_PRESENT):
+    if not (L.pgd_flags(gpgd) & _PAGE_PRESENT):  # top level not present
         return False, ULONG_MASK
-    if L.pae:
+    if L.pae:  # PAE: there is a mid level
         gpmd = lgread(cpu, gpmd_addr(gpgd, vaddr), "pmd_t")
-        if not (L.pmd_flags(gpmd) & _PAGE_PRESENT):
+        if not (L.pmd_flags(gpmd) & _PAGE_PRESENT):  # mid level not present
             return False, ULONG_MASK
         gpte = lgread(cpu, gpte_addr(cpu, gpmd, vaddr), "pte_t")
     else:
         gpte = lgread(cpu, gpte_addr(cpu, gpgd, vaddr), "pte_t")
-    if not (L.pte_flags(gpte) & _PAGE_PRESENT):
+    if not (L.pte_flags(gpte) & _PAGE_PRESENT):  # PTE not present
         return False, ULONG_MASK
     return True, ((L.pte_pfn(gpte) * PAGE_SIZE) | (vaddr & ~PAGE_MASK)) & ULONG_MASK
 
@@ -470,7 +478,7 @@ def __guest_pa(cpu: LgCpu, vaddr: int) -> tuple[bool, int]:
 def guest_pa(cpu: LgCpu, vaddr: int) -> int:
     """Like __guest_pa, but a bad address kills the guest (and 0xffffffff comes back)."""
     ok, paddr = __guest_pa(cpu, vaddr)
-    if not ok:
+    if not ok:  # the Guest's tables do not map it
         kill_guest(cpu, f"Bad address {vaddr:#x}")
     return paddr
 
@@ -482,7 +490,7 @@ def find_pgdir(lg: Lguest, pgtable: int) -> int:
     """The slot shadowing Guest top level ``pgtable``, or 4 (ARRAY_SIZE) if none does."""
     pgdirs = lg.pgdirs
     for i in range(PGDIR_SLOTS):
-        if pgdirs[i].pgdir and pgdirs[i].gpgdir == pgtable:
+        if pgdirs[i].pgdir and pgdirs[i].gpgdir == pgtable:  # this slot shadows that top level
             break
     else:
         i = PGDIR_SLOTS
@@ -502,9 +510,9 @@ def new_pgdir(cpu: LgCpu, gpgdir: int) -> tuple[int, bool]:
     lg = cpu.lg
     blank_pgdir = False
     next = lg.prandom_u32() % PGDIR_SLOTS
-    if not lg.pgdirs[next].pgdir:
+    if not lg.pgdirs[next].pgdir:  # the slot has no page (never used, or the allocation failed)
         lg.pgdirs[next].pgdir = lg.host.get_zeroed_page()
-        if not lg.pgdirs[next].pgdir:
+        if not lg.pgdirs[next].pgdir:  # the slot has no page (never used, or the allocation failed)
             next = cpu.cpu_pgd  # allocation failed: keep using the one we have
         else:
             blank_pgdir = True
@@ -524,9 +532,11 @@ def allocate_switcher_mapping(cpu: LgCpu) -> bool:
     L = lg.x86
     for i in range(host.TOTAL_SWITCHER_PAGES):
         pte = find_spte(cpu, host.switcher_addr + i * PAGE_SIZE, True, L.CHECK_GPGD_MASK, _PAGE_TABLE)
-        if pte is None:
+        if pte is None:  # could not make the PTE page
             return False
-        if i == 0 and not (L.pte_flags(host.deref(pte)) & _PAGE_PRESENT):
+        if i == 0 and (
+            not (L.pte_flags(host.deref(pte)) & _PAGE_PRESENT)
+        ):  # the Switcher's code page is not mapped yet
             host.get_page(host.lg_switcher_pages[0])
             host.store(pte, L.mk_pte(host.lg_switcher_pages[0], PAGE_KERNEL_RX))
     lg.pgdirs[cpu.cpu_pgd].switcher_mapped = True
@@ -540,7 +550,7 @@ def release_all_pagetables(lg: Lguest) -> None:
     _need_lg(lg)
     host = lg.host
     for pgdir in lg.pgdirs:
-        if not pgdir.pgdir:
+        if not pgdir.pgdir:  # an unused slot
             continue
         for j in range(lg.x86.PTRS_PER_PGD):
             release_pgd(host, host.entry_ptr(pgdir.pgdir, j))
@@ -554,7 +564,7 @@ def guest_pagetable_clear_all(cpu: LgCpu) -> None:
     _need_cpu(cpu)
     release_all_pagetables(cpu.lg)
     pin_stack_pages(cpu)
-    if not allocate_switcher_mapping(cpu):
+    if not allocate_switcher_mapping(cpu):  # the Switcher could not be mapped
         kill_guest(cpu, "Cannot populate switcher mapping")
 
 
@@ -567,20 +577,20 @@ def guest_new_pagetable(cpu: LgCpu, pgtable: int) -> None:
     _need_u32("pgtable", pgtable)
     lg = cpu.lg
     repin = False
-    if cpu.linear_pages:
+    if cpu.linear_pages:  # still running on the made-up linear mapping
         # The first switch: the linear mapping was made up, so throw it all away.
         release_all_pagetables(lg)
         cpu.linear_pages = False
         newpgdir = PGDIR_SLOTS  # force a new pgdir
     else:
         newpgdir = find_pgdir(lg, pgtable)
-    if newpgdir == PGDIR_SLOTS:
+    if newpgdir == PGDIR_SLOTS:  # not cached: take a slot
         newpgdir, repin = new_pgdir(cpu, pgtable)
     cpu.cpu_pgd = newpgdir
     if repin:  # a blank top level: stack and Switcher must be mapped again
         pin_stack_pages(cpu)
-    if not lg.pgdirs[cpu.cpu_pgd].switcher_mapped:
-        if not allocate_switcher_mapping(cpu):
+    if not lg.pgdirs[cpu.cpu_pgd].switcher_mapped:  # the Switcher is not mapped in this slot
+        if not allocate_switcher_mapping(cpu):  # the Switcher could not be mapped
             kill_guest(cpu, "Cannot populate switcher mapping")
 
 
@@ -601,15 +611,17 @@ def __guest_set_pte(cpu: LgCpu, idx: int, vaddr: int, gpte: int) -> None:
     host = lg.host
     L = lg.x86
     spgd = spgd_addr(cpu, idx, vaddr)
-    if L.pgd_flags(host.deref(spgd)) & _PAGE_PRESENT:
-        if L.pae:
+    if L.pgd_flags(host.deref(spgd)) & _PAGE_PRESENT:  # a shadow top-level entry exists
+        if L.pae:  # PAE: there is a mid level
             spmd = spmd_addr(cpu, host.deref(spgd), vaddr)
-            if not (L.pmd_flags(host.deref(spmd)) & _PAGE_PRESENT):
+            if not (L.pmd_flags(host.deref(spmd)) & _PAGE_PRESENT):  # no shadow mid-level entry
                 return
         spte = spte_addr(cpu, host.deref(spgd), vaddr)
         release_pte(host, host.deref(spte))
-        if (L.pte_flags(gpte) & (_PAGE_DIRTY | _PAGE_ACCESSED)) and not gpte_in_iomem(cpu, gpte):
-            if not check_gpte(cpu, gpte):
+        if (L.pte_flags(gpte) & (_PAGE_DIRTY | _PAGE_ACCESSED)) and (
+            not gpte_in_iomem(cpu, gpte)
+        ):  # Accessed or Dirty already set (and not device memory): map it now
+            if not check_gpte(cpu, gpte):  # bad PTE: killed
                 # QUIRK: the old entry was released above but is left in place, so teardown
                 # will release its page a second time.
                 return
@@ -625,10 +637,10 @@ def guest_set_pte(cpu: LgCpu, gpgdir: int, vaddr: int, gpte: int) -> None:
     _need_u32("vaddr", vaddr)
     _need_entry(cpu.lg, "gpte", gpte)
     lg = cpu.lg
-    if vaddr >= lg.host.switcher_addr:
+    if vaddr >= lg.host.switcher_addr:  # inside the Switcher
         kill_guest(cpu, "attempt to set pte into Switcher pages")
         return
-    if vaddr >= lg.kernel_address:
+    if vaddr >= lg.kernel_address:  # a kernel address: every top level
         # Kernel mappings are shared by every top level: update them all.
         for i in range(PGDIR_SLOTS):
             if lg.pgdirs[i].pgdir:
@@ -650,14 +662,14 @@ def guest_set_pgd(lg: Lguest, gpgdir: int, idx: int) -> None:
     _need_u32("gpgdir", gpgdir)
     _need_u32("idx", idx)
     cpu0 = lg.cpus[0]
-    if idx > lg.x86.PTRS_PER_PGD:
+    if idx > lg.x86.PTRS_PER_PGD:  # index past the end (note: > not >=)
         kill_guest(cpu0, f"Attempt to set pgd {idx}/{lg.x86.PTRS_PER_PGD}")
         return
     pgdir = find_pgdir(lg, gpgdir)
-    if pgdir < PGDIR_SLOTS:
+    if pgdir < PGDIR_SLOTS:  # we shadow that top level
         release_pgd(lg.host, lg.host.entry_ptr(lg.pgdirs[pgdir].pgdir, idx))
         # That may have been the Switcher's entry: map it again (in cpu 0's *current* slot).
-        if not allocate_switcher_mapping(cpu0):
+        if not allocate_switcher_mapping(cpu0):  # the Switcher could not be mapped
             kill_guest(cpu0, "Cannot populate switcher mapping")
         lg.pgdirs[pgdir].last_host_cpu = -1
 
@@ -679,10 +691,10 @@ def init_guest_pagetable(lg: Lguest) -> int:
     _need_lg(lg)
     cpu = lg.cpus[0]
     cpu.cpu_pgd, allocated = new_pgdir(cpu, 0)
-    if not allocated:
+    if not allocated:  # no page for the first top level
         return -ENOMEM
     cpu.linear_pages = True
-    if not allocate_switcher_mapping(cpu):
+    if not allocate_switcher_mapping(cpu):  # the Switcher could not be mapped
         release_all_pagetables(lg)
         return -ENOMEM
     return 0
@@ -695,11 +707,13 @@ def page_table_guest_data_init(cpu: LgCpu) -> None:
     top = (~lg.host.switcher_addr + 1) & ULONG_MASK  # 4 GiB - switcher_addr, in 32 bits
     # get_user() zeroes its destination when the read faults.
     err, lg.kernel_address = get_user_u32(lg, lg.lguest_data + LGUEST_DATA_KERNEL_ADDRESS)
-    if err or put_user_u32(lg, top, lg.lguest_data + LGUEST_DATA_RESERVE_MEM):
+    if err or (
+        put_user_u32(lg, top, lg.lguest_data + LGUEST_DATA_RESERVE_MEM)
+    ):  # lguest_data is not readable and writable
         kill_guest(cpu, f"bad guest page {lg.lguest_data:08x}")
         return
     # flush_user_mappings() loops up to pgd_index(kernel_address): keep it below the Switcher.
-    if lg.kernel_address >= lg.host.switcher_addr:
+    if lg.kernel_address >= lg.host.switcher_addr:  # kernel address inside the Switcher
         kill_guest(cpu, f"bad kernel address {lg.kernel_address:#x}")
 
 
@@ -742,7 +756,7 @@ def map_switcher_in_guest(cpu: LgCpu, pages=None) -> None:
     pgdir = lg.pgdirs[cpu.cpu_pgd]
     BUG_ON(not pgdir.switcher_mapped, "map_switcher_in_guest")
     this_cpu = host.current_cpu
-    if pgdir.last_host_cpu == this_cpu:
+    if pgdir.last_host_cpu == this_cpu:  # already mapped for this host CPU
         return
     if pgdir.last_host_cpu == -1:  # unknown: clear every CPU's pages
         for i in range(host.nr_cpus):

@@ -152,9 +152,13 @@ def _decision_table(module) -> dict:
     lines = source.splitlines()
     tree = ast.parse(source)
     table: dict[int, tuple] = {}
+    private = set()
+    for func in ast.walk(tree):  # the model's own helpers (_bad, _need_cpu...) are not the C's
+        if isinstance(func, ast.FunctionDef) and func.name.startswith("_") and not func.name.startswith("__"):
+            private.update(id(n) for n in ast.walk(func))
     for node in ast.walk(tree):
         if isinstance(node, ast.If):
-            if _is_argument_check(node):
+            if _is_argument_check(node) or id(node) in private:
                 continue
             first, last = node.test.lineno, node.test.end_lineno
             body = (node.body[0].lineno, node.body[-1].end_lineno)
