@@ -8,6 +8,7 @@
     lguest-book bench [--quick]           measure the model's speed and memory
     lguest-book verify [...]              check the model against the referees
     lguest-book open                      open the book in JupyterLab
+    lguest-book book sync|execute|check   keep the book's notebooks, twins and outputs
 """
 
 from __future__ import annotations
@@ -138,6 +139,33 @@ def cmd_verify(args) -> int:
     return run_all(args)
 
 
+def cmd_book(args) -> int:
+    from . import book
+
+    folder = Path(args.book)
+    if args.action == "sync":
+        for nb in book.sync(folder):
+            print(f"synced {nb}")
+        return 0
+    if args.action == "execute":
+        book.sync(folder)
+        targets = [Path(c) for c in args.chapters] or book.chapters(folder)
+        total = 0.0
+        for nb in targets:
+            seconds = book.execute(nb)
+            total += seconds
+            print(f"executed {nb} in {seconds:.1f} s")
+        print(f"{len(targets)} notebook(s) in {total:.1f} s")
+        return 0
+    reports = book.check(folder)
+    bad = [r for r in reports if r.problems]
+    for r in reports:
+        print(f"{'ok ' if not r.problems else 'BAD'} {r.notebook.name}")
+        for problem in r.problems:
+            print(f"    - {problem}")
+    return 1 if bad else 0
+
+
 def cmd_open(args) -> int:
     book = Path(args.book)
     if not book.is_dir():
@@ -187,6 +215,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sequences", type=int, default=200, help="random operation sequences per layout")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser("book", help="sync, execute or check the book's notebooks")
+    p.add_argument("action", choices=("sync", "execute", "check"))
+    p.add_argument("chapters", nargs="*", help="notebooks to execute (default: all)")
+    p.add_argument("--book", default=os.environ.get("LGUEST_BOOK_DIR", "book"))
+    p.set_defaults(func=cmd_book)
 
     p = sub.add_parser("open", help="open the book in JupyterLab")
     p.add_argument("--book", default=os.environ.get("LGUEST_BOOK_DIR", "book"))
