@@ -19,7 +19,17 @@ from __future__ import annotations
 
 from . import page_tables as pt
 from .host import KernelOops
-from .lguest import LGUEST_DATA_CR2, LGUEST_DATA_SIZE, LgCpu, Lguest, kill_guest, lguest_address_ok, put_user_u32
+from .lguest import (
+    LGUEST_DATA_CR2,
+    LGUEST_DATA_SIZE,
+    LgCpu,
+    Lguest,
+    c_long,
+    c_ptr,
+    kill_guest,
+    lguest_address_ok,
+    put_user_u32,
+)
 from .x86 import PAGE_SIZE, ULONG_MASK
 
 # arch/x86/include/asm/lguest_hcall.h
@@ -103,20 +113,23 @@ def initialize(cpu: LgCpu, call: int, arg1: int) -> None:
     lguest_data; it ends in page_table_guest_data_init."""
     lg = cpu.lg
     if call != LHCALL_LGUEST_INIT:
-        kill_guest(cpu, f"hypercall {call} before INIT")
+        kill_guest(cpu, f"hypercall {c_long(call)} before INIT")
         return
     if not lguest_address_ok(lg, arg1, LGUEST_DATA_SIZE):  # lguest_arch_init_hypercalls
-        kill_guest(cpu, f"bad guest page {lg.lguest_data:08x}")
+        kill_guest(cpu, f"bad guest page {c_ptr(lg.lguest_data)}")
     else:
         lg.lguest_data = (lg.mem_base + arg1) & ULONG_MASK
     pt.page_table_guest_data_init(cpu)
+    # The Launcher's writes above may have been the first to a guest page (copy-on-write),
+    # so the C throws every shadow mapping away here.
+    pt.guest_pagetable_clear_all(cpu)
 
 
 def guest_set_stack(cpu: LgCpu, seg: int, esp: int, pages: int) -> None:
     """interrupts_and_traps.c: record the Guest's kernel stack and pin it.  Note that a bad
     segment or size kills the guest but the stack is still recorded and pinned."""
     if (seg & 3) != GUEST_PL:
-        kill_guest(cpu, f"bad stack segment {seg}")
+        kill_guest(cpu, f"bad stack segment {c_long(seg)}")
     if pages > 2:
         kill_guest(cpu, f"bad stack pages {pages}")
     cpu.ss1 = seg
@@ -155,7 +168,7 @@ def do_hcall(cpu: LgCpu, call: int, arg1: int = 0, arg2: int = 0, arg3: int = 0,
         elif call in (LHCALL_FLUSH_ASYNC, LHCALL_SEND_INTERRUPTS):
             pass
         else:  # not modelled here, or unknown
-            kill_guest(cpu, f"Bad hypercall {call}")
+            kill_guest(cpu, f"Bad hypercall {c_long(call)}\n")  # the C's message ends in a newline
     except KernelOops as err:
         _oops(cpu, HYPERCALL_NAMES.get(call, str(call)), err)
 

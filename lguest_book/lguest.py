@@ -142,6 +142,26 @@ class Lguest:
         return f"<Lguest {self.x86.name} {self.pfn_limit} pages, {state}>"
 
 
+# --- printk formats of kill messages -----------------------------------------------------------
+# kill_guest() takes a printf format.  These give the exact text the C would produce for the
+# conversions lguest uses, so kill reasons compare equal with the C's.
+def c_hex(value: int) -> str:
+    """``%#lx``: C prints zero as ``0`` (no ``0x``)."""
+    return f"{value:#x}" if value else "0"
+
+
+def c_long(value: int) -> str:
+    """``%li``/``%i`` of a 32-bit register: printed as a signed number."""
+    value &= ULONG_MASK
+    return str(value - (1 << 32) if value & 0x80000000 else value)
+
+
+def c_ptr(value: int) -> str:
+    """The kernel's ``%p`` on 32-bit x86 (Linux 4.7): eight zero-padded hex digits, and
+    ``(null)`` right-aligned in the same width for NULL."""
+    return f"{value:08x}" if value else "  (null)"
+
+
 # --- kill_guest (lg.h) ---------------------------------------------------------------------
 def kill_guest(cpu: LgCpu, reason: str) -> None:
     """Mark the guest dead.  Only the first reason is kept: later kills change nothing."""
@@ -169,7 +189,7 @@ def lgread(cpu: LgCpu, addr: int, type_name: str) -> int:
         value = lg.launcher.read_guest(addr, size)  # copy_from_user(mem_base + addr)
         if value is not None:
             return value
-    kill_guest(cpu, f"bad read address {addr:#x} len {size}")
+    kill_guest(cpu, f"bad read address {c_hex(addr)} len {size}")
     return 0
 
 
@@ -181,7 +201,7 @@ def lgwrite(cpu: LgCpu, addr: int, type_name: str, value: int) -> None:
     if addr <= end <= (lg.pfn_limit << 12) & 0xFFFFFFFF:  # lguest_address_ok()
         if lg.launcher.write_guest(addr, size, value):  # copy_to_user(mem_base + addr)
             return
-    kill_guest(cpu, f"bad write address {addr:#x} len {size}")
+    kill_guest(cpu, f"bad write address {c_hex(addr)} len {size}")
 
 
 # --- get_user / put_user on the lguest_data page --------------------------------------------

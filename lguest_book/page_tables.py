@@ -41,6 +41,8 @@ from .lguest import (
     LGUEST_DATA_RESERVE_MEM,
     PGDIR_SLOTS,
     Lguest,
+    c_hex,
+    c_ptr,
     LgCpu,
     get_user_u32,
     kill_guest,
@@ -397,7 +399,7 @@ def pin_page(cpu: LgCpu, vaddr: int) -> None:
     if not page_writable(cpu, vaddr) and (
         not demand_page(cpu, vaddr, 2)[0]
     ):  # not mapped writable, and a write fault cannot map it
-        kill_guest(cpu, f"bad stack page {vaddr:#x}")
+        kill_guest(cpu, f"bad stack page {c_hex(vaddr)}")
 
 
 # ===========================================================================================
@@ -710,11 +712,11 @@ def page_table_guest_data_init(cpu: LgCpu) -> None:
     if err or (
         put_user_u32(lg, top, lg.lguest_data + LGUEST_DATA_RESERVE_MEM)
     ):  # lguest_data is not readable and writable
-        kill_guest(cpu, f"bad guest page {lg.lguest_data:08x}")
+        kill_guest(cpu, f"bad guest page {c_ptr(lg.lguest_data)}")
         return
     # flush_user_mappings() loops up to pgd_index(kernel_address): keep it below the Switcher.
     if lg.kernel_address >= lg.host.switcher_addr:  # kernel address inside the Switcher
-        kill_guest(cpu, f"bad kernel address {lg.kernel_address:#x}")
+        kill_guest(cpu, f"bad kernel address {c_hex(lg.kernel_address)}")
 
 
 def free_guest_pagetable(lg: Lguest) -> None:
