@@ -481,7 +481,7 @@ def guest_pa(cpu: LgCpu, vaddr: int) -> int:
     """Like __guest_pa, but a bad address kills the guest (and 0xffffffff comes back)."""
     ok, paddr = __guest_pa(cpu, vaddr)
     if not ok:  # the Guest's tables do not map it
-        kill_guest(cpu, f"Bad address {vaddr:#x}")
+        kill_guest(cpu, f"Bad address {c_hex(vaddr)}")
     return paddr
 
 

@@ -1,0 +1,278 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Chapter 2 — Part (i): looking up a fault with `demand_page()`
+#
+# Every shadow entry the Guest ever uses is born here.  The Guest runs on tables it has never
+# seen; the first touch of any page faults into the Host, and `demand_page()` (narrative marker
+# **H:330**) decides whether the Guest's *own* tables allow the access.  If they do, it builds
+# the missing shadow entry and the Guest never learns anything happened.  If they don't, the
+# fault was the Guest's and goes back to it.
+#
+# ## What you will learn
+#
+# - the exact order of checks `demand_page()` makes, and which ones can kill the Guest;
+# - how `find_spte()` (H:331) walks — and grows — the shadow tables;
+# - how `gpte_to_spte()` (H:340) and `get_pfn()` (H:350) turn a guest frame into a host frame;
+# - why a page the Guest only *read* gets a read-only shadow entry even when the Guest made it
+#   writable (the accessed/dirty write-back);
+# - what happens for I/O memory, and every way a hostile Guest can be refused or killed.
+
+# %%
+from lguest_book.guest import Guest
+from lguest_book.notebook import twin, decisions, call_tree
+from lguest_book.trace import Tracer
+from lguest_book import page_tables as pt
+import lguest_book.inspect as li
+
+# %% [markdown]
+# ## A Guest with one fresh mapping
+#
+# We boot a non-PAE Guest, start a process, and have the Guest map one user page at the
+# classic ELF load address `0x8048000` to its own page `0x300`.  Linux would leave the
+# *Accessed* bit clear in a brand-new PTE; we do the same, so we can watch lguest set it.
+
+# %%
+g = Guest(pae=False, seed=1)
+init = g.new_process("init")
+g.switch_to(init)
+VADDR = 0x08048000
+gpte = g.map(VADDR, 0x300, accessed=False)
+print(f"guest PTE  {gpte:#010x}  {g.x86.describe(gpte)}")
+print(f"shadow PTE {li.walk_shadow(g, VADDR)[-1].value:#010x}  (nothing yet)")
+
+# %% [markdown]
+# The Guest told the Host about its new PTE with the SET_PTE hypercall — but because the
+# entry was not yet accessed, the Host did not bother to shadow it (that is chapter 4's
+# shortcut).  So the first touch *must* fault.  Here it is: a user-mode read.
+
+# %%
+with Tracer() as t:
+    access = g.touch(VADDR, write=False, user=True)
+access
+
+# %% [markdown]
+# One fault, and then the access went through.  Here is the function that fixed it, exactly as
+# the package runs it:
+
+# %%
+twin("demand_page")
+
+# %% [markdown]
+# Read it top to bottom: it is a list of refusals followed by one piece of work.  The trace tells
+# us which questions were asked during our fault, and what the answers were (✔ means the
+# condition in that `if` was true):
+
+# %%
+decisions(t.trace, "demand_page")
+
+# %% [markdown]
+# Every test came out "no" — no reason to refuse — except the last one, which writes the
+# Accessed bit back into the Guest's PTE.  Between the refusals and that write-back, the
+# shadow entry was made.  Let us compare the two PTEs now:
+
+# %%
+gpte_after = g.guest_pte(VADDR)
+spte = li.walk_shadow(g, VADDR)[-1].value
+print(f"guest PTE  {gpte_after:#010x}  {g.x86.describe(gpte_after)}")
+print(f"shadow PTE {spte:#010x}  {g.x86.describe(spte)}")
+assert gpte_after & 0x20 and not gpte_after & 0x40     # Accessed set, Dirty not
+assert not spte & 0x2                                    # shadow is read-only!
+
+# %% [markdown]
+# Two things to notice.
+#
+# 1. **The frame changed.** The Guest said "page `0x300`"; the shadow says a host frame.  The
+#    Guest's memory is just part of the Launcher's address space, starting at `mem_base`, so
+#    guest page `n` is the Launcher's page `mem_base/4096 + n`, and the Host pins that page
+#    to learn which real frame backs it.
+# 2. **The shadow is read-only**, though the Guest's PTE says `RW`.  That is deliberate: the
+#    Guest has not written to the page, so its PTE is not *Dirty*.  If the shadow were writable,
+#    the Guest's first write would go straight through and nobody would set the Dirty bit in
+#    the Guest's PTE — and the Guest's kernel relies on that bit to know which pages to write
+#    back to disk.  So lguest maps it read-only and waits for the write fault.
+
+# %%
+with Tracer() as t2:
+    access2 = g.touch(VADDR, write=True, user=True)
+gpte_after = g.guest_pte(VADDR)
+spte = li.walk_shadow(g, VADDR)[-1].value
+print(access2)
+print(f"guest PTE  {gpte_after:#010x}  {g.x86.describe(gpte_after)}")
+print(f"shadow PTE {spte:#010x}  {g.x86.describe(spte)}")
+assert access2.faults == 1 and spte & 0x2 and gpte_after & 0x40
+
+# %% [markdown]
+# The write faulted once more; this time the Guest's PTE earned its Dirty bit and the shadow
+# became writable.  From now on the page costs nothing.
+
+# %% [markdown]
+# ## Where the frame comes from: `gpte_to_spte()` and `get_pfn()`
+#
+# `gpte_to_spte()` keeps the Guest's flags (all but *Global*, which only the Host may use) and
+# swaps the page number.  `get_pfn()` is the Host's `get_user_pages_fast()` in a thin wrapper:
+# it pins the Launcher's page and returns the frame, or `-1UL` if there is no such page.
+
+# %%
+twin("gpte_to_spte")
+
+# %%
+twin("get_pfn")
+
+# %%
+m = li.compare(g, VADDR, 1)[0]
+print(f"guest frame {m['guest_frame']:#x} -> host frame {m['host_frame']:#x}")
+print(f"the Launcher's page: mem_base/4096 + {m['guest_frame']:#x} = {(g.lg.mem_base >> 12) + m['guest_frame']:#x}")
+print("who owns that host frame:", li.owner(g, m["host_frame"]))
+
+# %% [markdown]
+# Pinning takes a reference on the host page, so the Host cannot free it while the shadow
+# points at it.  `release_pte()` (H:460) gives that reference back whenever a present shadow
+# entry is replaced or thrown away — which is why `demand_page()` calls it on the old shadow
+# entry before overwriting it.
+
+# %%
+twin("release_pte")
+
+# %% [markdown]
+# ## Walking the shadow tables: `find_spte()`
+#
+# `find_spte()` (H:331) returns a *pointer* to the shadow PTE for an address.  In the model a
+# pointer is a pair `(frame, index)`: the host page that holds the entry, and the entry's number
+# in it.  When a level is missing it allocates a zeroed page — with flags copied from the
+# Guest's own entry at that level, so the shadow's upper levels are never more permissive than
+# the Guest's.
+
+# %%
+twin("find_spte")
+
+# %%
+[(s.level, s.index, f"{s.value:#x}", g.x86.describe(s.value)) for s in li.walk_shadow(g, VADDR)]
+
+# %% [markdown]
+# ## The same story with PAE
+#
+# Under PAE there is a middle level, and `demand_page()` checks it too (`check_gpmd()`).  The
+# logic is identical; only the number of lookups changes.  The trace's call tree shows each
+# pointer computed and each entry read:
+
+# %%
+gp = Guest(pae=True, seed=1)
+p = gp.new_process("init")
+gp.switch_to(p)
+gp.map(VADDR, 0x300, accessed=False)
+with Tracer() as tp:
+    gp.touch(VADDR, write=True, user=True)
+[e.label for e in tp.trace.decisions("demand_page") if e.outcome]
+
+# %%
+[(s.level, s.index, f"{s.value:#x}") for s in li.walk_shadow(gp, VADDR)]
+
+# %% [markdown]
+# ## Every way to say no
+#
+# A fault `demand_page()` refuses is either **the Guest's own fault** (it goes back to the
+# Guest, which handles it as it would on real hardware), **I/O memory** (the Launcher
+# emulates the device), or **a hostile entry** (the Guest is killed).  Let's trigger each.
+
+# %%
+def attempt(vaddr, pte=None, *, write=False, user=True, pae=False):
+    """A fresh Guest whose PTE for ``vaddr`` is ``pte`` (None: unmapped); touch it."""
+    h = Guest(pae=pae, seed=1)
+    proc = h.new_process("p")
+    h.switch_to(proc)
+    if pte is not None:
+        h.set_pte(vaddr, pte)
+    a = h.touch(vaddr, write=write, user=user)
+    return a.outcome, h.dead
+
+# %%
+RO_USER = 0x300 << 12 | 0x25          # present, user, accessed, read-only
+cases = {
+    "not mapped at all":          attempt(VADDR),
+    "write to a read-only page":  attempt(VADDR, RO_USER, write=True),
+    "user touches kernel page":   attempt(VADDR, 0x300 << 12 | 0x23),
+    "a page of device memory":    attempt(VADDR, (g.lg.pfn_limit + 1) << 12 | 0x27),
+    "frame beyond all memory":    attempt(VADDR, (g.lg.device_limit + 1) << 12 | 0x27),
+    "PSE bit in a PTE":           attempt(VADDR, 0x300 << 12 | 0xA7),
+}
+for case, (outcome, dead) in cases.items():
+    print(f"{case:28} -> {outcome:12} {dead or ''}")
+
+# %% [markdown]
+# Notice the order matters: the device-memory test comes *before* `check_gpte()`, so a PTE
+# pointing between `pfn_limit` and `device_limit` is I/O (the Launcher emulates it), while one
+# beyond `device_limit` kills the Guest.  And the permission tests come before both: a user
+# read of a kernel-only page full of garbage is simply the Guest's own fault.
+#
+# Faults on the Switcher's addresses never even get that far: the Switcher lives at the top
+# of the address space and is mapped by the Host alone (chapter 7).
+
+# %%
+switcher = g.host.switcher_addr
+pt.demand_page(g.cpu, switcher, 2), g.dead
+
+# %% [markdown]
+# ### A bad top-level entry
+#
+# The Guest's page-directory entry is checked by `check_gpgd()` before anything below it is
+# read: any flag outside the short list Linux uses for tables, or a frame outside the Guest's
+# memory, and the Guest dies.
+
+# %%
+twin("check_gpgd")
+
+# %%
+h = Guest(pae=False, seed=1)
+proc = h.new_process("p")
+h.switch_to(proc)
+pgd_index = h.x86.pgd_index(VADDR)
+h.write_entry(proc.gpgdir + 4 * pgd_index, 0x300 << 12 | 0x167)   # Global in a directory entry
+print(h.touch(VADDR, user=True), "—", h.dead)
+
+# %% [markdown]
+# ### When the Host runs out of memory
+#
+# `find_spte()` may need a fresh page for a missing shadow level.  If the allocator fails,
+# the Guest is killed — lguest has no way to ask it to wait.  The model's host can be told to
+# fail its next allocation:
+
+# %%
+h = Guest(pae=False, seed=1)
+proc = h.new_process("p")
+h.switch_to(proc)
+h.map(0x50000000, 0x300)
+h.host.fail_allocations(1)
+print(h.touch(0x50000000, user=True), "—", h.dead)
+
+# %% [markdown]
+# ## Exercises
+#
+# 1. Under what conditions does `demand_page()` return `(False, 0)` *without* killing the
+#    Guest?  List them in order, and find the line of the twin for each.
+# 2. Change the `attempt` cell so the device-memory case is a *kernel-mode* write to a
+#    read-only device page.  Which check refuses it first?  Why is that the right answer for an
+#    emulated device?
+# 3. The Guest maps a page read-only, reads it, then makes it writable with SET_PTE and writes.
+#    How many faults does that take?  Predict, then check with `g.touch()` and `access.faults`.
+# 4. Use `li.refcounts(g)` to find the host frame that backs guest page `0x300`, and watch its
+#    reference count as the shadow entry is made and (with `g.flush_user()`) thrown away.
+
+# %% [markdown]
+# ## Summary
+#
+# - `demand_page()` is a wall of refusals followed by one act: make the shadow PTE, write the
+#   Accessed/Dirty bits back to the Guest.
+# - A shadow PTE is only writable if the Guest's PTE is writable **and dirty**; the first write
+#   to a clean page costs a second fault, and that is how the Guest's Dirty bit gets set.
+# - Guest frames become host frames through the Launcher's mapping, pinned by `get_pfn()`;
+#   `release_pte()` unpins them.
+# - Between `pfn_limit` and `device_limit` lies I/O memory for the Launcher; beyond it, death.

@@ -1,0 +1,162 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Chapter 3 — Part (ii): making sure the Guest's stack is mapped
+#
+# Chapter 2 showed that lguest is lazy: a shadow entry appears only when the Guest faults on
+# it.  This chapter is about the one place where laziness would be fatal.  When the CPU
+# delivers a trap or an interrupt straight to the Guest kernel, the *hardware* pushes the
+# return frame onto the Guest's kernel stack.  If that push faulted, the CPU would be in the
+# middle of delivering one exception and raise another — a double fault, taken by the Host.
+# So lguest makes sure, ahead of time, that the stack pages are present **and writable** in the
+# shadow table the Guest is running on.  The narrative marker is **H:360**.
+#
+# ## What you will learn
+#
+# - what `page_writable()` asks of the shadow tables and why it is enough;
+# - how `pin_page()` reuses `demand_page()` by pretending to be a write fault;
+# - when `pin_stack_pages()` runs: the SET_STACK hypercall, a blank top level, and a flush
+#   of everything;
+# - what a Guest that lies about its stack gets — including a flaw in the code around it.
+
+# %%
+from lguest_book.guest import Guest
+from lguest_book.notebook import twin
+from lguest_book.trace import Tracer
+from lguest_book import page_tables as pt, hypercalls as hc, flaws
+import lguest_book.inspect as li
+
+# %% [markdown]
+# ## The stack of a freshly booted Guest
+#
+# The model's Guest kernel ends its boot with the SET_STACK hypercall: "my kernel stack is the
+# two pages below `esp1`".  (`esp1` is the stack pointer for privilege level 1, where lguest
+# runs the Guest kernel.)  The Host records it and pins those pages at once.
+
+# %%
+g = Guest(pae=False, seed=1)
+print(f"esp1 = {g.cpu.esp1:#x}, stack_pages = {g.lg.stack_pages}")
+stack = [g.cpu.esp1 - 1 - i * 4096 for i in range(g.lg.stack_pages)]
+for vaddr in stack:
+    print(f"{vaddr:#x}: writable in the shadow? {pt.page_writable(g.cpu, vaddr)}")
+
+# %% [markdown]
+# `esp1` is the *top* of the stack — one past its last byte — so the pages to pin contain
+# `esp1 - 1`, `esp1 - 1 - 4096`, and so on.  Here is the loop (it comes from
+# interrupts_and_traps.c, not page_tables.c, but it is the reason H:360 exists):
+
+# %%
+twin("pin_stack_pages")
+
+# %% [markdown]
+# The model stops after 2<sup>20</sup> pages, where the C would go on for up to 2<sup>32</sup>;
+# we will see at the end of the chapter why that matters.  Now the two functions of
+# page_tables.c:
+
+# %%
+twin("page_writable")
+
+# %%
+twin("pin_page")
+
+# %% [markdown]
+# `page_writable()` only looks (`find_spte(..., allocate=False)`), and asks for two flags in the
+# shadow PTE: *present* and *writable*.  If either is missing, `pin_page()` calls
+# `demand_page()` with error code 2 — "a write, from the kernel" — exactly as if the Guest had
+# written to the page.  That one trick buys all of chapter 2's checks for free: the Guest's own
+# PTE must be present and writable, its frame must lie in its memory, and the Dirty bit is set
+# in the Guest's PTE because the shadow is about to become writable.
+#
+# A kernel page that is not on the stack is still lazily mapped:
+
+# %%
+other = g.kernel_address + 0x5000
+print(f"{other:#x} writable in the shadow? {pt.page_writable(g.cpu, other)}")
+a = g.touch(other, write=True)
+print(a.outcome, "after", a.faults, "fault(s); now writable?", pt.page_writable(g.cpu, other))
+
+# %% [markdown]
+# ## When pinning happens again
+#
+# Pinned pages can be thrown away like any others; the trick is to pin again every time that
+# can happen.  Flushing *everything* (chapter 6) is one such time:
+
+# %%
+with Tracer() as t:
+    g.flush_all()
+print(f"pin_page was called {len(t.trace.calls('pin_page'))} times during the flush")
+print("stack still writable:", [pt.page_writable(g.cpu, v) for v in stack])
+print("the other kernel page:", pt.page_writable(g.cpu, other))
+
+# %% [markdown]
+# The other way is a switch to a Guest top level that has never been shadowed.  `new_pgdir()`
+# hands back a blank page and says so; `guest_new_pagetable()` then pins the stack into it
+# (chapter 5 has the details):
+
+# %%
+p = g.new_process("shell")
+with Tracer() as t:
+    g.switch_to(p)
+print("slot now:", li.current_slot(g))
+print("pin_page calls:", len(t.trace.calls("pin_page")))
+print("stack writable in the new top level:", [pt.page_writable(g.cpu, v) for v in stack])
+
+# %% [markdown]
+# ## A Guest that lies about its stack
+#
+# SET_STACK takes three arguments: the stack segment, `esp1`, and the number of pages.
+# `guest_set_stack()` insists on a segment with privilege level 1 and at most two pages,
+# then pins.  A stack the Guest has not mapped, or mapped read-only, cannot be pinned — and
+# a Guest without a usable stack cannot safely run, so `pin_page()` kills it.
+
+# %%
+def set_stack(seg, esp, pages):
+    h = Guest(pae=False, seed=1)
+    h.hypercall(hc.LHCALL_SET_STACK, seg, esp, pages)
+    return h.dead
+
+print("unmapped stack:     ", set_stack(0x69, 0x10000000, 2))
+print("ring-0 segment:     ", set_stack(0x68, 0xC0208000, 2))
+print("three pages:        ", set_stack(0x69, 0xC0208000, 3))
+
+# %% [markdown]
+# The last line deserves a second look.  `guest_set_stack()` kills the Guest for asking for
+# three pages... and then records the number and pins anyway, because nothing returns after
+# `kill_guest()`.  With three pages that is harmless.  With 2<sup>32</sup>−1 it is a loop the
+# Host CPU cannot leave for a very long time.  The project's flaw catalogue has it:
+
+# %%
+flaw = next(f for f in flaws.FLAWS if f.key == "stack_pages")
+print(flaw.title, "—", flaw.where)
+flaw.demo(False)
+
+# %% [markdown]
+# ## Exercises
+#
+# 1. `page_writable()` refuses addresses at or above the Switcher before walking.  What would
+#    go wrong if a Guest put its stack in the Switcher's slot and the check were missing?
+# 2. Set up a Guest whose stack PTE is present but read-only, then call SET_STACK.  Which line of
+#    `demand_page()` refuses the pretend write fault, and what does the Guest die of?
+# 3. Why is error code 2 (kernel write) the right one to pass, and not 6 (user write)?  Try 6 on
+#    a kernel stack page and explain the outcome.
+# 4. Under PAE, `page_writable()` keeps only the low 32 bits of the entry's flags.  Which flag
+#    does that drop, and why does it not matter here?
+
+# %% [markdown]
+# ## Summary
+#
+# - The Guest's kernel stack must never fault: the hardware writes to it while delivering a trap.
+# - `page_writable()` checks *present and writable* in the current shadow table;
+#   `pin_page()` fixes a miss by faking a kernel write fault through `demand_page()`.
+# - `pin_stack_pages()` runs on SET_STACK, on a switch to a blank top level, and after a full
+#   flush — every moment the pinned pages could have disappeared.
+# - A bad stack kills the Guest; a too-large one kills it *and* keeps the Host busy — a real
+#   flaw, kept in the model and shown here.

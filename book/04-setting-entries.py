@@ -1,0 +1,212 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Chapter 4 — Part (iii): the Guest changes an entry
+#
+# A shadow table is a cache, and every cache has the same enemy: the thing it copies changes
+# behind its back.  The Guest writes its own page tables whenever it likes — mapping a file,
+# unmapping a page, making a page read-only for copy-on-write.  lguest's answer is a contract
+# with the Guest kernel: after changing an entry, *tell the Host* with a hypercall.  This
+# chapter follows the three hypercalls: SET_PTE, SET_PGD, and (under PAE) SET_PMD — markers
+# **H:400**, **H:410** and **H:420**.
+#
+# ## What you will learn
+#
+# - why `guest_set_pte()` updates *every* cached top level for a kernel address, but only one
+#   for a user address;
+# - what `__guest_set_pte()` does to the old shadow entry, and its shortcut for entries that are
+#   already Accessed or Dirty;
+# - how `guest_set_pgd()` and `guest_set_pmd()` take the blunt approach of throwing things away;
+# - three real flaws of this part, each kept in the model and demonstrated.
+
+# %%
+from lguest_book.guest import Guest
+from lguest_book.notebook import twin
+from lguest_book.trace import Tracer
+from lguest_book import hypercalls as hc, flaws
+import lguest_book.inspect as li
+
+# %% [markdown]
+# ## Two processes and a shared kernel
+#
+# We boot a Guest and run two processes, `a` and `b`, so that several top levels are cached.
+# Then both touch the same kernel page: each top level gets its own shadow of it.
+
+# %%
+g = Guest(pae=False, seed=1)
+a, b = g.new_process("a"), g.new_process("b")
+KPAGE = g.kernel_address + 0x100000
+for proc in (a, b):
+    g.switch_to(proc)
+    g.touch(KPAGE)
+for s in li.pgdir_cache(g):
+    print(f"slot {s['slot']}: shadows guest top level {s['gpgdir']:#010x}{'  <- current' if s['current'] else ''}")
+
+# %% [markdown]
+# Now the Guest kernel remaps that page to another frame.  Kernel mappings live in every
+# address space, so the Host must fix *every* cached top level, not just the current one:
+
+# %%
+twin("guest_set_pte")
+
+# %%
+with Tracer() as t:
+    g.map(KPAGE, 0x500)
+print("__guest_set_pte ran for slots", [e.args["idx"] for e in t.trace.calls("__guest_set_pte")])
+for kind, where, old, new in t.trace.writes():
+    print(f"  {kind} entry {where}: {old or 0:#010x} -> {new:#010x}")
+
+# %% [markdown]
+# A *user* address is private to one address space, so only the slot shadowing that Guest top
+# level — if any — is touched.  Here `a` changes a user mapping while `b` runs:
+
+# %%
+with Tracer() as t:
+    g.map(0x08048000, 0x600, proc=a)
+print("__guest_set_pte ran for slots", [e.args["idx"] for e in t.trace.calls("__guest_set_pte")])
+print("a's slot is", [s["slot"] for s in li.pgdir_cache(g) if s["gpgdir"] == a.gpgdir])
+
+# %% [markdown]
+# ## Inside `__guest_set_pte()`
+#
+# For one cached top level, the work is: find the shadow PTE *without allocating* (if no
+# shadow page covers the address, there is nothing stale to fix), give back the old entry's page
+# reference, and then either clear the entry or — the shortcut — build the new one at once.
+
+# %%
+twin("__guest_set_pte")
+
+# %% [markdown]
+# The shortcut fires when the new Guest PTE already has *Accessed* or *Dirty* set.  The idea:
+# a Guest that sets those bits is about to use the page, so why wait for the fault?  Most PTEs
+# Linux writes for fresh user pages have Accessed clear, and get the slow path:
+
+# %%
+g.map(0x08048000, 0x650)          # b maps a page in the same 4 MiB and uses it,
+g.touch(0x08048000, user=True)    # so a shadow PTE page covers the region
+
+def after_set(pte):
+    """Set the PTE for a user page of the current process, return the shadow PTE."""
+    g.set_pte(0x0804A000, pte)
+    return li.walk_shadow(g, 0x0804A000)[-1].value
+
+for label, pte in [("clean, not accessed", 0x700 << 12 | 0x07),
+                   ("accessed, read-write", 0x700 << 12 | 0x27),
+                   ("dirty, read-write", 0x700 << 12 | 0x67)]:
+    spte = after_set(pte)
+    print(f"{label:22} guest {g.x86.describe(pte):24} shadow {g.x86.describe(spte) if spte else '(none)'}")
+
+# %% [markdown]
+# Look at the middle line.  The Guest PTE is *accessed but clean*, so by chapter 2's rule the
+# shadow should be read-only until the first write sets Dirty.  The shortcut instead installs
+# a **writable** shadow entry: it passes the Dirty bit to `gpte_to_spte()` only as the *write*
+# argument of `get_pfn()`, and copies the Guest's RW flag untouched.  The Guest's first write
+# then never faults, and its Dirty bit is never set.  This is a real flaw of the C; the model
+# keeps it, and the project's property tests found it:
+
+# %%
+flaw = next(f for f in flaws.FLAWS if f.key == "writable_not_dirty")
+print(flaw.title)
+flaw.demo(False)
+
+# %% [markdown]
+# ## A Switcher entry is off limits
+#
+# The Switcher's pages belong to the Host.  A SET_PTE aimed at them is an attack, and the
+# Guest dies:
+
+# %%
+h = Guest(pae=False, seed=1)
+h.hypercall(hc.LHCALL_SET_PTE, h.swapper.gpgdir, h.host.switcher_addr, 0x1067)
+h.dead
+
+# %% [markdown]
+# ## SET_PGD: throw the whole 4 MiB away
+#
+# When the Guest changes a top-level entry, lguest does not try to be clever: it releases the
+# shadow's entry at that index — every shadow PTE below it and the PTE page itself — and lets
+# faults rebuild what is needed.  Because that entry might have been the one holding the
+# Switcher, it then makes sure the Switcher is mapped again.
+
+# %%
+twin("guest_set_pgd")
+
+# %%
+g.switch_to(a)
+g.touch(0x08048000, user=True)
+with Tracer() as t:
+    g.set_pgd(g.x86.pgd_index(0x08048000), 0, proc=a)
+freed = [e.args["frame"] for e in t.trace.calls("free_page")]
+unpinned = [e.args["frame"] for e in t.trace.calls("put_page") if e.args["frame"] not in freed]
+print("guest pages unpinned (release_pte):", [f"{f:#x}" for f in unpinned])
+print("shadow PTE pages freed:           ", [f"{f:#x}" for f in freed])
+print("shadow walk now:", [(s.level, f"{s.value:#x}") for s in li.walk_shadow(g, 0x08048000)])
+
+# %% [markdown]
+# Two oddities hide in that short function.  The bound test reads `idx > PTRS_PER_PGD`, so the
+# index one past the end is accepted; and the Switcher is re-mapped in the *current* top level
+# of CPU 0, which is not necessarily the one just changed.  Both are real flaws, kept and
+# demonstrated by the model — the second one crashes the Host:
+
+# %%
+for key in ("set_pgd_bound", "switcher_oops"):
+    f = next(f for f in flaws.FLAWS if f.key == key)
+    print(f"{f.title}\n   promise broken: {f.promise}\n")
+
+# %%
+next(f for f in flaws.FLAWS if f.key == "switcher_oops").demo(False)
+
+# %% [markdown]
+# ## SET_PMD (PAE only): throw *everything* away
+#
+# Under PAE the Guest can change a middle-level entry.  lguest's response is the biggest
+# hammer it owns: `guest_pagetable_clear_all()`, which empties every cached shadow table
+# (chapter 6).  On a non-PAE Guest the hypercall does not exist — it is simply an unknown
+# hypercall, and that kills the Guest.
+
+# %%
+twin("guest_set_pmd")
+
+# %%
+gp = Guest(pae=True, seed=1)
+p = gp.new_process("p")
+gp.switch_to(p)
+gp.touch(0x08048000 + 0, user=True)
+before = len(li.shadow_mappings(gp))
+gp.set_pmd(0x08048000, 0, proc=p)
+after = li.shadow_mappings(gp)
+print(f"shadow mappings before SET_PMD: {before}, after: {len(after)}")
+print("what survives:", [f"{v:#x}" for v in sorted(after)])
+n = Guest(pae=False, seed=1)
+n.hypercall(hc.LHCALL_SET_PMD, 0, 0)
+print("non-PAE guest:", repr(n.dead))
+
+# %% [markdown]
+# ## Exercises
+#
+# 1. A Guest sets the PTE of a user page in a top level that is *not* cached.  What does the
+#    Host do, and why is that safe?
+# 2. Predict the number of `__guest_set_pte()` calls when the Guest changes a kernel PTE while
+#    four top levels are cached.  Check with a `Tracer`.
+# 3. Write the one-line change to `__guest_set_pte()` that would make the shortcut respect the
+#    Dirty rule of chapter 2.  (Do not change the package: try it on a copy of the function.)
+# 4. Explain why `guest_set_pgd()` must re-map the Switcher at all.  Which index would have to
+#    change for the Switcher to be affected?
+
+# %% [markdown]
+# ## Summary
+#
+# - The Guest must announce every change to its tables; SET_PTE, SET_PGD and SET_PMD are how.
+# - Kernel PTEs are fixed in every cached top level, user PTEs in the one shadowing that
+#   process (if any).
+# - `__guest_set_pte()` drops the old shadow entry, and installs the new one at once if the Guest
+#   already marked it Accessed or Dirty — a shortcut that makes clean pages writable (a flaw).
+# - SET_PGD releases one top-level entry; SET_PMD (PAE) releases everything.

@@ -1,0 +1,193 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Chapter 5 — Part (iv): switching page tables
+#
+# Every context switch in the Guest loads a new top-level page table into `cr3`.  The Guest
+# cannot touch `cr3` itself (that would hand it the real MMU), so it makes the NEW_PGTABLE
+# hypercall and the Host puts the matching *shadow* top level in place.  Building a shadow
+# from scratch on every switch would be ruinous, so lguest keeps a tiny cache: four shadow
+# top levels per Guest.  This chapter is about that cache — markers **H:430** and **H:435**.
+#
+# ## What you will learn
+#
+# - how `guest_new_pagetable()` finds a cached shadow with `find_pgdir()`, or makes room with
+#   `new_pgdir()`;
+# - why `new_pgdir()` evicts a *random* slot, and how the model makes that random choice
+#   repeatable (and replaceable);
+# - what is special about the very first switch, out of the made-up linear mapping;
+# - why the evicted slot keeps its kernel mappings, and what that saves.
+
+# %%
+from lguest_book.guest import Guest
+from lguest_book.lguest import PrandomSource
+from lguest_book.notebook import twin
+from lguest_book.trace import Tracer
+import lguest_book.inspect as li
+
+def cache(g):
+    """The four slots, one line each."""
+    for s in li.pgdir_cache(g):
+        state = f"gpgdir {s['gpgdir']:#010x}" if s["allocated"] else "(no page yet)"
+        print(f"  slot {s['slot']}: {state}{'   <- current' if s['current'] else ''}")
+
+# %% [markdown]
+# ## The entry point
+#
+# `guest_new_pagetable()` is short.  Its one surprise is the first `if`: a Guest that has just
+# booted runs on a *linear* mapping the Host made up (virtual address = guest-physical
+# address, chapter 8), and on its first switch all of that is thrown away.
+
+# %%
+twin("guest_new_pagetable")
+
+# %%
+twin("find_pgdir")
+
+# %% [markdown]
+# Let us watch a Guest boot without running its boot code, so we can see the cache before and
+# after the first switch.
+
+# %%
+g = Guest(pae=False, seed=1, boot=False)
+print("linear mode:", g.cpu.linear_pages)
+cache(g)
+
+# %% [markdown]
+# One slot is in use, shadowing "Guest top level 0" — nothing real: it is the linear mapping.
+# Now the Guest boots (INIT, build the kernel's top level `swapper`, switch to it, set the
+# stack):
+
+# %%
+g.boot()
+print("linear mode:", g.cpu.linear_pages, "   swapper is at", f"{g.swapper.gpgdir:#x}")
+cache(g)
+
+# %% [markdown]
+# ## `new_pgdir()`: pick a slot, any slot
+#
+# When the Guest switches to a top level no slot shadows, `new_pgdir()` picks a victim with
+# `prandom_u32() % 4`.  No LRU list, no clock hand: lguest's author reasoned that with only
+# four slots, random is as good as anything and costs nothing to maintain.
+
+# %%
+twin("new_pgdir")
+
+# %% [markdown]
+# Three cases: the slot has never had a page (allocate one, and report it blank so the caller
+# pins the stack into it); the allocation fails (quietly reuse the *current* slot); or the slot
+# is in use (evict it).  In every case `flush_user_mappings()` clears the slot's **user** part
+# only.  The kernel part stays, and that is not laziness: kernel mappings are the same in every
+# Guest address space, so whatever the evicted process had faulted in for the kernel is still
+# right for the newcomer.
+#
+# In the model, `prandom_u32()` comes from the Guest's seeded source, so the same seed makes the
+# same choices on every run.  Five processes, four slots:
+
+# %%
+g = Guest(pae=False, seed=7)
+procs = [g.new_process(f"p{i}") for i in range(5)]
+with Tracer() as t:
+    for p in procs:
+        g.switch_to(p)
+drawn = g.lg.prandom_u32.drawn
+print("values drawn:", [f"{v:#010x}" for v in drawn[-5:]])
+print("slots chosen:", [v % 4 for v in drawn[-5:]])
+cache(g)
+
+# %% [markdown]
+# Notice that a random choice may evict the current slot or one just filled — even while
+# another slot sits idle.  For a demonstration that doesn't depend on luck, hand the Guest
+# your own sequence of "random" numbers:
+
+# %%
+g = Guest(pae=False, prandom=PrandomSource(values=[1, 2, 3, 3, 0, 1, 2, 3]))
+print("boot used", len(g.lg.prandom_u32.drawn), "values:", g.lg.prandom_u32.drawn)
+procs = [g.new_process(f"p{i}") for i in range(4)]
+for p in procs:
+    g.switch_to(p)
+cache(g)
+
+# %% [markdown]
+# ## A hit costs nothing
+#
+# Switching back to a process whose top level is still cached is a lookup in four slots and
+# nothing else — no allocation, no flush, no page pinned:
+
+# %%
+g = Guest(pae=False, seed=1)
+a, b = g.new_process("a"), g.new_process("b")
+g.switch_to(a); g.touch(0xC0100000); g.switch_to(b)
+with Tracer() as t:
+    g.switch_to(a)
+print("new_pgdir calls:", len(t.trace.calls("new_pgdir")), " pin_page calls:", len(t.trace.calls("pin_page")))
+print("a's kernel page still shadowed:", li.walk_shadow(g, 0xC0100000)[-1].present)
+
+# %% [markdown]
+# ## What an eviction keeps
+#
+# Let's make process `a` fault in a user page and a kernel page, then force its slot to be
+# reused by a new process `c`.  The user page's shadow disappears with the eviction; the
+# kernel page's stays and is used by `c` at no cost:
+
+# %%
+g = Guest(pae=False, prandom=PrandomSource(values=[0, 1, 2, 2, 2]))
+a = g.new_process("a")
+g.switch_to(a)
+g.map(0x08048000, 0x300)
+g.touch(0x08048000, user=True); g.touch(0xC0100000)
+slot_a = li.current_slot(g)
+c = g.new_process("c")
+g.switch_to(c)
+print("c took slot", li.current_slot(g), "— a had slot", slot_a)
+print("user page shadowed:  ", li.walk_shadow(g, 0x08048000)[-1].present)
+print("kernel page shadowed:", li.walk_shadow(g, 0xC0100000)[-1].present)
+print("kernel touch faults: ", g.touch(0xC0100000).faults)
+
+# %% [markdown]
+# ## Hostile input
+#
+# What can a Guest do with NEW_PGTABLE?  `guest_new_pagetable()` never checks the address it is
+# given, and it doesn't need to: every read of the Guest's tables goes through `lgread()` and
+# its bounds check.  Here that read comes at once — the slot is blank, so the stack must be
+# pinned, and pinning walks the Guest's tables starting from the bogus top level:
+
+# %%
+h = Guest(pae=False, seed=1)
+with Tracer() as t:
+    h.hypercall(4, 0xFFFFF000)        # LHCALL_NEW_PGTABLE, top level outside guest memory
+first_read = t.trace.calls("lgread")[0]
+print(f"first read of the Guest's tables: {first_read.args['type_name']} at {first_read.args['addr']:#x}")
+print("killed:", h.dead)
+
+# %% [markdown]
+# ## Exercises
+#
+# 1. With four slots and random eviction, what is the probability that switching among five
+#    processes round-robin evicts the *next* process to run?  Measure it over 1,000 switches
+#    with a seeded Guest and compare with your estimate.
+# 2. `new_pgdir()` falls back to the current slot when allocation fails.  Use
+#    `g.host.fail_allocations(1)` to make it happen and describe the state of the cache after.
+#    Why is it safe to keep running?
+# 3. Why must the first switch out of linear mode throw away *all* the shadow tables, and not just
+#    the user part?
+# 4. The graded exercise of this chapter (in the classroom edition) asks for an LRU version of
+#    `new_pgdir()`.  Before writing it, predict: for a workload of 5 processes in strict
+#    rotation, is LRU better or worse than random?
+
+# %% [markdown]
+# ## Summary
+#
+# - NEW_PGTABLE → `guest_new_pagetable()`: find the cached shadow (`find_pgdir()`) or take a
+#   slot (`new_pgdir()`), make it current, re-pin the stack if it is blank, map the Switcher.
+# - Victims are chosen with `prandom_u32() % 4`; the model seeds it, or replays a sequence.
+# - An eviction flushes only the user part: the kernel mappings are shared by all processes.
+# - The first switch leaves the made-up linear mapping behind for good.

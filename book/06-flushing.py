@@ -1,0 +1,194 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Chapter 6 — Part (v): flushing
+#
+# On real hardware a kernel that changes page tables must also flush the TLB, the CPU's cache
+# of translations.  Under lguest the shadow tables *are* that cache, as far as the Guest is
+# concerned, so a TLB flush becomes a hypercall: FLUSH_TLB.  It comes in two sizes — the user
+# part of the current address space, or everything — and this chapter follows both down to
+# the functions that free pages: markers **H:440**, **H:445**, **H:450** and **H:470**.
+#
+# ## What you will learn
+#
+# - how `guest_pagetable_flush_user()` and `flush_user_mappings()` empty the user half of one
+#   shadow top level;
+# - how `release_pgd()` and `release_pmd()` hand back every page below an entry, and in what
+#   order;
+# - what `guest_pagetable_clear_all()` does, why the Guest must then fault everything back in
+#   ("trapped in amber"), and what survives;
+# - that every page reference taken by a fault is returned by a flush — and how to check it.
+
+# %%
+from lguest_book.guest import Guest
+from lguest_book.notebook import twin
+from lguest_book.trace import Tracer
+import lguest_book.inspect as li
+
+def busy_guest(pae=False):
+    """A Guest whose process has faulted in 8 user pages and 8 kernel pages."""
+    g = Guest(pae=pae, seed=1)
+    p = g.new_process("busy")
+    g.switch_to(p)
+    for i in range(8):
+        g.map(0x08048000 + i * 4096, 0x300 + i)
+        g.touch(0x08048000 + i * 4096, write=True, user=True)
+        g.touch(g.kernel_address + 0x100000 + i * 4096)
+    return g
+
+def split(g):
+    """Count the current slot's shadow mappings below and above kernel_address."""
+    m = li.shadow_mappings(g)
+    user = sum(1 for v in m if v < g.kernel_address)
+    return user, len(m) - user
+
+# %% [markdown]
+# ## Flushing the user part
+#
+# Linux flushes the user TLB after, say, `munmap()` or `mprotect()`.  Under lguest that is
+# FLUSH_TLB with argument 0:
+
+# %%
+twin("guest_pagetable_flush_user")
+
+# %%
+twin("flush_user_mappings")
+
+# %% [markdown]
+# `flush_user_mappings()` walks the top-level entries *below* the Guest's kernel address —
+# `pgd_index(kernel_address)` of them, 768 for a kernel at `0xC0000000` — and releases each.
+# The kernel's entries are left alone: the Guest promised (by using this hypercall rather
+# than the other) that it changed nothing there.
+
+# %%
+g = busy_guest()
+print("user, kernel mappings before:", split(g))
+with Tracer() as t:
+    g.flush_user()
+print("user, kernel mappings after: ", split(g))
+print("release_pgd calls:", len(t.trace.calls("release_pgd")))
+
+# %% [markdown]
+# 768 calls to release the user part, most of them finding an empty entry.  A loop over
+# hundreds of entries for a flush sounds expensive, but it is a tight loop over one page the
+# Host owns — far cheaper than the faults that follow.
+
+# %% [markdown]
+# ## Releasing: from a top-level entry down to the pages
+#
+# `release_pgd()` (and under PAE `release_pmd()`) do the actual freeing.  For a present
+# entry: release every PTE below it — each one gives back the page reference `get_pfn()` took —
+# then free the PTE page itself, then clear the entry so it can never be released twice.
+
+# %%
+twin("release_pgd")
+
+# %%
+twin("release_pmd")
+
+# %% [markdown]
+# Reference counting is the Host's side of the bargain.  Let's follow the reference count of
+# the host frame that backs the first user page, through fault and flush:
+
+# %%
+g = Guest(pae=False, seed=1)
+p = g.new_process("p")
+g.switch_to(p)
+g.map(0x08048000, 0x300)
+def count():
+    return {f: c for f, (c, who) in li.refcounts(g).items() if who == ("guest", 0x300)}
+print("before the fault:", count())
+g.touch(0x08048000, user=True)
+print("after the fault: ", count())
+g.flush_user()
+print("after the flush: ", count())
+
+# %% [markdown]
+# Before the first touch there is no host frame at all: the Launcher's memory is allocated
+# lazily, like any process's, and `get_pfn()` is what brings the page into existence.  From
+# then on the Launcher's own mapping holds one reference, and the shadow PTE a second one while
+# it exists.  After the flush the shadow's reference is back; the Launcher's stays.
+
+# %% [markdown]
+# ## Flushing everything: "trapped in amber"
+#
+# FLUSH_TLB with a non-zero argument means "I changed a kernel mapping" — and kernel mappings
+# are in every cached top level.  lguest does not try to find which entries changed: it
+# releases every shadow entry of every slot (`release_all_pagetables()`), then re-pins the
+# stack and re-maps the Switcher, because the Guest cannot run without them.
+
+# %%
+twin("guest_pagetable_clear_all")
+
+# %%
+twin("release_all_pagetables")
+
+# %%
+g = busy_guest()
+print("user, kernel mappings before:", split(g))
+g.flush_all()
+print("user, kernel mappings after: ", split(g))
+survivors = sorted(li.shadow_mappings(g))
+print("what survives:", [f"{v:#x}" for v in survivors])
+print("stack pages:  ", [f"{(g.cpu.esp1 - 1 - i * 4096) & ~0xFFF:#x}" for i in range(g.lg.stack_pages)])
+
+# %% [markdown]
+# Only the stack and the Switcher survive.  The Guest now runs like an insect in amber: every
+# page it touches faults once more, and the shadow grows back page by page.  That is correct,
+# and slow — which is why the Guest kernel should ask for the small flush whenever it can.
+
+# %%
+g2 = busy_guest()
+g2.flush_all()
+faults = sum(g2.touch(0x08048000 + i * 4096, user=True).faults for i in range(8))
+print("faults to touch the 8 user pages again:", faults)
+
+# %% [markdown]
+# ## Hostile input
+#
+# FLUSH_TLB takes no address, so there is nothing to validate; any non-zero argument is "flush
+# everything".  The danger is the reverse: a Guest that flushes *too little* — changes a kernel
+# mapping and flushes only the user part, or flushes nothing — keeps using a stale shadow entry.
+# That hurts only the Guest itself, because a stale entry still points at a page the Guest owns
+# and still holds its reference:
+
+# %%
+g = busy_guest()
+kpage = g.kernel_address + 0x100000
+old = li.walk_shadow(g, kpage)[-1].value
+# The Guest rewrites its kernel PTE in memory, without SET_PTE or a flush:
+walk = li.walk_guest(g, kpage)
+g.write_entry(walk[-1].where, (0x900 << 12) | 0x163)
+print(f"guest now says frame 0x900; shadow still says {old:#x}")
+print("the access still reaches the old frame:", g.touch(kpage).hpa >> 12 == old >> 12)
+
+# %% [markdown]
+# ## Exercises
+#
+# 1. Count the `release_pgd()` calls of a full flush for a Guest with four cached top levels,
+#    both without PAE and with it.  Explain the numbers from the layouts.
+# 2. A Guest changes a *kernel* PTE with SET_PTE (chapter 4).  Does it still need FLUSH_TLB(1)?
+#    Read `guest_set_pte()` again and decide.
+# 3. Using `li.refcounts()`, write an assertion that after `g.flush_all()` no host frame
+#    backing guest memory holds more than one reference, except the stack's.
+# 4. Time it: how many `g.touch()` faults does it take to rebuild a process that had 64 pages
+#    mapped, after a full flush?  After a user flush?
+
+# %% [markdown]
+# ## Summary
+#
+# - FLUSH_TLB(0) → `guest_pagetable_flush_user()` → `flush_user_mappings()`: the user half of the
+#   current slot.
+# - FLUSH_TLB(1) → `guest_pagetable_clear_all()`: every slot emptied, then the stack re-pinned
+#   and the Switcher re-mapped.
+# - `release_pgd()`/`release_pmd()` free PTE pages and, through `release_pte()`, give back every
+#   page reference a fault took.
+# - A flush is cheap; the faults that follow are not.

@@ -1,0 +1,186 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Chapter 7 — Part (vi): mapping the Switcher
+#
+# The Switcher is the few pages of code and data that carry the CPU from the Host into the
+# Guest and back.  At the moment of the switch, the CPU is already using the Guest's (shadow)
+# page tables, so the Switcher must be mapped *inside the Guest's address space*, at the same
+# address in every shadow top level, out of the Guest's reach.  This chapter covers how it gets
+# there: markers **H:480**, **H:481** and **H:501**.
+#
+# ## What you will learn
+#
+# - the Switcher's layout: one shared code page, then two pages for each host CPU;
+# - how `allocate_switcher_mapping()` prepares every shadow top level for it;
+# - how `map_switcher_in_guest()` maps the *current* host CPU's pages just before the Guest
+#   runs, and why `last_host_cpu` lets it usually do nothing;
+# - how the Guest is kept away from these pages — and the one place it is not.
+
+# %%
+from lguest_book.guest import Guest
+from lguest_book.notebook import twin
+from lguest_book.trace import Tracer
+from lguest_book import page_tables as pt, hypercalls as hc, flaws
+import lguest_book.inspect as li
+
+def switcher_view(g):
+    """The shadow PTEs of the Switcher's pages in the current top level."""
+    for i in range(g.host.TOTAL_SWITCHER_PAGES):
+        vaddr = g.host.switcher_addr + i * 4096
+        spte = li.walk_shadow(g, vaddr)[-1].value
+        who = li.owner(g, spte >> 12) if spte else ""
+        print(f"  {vaddr:#x}: {g.x86.describe(spte) if spte else '(not mapped)':28} {who}")
+
+# %% [markdown]
+# ## Where the Switcher lives
+#
+# Our host has two CPUs, so the Switcher is 1 + 2×2 = 5 pages, placed at the start of the last
+# top-level slot (`0xFFC00000` without PAE).  The first page is the code, shared by all CPUs.
+# Then each CPU has a pair: a page for the Guest's registers, writable, and a page of state —
+# the IDT, GDT and TSS the Switcher loads — that the Guest may read but never write.
+
+# %%
+g = Guest(pae=False, seed=1, nr_cpus=2)
+print(f"switcher_addr = {g.host.switcher_addr:#x}, {g.host.TOTAL_SWITCHER_PAGES} pages")
+switcher_view(g)
+
+# %% [markdown]
+# After boot, only the code page is mapped.  That is `allocate_switcher_mapping()`'s work: it
+# makes sure a shadow PTE page exists for *every* Switcher page (so that later lookups never
+# need to allocate), and maps the code page read-only and kernel-only.
+
+# %%
+twin("allocate_switcher_mapping")
+
+# %% [markdown]
+# ## Just before the Guest runs
+#
+# The per-CPU pages are mapped at the last moment, by `map_switcher_in_guest()`, because only
+# then do we know which host CPU the Guest will run on.  The Guest's *own* register page goes
+# where this CPU's first page would be; that is a neat trick: when the Switcher saves the
+# Guest's registers "into this CPU's page", they land directly in the Guest's register page,
+# and nothing needs copying.
+
+# %%
+twin("map_switcher_in_guest")
+
+# %%
+twin("remove_switcher_percpu_map")
+
+# %% [markdown]
+# The Guest runs (the model's `touch()` calls `map_switcher_in_guest()` whenever the Guest is
+# entered, as `run_guest()` would):
+
+# %%
+g.touch(g.kernel_address)
+print("last_host_cpu =", li.pgdir_cache(g)[li.current_slot(g)]["last_host_cpu"])
+switcher_view(g)
+
+# %% [markdown]
+# CPU 0's pair is mapped: the Guest's register page writable, the state page read-only.
+# Neither carries the *Global* bit — these mappings must vanish from the TLB when the CPU
+# switches to another address space.
+#
+# Now the Host scheduler moves the Launcher's thread to CPU 1:
+
+# %%
+g.host.current_cpu = 1
+with Tracer() as t:
+    g.touch(g.kernel_address)
+print("remove_switcher_percpu_map for CPUs", [e.args["i"] for e in t.trace.calls("remove_switcher_percpu_map")])
+switcher_view(g)
+
+# %% [markdown]
+# CPU 0's pair was removed and CPU 1's mapped.  Running again on the same CPU costs nothing at
+# all — the very first test returns:
+
+# %%
+with Tracer() as t:
+    pt.map_switcher_in_guest(g.cpu)
+print([(e.label, e.outcome) for e in t.trace.decisions("map_switcher_in_guest")])
+print("entries written:", len(t.trace.writes()))
+
+# %% [markdown]
+# `last_host_cpu` is per *slot*.  A slot that was just (re)filled by `new_pgdir()`, or emptied by
+# a full flush, gets `-1`: "I don't know which CPU's pages are here", and then every CPU's pair
+# is removed before the current one is mapped.
+
+# %% [markdown]
+# ## Keeping the Guest out
+#
+# Three walls keep the Guest away from the Switcher: `demand_page()` refuses any fault at or
+# above `switcher_addr`; `guest_set_pte()` kills a Guest that tries to set a PTE there; and
+# the code and state pages are mapped without the *User* bit and without *RW*.
+
+# %%
+print("demand_page on the Switcher:", pt.demand_page(g.cpu, g.host.switcher_addr + 0x3000, 6))
+print("a user read of the code page:", g.touch(g.host.switcher_addr, user=True).outcome)
+h = Guest(pae=False, seed=1)
+h.hypercall(hc.LHCALL_SET_PTE, h.swapper.gpgdir, h.host.switcher_addr + 0x1000, 0x300067)
+print("SET_PTE into the Switcher:", h.dead)
+
+# %% [markdown]
+# The gap in the wall is SET_PGD, seen in chapter 4: `guest_set_pgd()` releases the top-level
+# entry the Guest names — the Switcher's included — and re-maps the Switcher only in CPU 0's
+# *current* slot.  Naming the Switcher's entry of another cached slot leaves that slot marked
+# "Switcher mapped" with nothing mapped, and the next switch to it crashes the Host in
+# `remove_switcher_percpu_map()`:
+
+# %%
+f = next(f for f in flaws.FLAWS if f.key == "switcher_oops")
+print(f.explanation)
+
+# %% [markdown]
+# ## When there is no memory
+#
+# `allocate_switcher_mapping()` may need new shadow PTE pages.  If the allocator fails while the
+# Guest switches to a new top level, the Guest cannot run safely, and dies.  Here the new top
+# level's own page is allocated, and the next allocation — the Switcher's PTE page — fails.
+# (This Guest has no stack to pin, so the Switcher is the first thing the new slot needs.)
+
+# %%
+h = Guest(pae=False, seed=1, stack_pages=0)
+p = h.new_process("p")
+h.host.fail_allocations(1, after=1)
+with Tracer() as t:
+    h.switch_to(p)
+print("kill_guest was called with:", t.trace.kills())
+print("the Guest died of:         ", h.dead)
+
+# %% [markdown]
+# Two calls to `kill_guest()`, one death: `find_spte()` reports the failed allocation first, and
+# `guest_new_pagetable()` adds its own complaint, which is ignored — only the first reason is
+# kept.
+
+# %% [markdown]
+# ## Exercises
+#
+# 1. Under PAE the Switcher sits at `0xFFE00000` (the last 2 MiB).  Boot a PAE Guest with 4 host
+#    CPUs and print its Switcher view.  How many pages are there, and why must they fit in
+#    2 MiB?
+# 2. Move the Guest between CPUs 0 → 1 → 0 → 1 and count calls to
+#    `remove_switcher_percpu_map()`.  Then add a switch to a new process between the moves.
+#    Explain each count from `last_host_cpu`.
+# 3. `map_switcher_in_guest()` takes a `pages` argument it never uses.  Find where the model
+#    documents this, and guess why the C kept it.
+# 4. Why does the register page need `RW` but the state page must not have it?  What could a
+#    Guest do with a writable IDT?
+
+# %% [markdown]
+# ## Summary
+#
+# - The Switcher is 1 + 2 × (host CPUs) pages at the top of every Guest address space.
+# - `allocate_switcher_mapping()` builds the PTE pages for all of it and maps the code page;
+#   `map_switcher_in_guest()` maps the current CPU's pair just before the Guest runs.
+# - `last_host_cpu` makes the common case (same CPU, same slot) free.
+# - The Guest cannot fault in, set, or write the Switcher's pages — but SET_PGD can still
+#   unmap it in a slot that is not current, and that crashes the Host.

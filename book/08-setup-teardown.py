@@ -1,0 +1,210 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Chapter 8 — Part (vii): setting up, looking up, tearing down
+#
+# The last part of page_tables.c is the life cycle around everything else: the shadow tables
+# a Guest starts with before it has any page tables of its own, the moment the Guest
+# introduces itself with the INIT hypercall, the helpers that turn a Guest *virtual* address
+# into a Guest *physical* one, and the teardown that must give every page back.  Markers
+# **H:500** and **H:508**.
+#
+# ## What you will learn
+#
+# - what `init_guest_pagetable()` builds when the Launcher creates a Guest, and what "linear
+#   mode" means;
+# - what `page_table_guest_data_init()` learns from the Guest at INIT (`kernel_address`) and
+#   tells it back (`reserve_mem`), with the 32-bit arithmetic that computes it;
+# - how `__guest_pa()` and `guest_pa()` walk the Guest's own tables, and who needs them;
+# - how `free_guest_pagetable()` returns every page — and how to prove it.
+
+# %%
+from lguest_book.guest import Guest
+from lguest_book.host import Host
+from lguest_book.lguest import Lguest
+from lguest_book.x86 import layout_for
+from lguest_book.notebook import twin
+from lguest_book.trace import Tracer
+from lguest_book import page_tables as pt, hypercalls as hc
+import lguest_book.inspect as li
+
+# %% [markdown]
+# ## Before the Guest has page tables
+#
+# When the Launcher creates a Guest, the Guest kernel has not run a single instruction and has
+# built no page tables.  Yet it must run on *some* tables, and they must contain the Switcher.
+# `init_guest_pagetable()` takes a slot with `new_pgdir()` (the "Guest top level" it shadows is
+# address 0, which means nothing), switches the CPU into **linear mode**, and maps the
+# Switcher.
+
+# %%
+twin("init_guest_pagetable")
+
+# %%
+g = Guest(pae=False, seed=1, boot=False)
+print("linear mode:", g.cpu.linear_pages)
+print("cache:", [(s["slot"], s["allocated"]) for s in li.pgdir_cache(g)])
+
+# %% [markdown]
+# In linear mode `demand_page()` does not read any Guest table: it invents a top-level entry and
+# a writable PTE that maps each virtual page to the guest-physical page *of the same number*.
+# That is what a kernel's early boot code expects — it runs before it turns paging on, where
+# virtual equals physical.
+
+# %%
+a = g.touch(0x00123000, write=True)
+spte = li.walk_shadow(g, 0x00123000)[-1].value
+print(a.outcome, "— shadow PTE", g.x86.describe(spte), "— backs", li.owner(g, spte >> 12))
+
+# %% [markdown]
+# Guest page `0x123` (291), as promised.  The linear mapping is thrown away for good on the
+# Guest's first NEW_PGTABLE (chapter 5).
+#
+# If the host has no memory for the first top level, the Guest is never born: the Launcher gets
+# `-ENOMEM` (−12), and nothing is left allocated.
+
+# %%
+host = Host(layout_for(False))
+lg = Lguest(host, mem_pages=4096)
+baseline = dict(host.refcount)
+host.fail_allocations(1, after=1)       # the register page succeeds, the top level fails
+print("launch:", hc.launch(lg))
+print("nothing leaked:", host.refcount == baseline)
+
+# %% [markdown]
+# ## INIT: the Guest introduces itself
+#
+# The Guest's first hypercall must be INIT, with the guest-physical address of its
+# `lguest_data` page — a page of fields shared by Guest and Host.  Two of them belong to the
+# page-table code: the Guest tells the Host its `kernel_address` (where the kernel's half of
+# every address space begins), and the Host tells the Guest `reserve_mem`, how much of the top of
+# the address space it must leave alone for the Switcher.
+
+# %%
+twin("page_table_guest_data_init")
+
+# %%
+g = Guest(pae=False, seed=1)
+d = g.lguest_data()
+print(f"kernel_address = {d['kernel_address']:#x}")
+print(f"reserve_mem    = {d['reserve_mem']:#x}  (switcher_addr = {g.host.switcher_addr:#x})")
+gp = Guest(pae=True, seed=1)
+print(f"PAE: reserve_mem = {gp.lguest_data()['reserve_mem']:#x}  (switcher_addr = {gp.host.switcher_addr:#x})")
+
+# %% [markdown]
+# `reserve_mem` is computed as `~switcher_addr + 1` in a 32-bit `unsigned long`: the two's
+# complement, which is 4 GiB minus `switcher_addr` — 4 MiB without PAE, 2 MiB with it.  The
+# model does the same arithmetic:
+
+# %%
+for sa in (0xFFC00000, 0xFFE00000):
+    print(f"{sa:#x}: {(~sa + 1) & 0xFFFFFFFF:#x}")
+
+# %% [markdown]
+# The check that follows protects `flush_user_mappings()`, which loops over top-level entries up
+# to the kernel's: a kernel address in the Switcher's slot would make a user flush release the
+# Switcher.  So a Guest that claims such a kernel address is killed at INIT.  The same
+# hypercall also dies for a `lguest_data` outside Guest memory, and INIT is allowed exactly once:
+
+# %%
+def init_with(kernel_address=0xC0000000, data_pa=0x200000, twice=False):
+    h = Guest(pae=False, seed=1, boot=False, kernel_address=kernel_address)
+    if data_pa < 0x1000000:                     # (only a page inside guest memory can be written)
+        h.write_phys(data_pa + 8, kernel_address.to_bytes(4, "little"))  # lguest_data.kernel_address
+    h.hypercall(hc.LHCALL_LGUEST_INIT, data_pa)
+    if twice:
+        h.hypercall(hc.LHCALL_LGUEST_INIT, data_pa)
+    return h.dead
+
+print("kernel in the Switcher:", repr(init_with(kernel_address=0xFFC00000)))
+print("lguest_data off the end:", repr(init_with(data_pa=0xFFFFF000)))
+print("INIT twice:             ", repr(init_with(twice=True)))
+print("a well-behaved Guest:   ", repr(init_with()))
+
+# %% [markdown]
+# Note the `(null)` in the second message: the kernel's `%p` prints a NULL pointer that way,
+# because `lguest_data` was never set.  The model formats its messages as the kernel would.
+
+# %% [markdown]
+# ## From Guest-virtual to Guest-physical
+#
+# Sometimes the Host must read Guest memory by *virtual* address — for instance, to look at the
+# instruction that trapped, at the Guest's `eip`.  `__guest_pa()` walks the Guest's own tables
+# (not the shadow!) to find the guest-physical address; `guest_pa()` is the same but kills the
+# Guest if the address is not mapped.
+
+# %%
+twin("__guest_pa")
+
+# %%
+twin("guest_pa")
+
+# %%
+print(f"{0xC0123456:#x} -> {pt.guest_pa(g.cpu, 0xC0123456):#x}")
+ok, pa = pt.__guest_pa(g.cpu, 0x08048000)
+print(f"{0x08048000:#x} -> ok={ok}, paddr={pa:#x}")
+pt.guest_pa(g.cpu, 0x08048000)
+print("and guest_pa() on it kills:", g.dead)
+
+# %% [markdown]
+# ## Tearing down
+#
+# When the Launcher closes the Guest, `free_guest_pagetable()` releases every shadow entry of
+# every slot (so every page reference a fault took is returned) and then frees the top-level
+# pages themselves.  Here is the promise "a Guest cannot leak host pages" put to a simple test:
+# record every page reference count before the Guest exists, run a busy Guest, tear it down, and
+# compare.
+
+# %%
+twin("free_guest_pagetable")
+
+# %%
+fresh_host = dict(Host(layout_for(False)).refcount)   # a host on which no Guest ever ran
+print("a fresh host holds:", {f"{f:#x}": c for f, c in fresh_host.items()})
+g = Guest(pae=False, seed=1)
+procs = [g.new_process(f"p{i}") for i in range(6)]
+for i, p in enumerate(procs):
+    g.switch_to(p)
+    g.map(0x08048000, 0x300 + i)
+    g.touch(0x08048000, write=True, user=True)
+    g.touch(g.kernel_address + 0x100000 + i * 4096)
+print("frames in use while running:", len(g.host.refcount))
+g.shutdown()
+kernel_refs = {f: c for f, (c, who) in li.refcounts(g).items() if who[0] != "guest"}
+print("frames the kernel still holds:", {f"{f:#x}": c for f, c in kernel_refs.items()})
+print("same as a fresh host:", kernel_refs == fresh_host)
+
+# %% [markdown]
+# After teardown, the host holds only the Switcher's pages (one reference each, its own) and the
+# Launcher's memory (one reference per page, the Launcher's own mapping).  The project's
+# property tests repeat this check for thousands of random, hostile Guests — with the known
+# exceptions of chapter 4's flaws, where the C itself breaks the promise.
+
+# %% [markdown]
+# ## Exercises
+#
+# 1. In linear mode, what happens if the Guest touches an address beyond its memory, say
+#    `0x7F000000`?  Predict from `demand_page()`, then try it on a `Guest(boot=False)`.
+# 2. Compute `reserve_mem` for a hypothetical Switcher at `0xFF800000`.  What would a 64-bit
+#    `unsigned long` have given instead, and why does the 32-bit answer matter?
+# 3. `__guest_pa()` does not look at `_PAGE_USER` or `_PAGE_RW`.  Is that a problem for its
+#    callers?  Why or why not?
+# 4. Use `flaws.FLAWS` to find a flaw that makes the teardown check above fail, and run its demo
+#    followed by `g.shutdown()` and a reference-count comparison.
+
+# %% [markdown]
+# ## Summary
+#
+# - A new Guest starts in linear mode on one shadow top level, with the Switcher mapped.
+# - INIT tells the Host `kernel_address` and the Guest `reserve_mem` (4 GiB − `switcher_addr`,
+#   in 32 bits); a kernel address in the Switcher's slot is fatal.
+# - `__guest_pa()`/`guest_pa()` walk the Guest's own tables for the Host.
+# - `free_guest_pagetable()` gives back every page; reference counts prove it.
