@@ -21,7 +21,7 @@ from .x86 import PAGE_SHIFT, PAGE_SIZE, _PAGE_PRESENT, _PAGE_PSE, Layout
 __all__ = [
     "Entry", "Step", "pgdir_cache", "current_slot", "shadow_table", "guest_table",
     "shadow_mappings", "guest_mappings", "walk_shadow", "walk_guest", "owner", "refcounts",
-    "compare", "layout", "decode",
+    "compare", "layout", "decode", "limits",
 ]
 
 
@@ -68,6 +68,23 @@ def decode(obj, level: str, index: int, vaddr: int, value: int) -> Entry:
     L = layout(obj)
     frame = L.pmd_pfn(value) if level == "pmd" else L.pte_pfn(value)
     return Entry(level, index, vaddr, value, bool(value & _PAGE_PRESENT), frame, tuple(L.flag_names(value)))
+
+
+def limits(obj) -> dict:
+    """The numbers that bound a Guest: where its kernel starts, where the Switcher is, how
+    much memory and device memory it has, and where the Launcher mapped that memory."""
+    lg = _lg(obj)
+    return {
+        "kernel_address": lg.kernel_address,
+        "switcher_addr": lg.host.switcher_addr,
+        "pfn_limit": lg.pfn_limit,
+        "device_limit": lg.device_limit,
+        "mem_base": lg.mem_base,
+        "nr_cpus": lg.host.nr_cpus,
+        "current_cpu": lg.host.current_cpu,
+        "linear_pages": lg.cpus[0].linear_pages,
+        "dead": lg.dead,
+    }
 
 
 # --- the pgdir cache ----------------------------------------------------------------------

@@ -1,0 +1,360 @@
+"""Pictures of the tables, drawn from the read-only API (:mod:`lguest_book.inspect`) only.
+
+Every function returns a matplotlib :class:`~matplotlib.figure.Figure` and accepts ``ax=`` to
+draw into Axes the caller owns (then the Axes' figure is returned).  Figures are made with
+the object-oriented API, never pyplot, so nothing lingers in a global figure list and a
+notebook displays each figure exactly once (make it the cell's last expression).
+
+Each figure also carries ``fig.lguest``: a small dict of what it shows (entries drawn,
+entries highlighted, where a walk stopped...), so tests can check a picture says what it
+claims.
+
+Colours are the Okabe–Ito palette, which stays distinguishable with the common forms of
+colour blindness.
+"""
+
+from __future__ import annotations
+
+from matplotlib.colors import ListedColormap
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch, Rectangle
+
+from . import inspect as li
+
+# Okabe-Ito
+BLACK, ORANGE, SKY, GREEN, YELLOW, BLUE, VERMILION, PURPLE = (
+    "#000000", "#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7")
+EMPTY = "#F2F2F2"
+
+# Categories of a top-level/mid-level entry, in the order of the colour map.
+_CATS = ("not present", "kernel, read-only", "kernel, writable", "user, read-only", "user, writable", "large page (PSE)")
+_CAT_COLOURS = (EMPTY, SKY, BLUE, YELLOW, ORANGE, PURPLE)
+_CMAP = ListedColormap(_CAT_COLOURS)
+
+_P, _RW, _U, _A, _D, _PSE, _G = 0x1, 0x2, 0x4, 0x20, 0x40, 0x80, 0x100
+FLAG_BITS = (("P", _P), ("RW", _RW), ("U", _U), ("A", _A), ("D", _D), ("PSE", _PSE), ("G", _G))
+
+
+def _category(value: int) -> int:
+    if not value & _P:
+        return 0
+    if value & _PSE:
+        return 5
+    return 1 + (2 if value & _U else 0) + (1 if value & _RW else 0)
+
+
+def _figure(ax, size):
+    if ax is not None:
+        return ax.figure, ax
+    fig = Figure(figsize=size, dpi=100, layout="constrained")
+    return fig, fig.add_subplot()
+
+
+def _hex(v: int) -> str:
+    return f"{v:#x}"
+
+
+# --- one top level ---------------------------------------------------------------------------
+def _top_entries(guest, which: str, slot):
+    L = li.layout(guest)
+    if which == "shadow":
+        return li.shadow_table(guest, slot, "pgd")
+    if which == "guest":
+        gpgdir = li.pgdir_cache(guest)[li.current_slot(guest) if slot is None else slot]["gpgdir"]
+        return li.guest_table(guest, gpgdir, "pgd")
+    raise ValueError(f"which={which!r}: use 'shadow' or 'guest'")
+
+
+def plot_directory(guest, which: str = "shadow", slot: int | None = None, ax=None) -> Figure:
+    """A top level at a glance.
+
+    Without PAE: the 1024 top-level entries as a 32 × 32 grid (entry ``i`` at row ``i // 32``,
+    column ``i % 32``; each covers 4 MiB).  With PAE: one 16 × 32 block per PDPT entry, each
+    showing the 512 entries of the mid-level page below it (2 MiB each).  Colour says present /
+    user / writable / large page; the kernel's part (at and above ``kernel_address``) is
+    outlined, and the Switcher's slot is marked with a red square.
+    """
+    if slot is not None and not (isinstance(slot, int) and 0 <= slot < 4):
+        raise ValueError(f"slot={slot!r} is not a pgdir slot (0..3)")
+    L = li.layout(guest)
+    fig, ax = _figure(ax, (6.4, 6.0))
+    lim = li.limits(guest)
+    kaddr, saddr = lim["kernel_address"], lim["switcher_addr"]
+    cells: list[list[int]] = []
+    values: list[int] = []
+    if not L.pae:
+        entries = _top_entries(guest, which, slot)
+        values = [e.value for e in entries] or [0] * 1024
+        grid = [[_category(values[r * 32 + c]) for c in range(32)] for r in range(32)]
+        kernel_first = kaddr >> L.PGDIR_SHIFT
+        switcher = saddr >> L.PGDIR_SHIFT
+        span = L.PGDIR_SIZE
+        pos = lambda i: (i // 32, i % 32)  # noqa: E731
+        title_unit = "4 MiB"
+    else:
+        tops = _top_entries(guest, which, slot)
+        grid = []
+        for pi in range(4):
+            present = bool(tops) and tops[pi].present
+            if which == "shadow":
+                mids = li.shadow_table(guest, slot, "pmd", pi << 30) if present else []
+            else:
+                gpgdir = li.pgdir_cache(guest)[li.current_slot(guest) if slot is None else slot]["gpgdir"]
+                mids = li.guest_table(guest, gpgdir, "pmd", pi << 30) if present else []
+            block = [m.value for m in mids] or [0] * 512
+            values.extend(block)
+            for r in range(16):
+                grid.append([_category(block[r * 32 + c]) for c in range(32)])
+        kernel_first = kaddr >> L.PMD_SHIFT
+        switcher = saddr >> L.PMD_SHIFT
+        span = L.PMD_SIZE
+        pos = lambda i: (i // 32, i % 32)  # noqa: E731 - 16 rows per block, blocks stacked
+        title_unit = "2 MiB"
+    ax.imshow(grid, cmap=_CMAP, vmin=-0.5, vmax=len(_CATS) - 0.5, interpolation="nearest", aspect="equal")
+    rows = len(grid)
+    # the kernel's part: a frame around every cell from kernel_first on
+    kr, kc = pos(kernel_first)
+    ax.add_patch(Rectangle((kc - 0.5, kr - 0.5), 32 - kc, 1, fill=False, ec=GREEN, lw=2))
+    if kr + 1 < rows:
+        ax.add_patch(Rectangle((-0.5, kr + 0.5), 32, rows - kr - 1, fill=False, ec=GREEN, lw=2))
+    sr, sc = pos(switcher)
+    ax.add_patch(Rectangle((sc - 0.5, sr - 0.5), 1, 1, fill=False, ec=VERMILION, lw=2.5))
+    if L.pae:
+        for b in range(1, 4):
+            ax.axhline(b * 16 - 0.5, color=BLACK, lw=1)
+        ax.set_yticks([b * 16 + 7.5 for b in range(4)], [f"PDPT {b}" for b in range(4)])
+    else:
+        ax.set_yticks(range(0, 32, 8), [f"{r * 32}" for r in range(0, 32, 8)])
+    ax.set_xticks(range(0, 32, 8))
+    present = sum(1 for v in values if v & _P)
+    where = "shadow" if which == "shadow" else "Guest's"
+    s = li.current_slot(guest) if slot is None else slot
+    ax.set_title(f"{where} top level (slot {s}): {present} present entries, one cell = {title_unit}", fontsize=10)
+    handles = [Patch(color=c, label=n) for c, n in zip(_CAT_COLOURS, _CATS)]
+    handles += [Patch(fill=False, ec=GREEN, lw=2, label=f"kernel part (≥ {kaddr:#x})"),
+                Patch(fill=False, ec=VERMILION, lw=2, label=f"Switcher slot ({saddr:#x})")]
+    ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.04), ncol=3, fontsize=7, frameon=False)
+    counts = {name: sum(1 for v in values if v & bit) for name, bit in FLAG_BITS}
+    fig.lguest = {"kind": "directory", "which": which, "present": present, "flags": counts,
+                  "entries": len(values), "span": span}
+    return fig
+
+
+# --- guest and shadow side by side --------------------------------------------------------------
+def plot_side_by_side(guest, start: int, pages: int = 16, slot: int | None = None, ax=None) -> Figure:
+    """The Guest's PTEs and the shadow PTEs for ``pages`` pages from ``start``.
+
+    Each row is one virtual page: on the left the Guest's entry (guest frame and flags), on
+    the right the shadow's (host frame and flags), with an arrow for the frame translation.
+    Rows where the two differ (no shadow entry, or other flags) are highlighted.
+    """
+    if not isinstance(pages, int) or not 1 <= pages <= 64:
+        raise ValueError(f"pages={pages!r}: draw between 1 and 64 pages")
+    rows = li.compare(guest, start, pages, slot)
+    L = li.layout(guest)
+    fig, ax = _figure(ax, (7.6, 0.32 * pages + 1.2))
+    ax.set_xlim(0, 10)
+    ax.set_ylim(pages, -1)
+    ax.axis("off")
+    ax.text(0.0, -0.6, "virtual page", fontsize=8, weight="bold")
+    ax.text(2.0, -0.6, "Guest PTE (guest frame)", fontsize=8, weight="bold")
+    ax.text(6.2, -0.6, "shadow PTE (host frame)", fontsize=8, weight="bold")
+    highlighted = 0
+    for n, r in enumerate(rows):
+        if r["differs"]:
+            highlighted += 1
+            ax.add_patch(Rectangle((0, n - 0.45), 10, 0.9, color=ORANGE, alpha=0.35, lw=0))
+        ax.text(0.0, n, f"{r['vaddr']:#010x}", fontsize=8, va="center", family="monospace")
+        gtxt = f"{r['guest_frame']:#x} {L.describe(r['guest']).split(' ', 2)[-1]}" if r["guest_frame"] is not None else "—"
+        stxt = f"{r['host_frame']:#x} {L.describe(r['shadow']).split(' ', 2)[-1]}" if r["host_frame"] is not None else "— (faults)"
+        ax.text(2.0, n, gtxt, fontsize=8, va="center", family="monospace")
+        ax.text(6.2, n, stxt, fontsize=8, va="center", family="monospace")
+        if r["guest_frame"] is not None and r["host_frame"] is not None:
+            ax.annotate("", xy=(6.1, n), xytext=(5.3, n), arrowprops=dict(arrowstyle="->", color=BLUE))
+    ax.legend(handles=[Patch(color=ORANGE, alpha=0.35, label=f"guest and shadow differ ({highlighted})")],
+              loc="lower center", bbox_to_anchor=(0.5, -0.02 - 1.0 / (pages + 2)), fontsize=8, frameon=False)
+    s = li.current_slot(guest) if slot is None else slot
+    ax.set_title(f"Guest vs shadow PTEs from {start:#x} (slot {s})", fontsize=10)
+    fig.lguest = {"kind": "side_by_side", "rows": len(rows), "highlighted": highlighted,
+                  "differing": [r["vaddr"] for r in rows if r["differs"]]}
+    return fig
+
+
+# --- one walk --------------------------------------------------------------------------------------
+def _fields(L, vaddr: int):
+    if L.pae:
+        return [("PDPT", 2, vaddr >> 30), ("PMD", 9, (vaddr >> 21) & 511),
+                ("PTE", 9, (vaddr >> 12) & 511), ("offset", 12, vaddr & 0xFFF)]
+    return [("PGD", 10, vaddr >> 22), ("PTE", 10, (vaddr >> 12) & 1023), ("offset", 12, vaddr & 0xFFF)]
+
+
+def plot_walk(guest, vaddr: int, which: str = "shadow", ax=None) -> Figure:
+    """``vaddr`` split into its index fields, then each level's entry as the walk reads it,
+    and where (and why) the walk stopped."""
+    if not isinstance(vaddr, int) or not 0 <= vaddr <= 0xFFFFFFFF:
+        raise ValueError(f"vaddr={vaddr!r} is not a 32-bit address")
+    if which not in ("shadow", "guest"):
+        raise ValueError(f"which={which!r}: use 'shadow' or 'guest'")
+    L = li.layout(guest)
+    steps = li.walk_shadow(guest, vaddr) if which == "shadow" else li.walk_guest(guest, vaddr)
+    fig, ax = _figure(ax, (7.0, 3.0))
+    ax.set_xlim(0, 32)
+    ax.set_ylim(6.2, -0.5)
+    ax.axis("off")
+    x = 0.0
+    fields = _fields(L, vaddr)
+    colours = (SKY, YELLOW, GREEN, EMPTY) if L.pae else (SKY, GREEN, EMPTY)
+    for (name, bits, value), colour in zip(fields, colours):
+        ax.add_patch(Rectangle((x, 0), bits, 1, color=colour, ec=BLACK))
+        ax.text(x + bits / 2, 0.5, f"{name} {value}", ha="center", va="center", fontsize=8)
+        x += bits
+    ax.text(0, -0.2, f"{vaddr:#010x}", fontsize=9, family="monospace")
+    stopped = None
+    y = 1.6
+    for st in steps:
+        where = f"({st.where[0]:#x}, {st.where[1]:#x})" if isinstance(st.where, tuple) else f"{st.where:#x}"
+        colour = GREEN if st.present else VERMILION
+        ax.add_patch(Rectangle((0, y - 0.4), 32, 0.8, color=colour, alpha=0.18, lw=0))
+        ax.text(0.3, y, f"{st.level}[{st.index}] at {where} = {st.value:#x}  {L.describe(st.value)}",
+                va="center", fontsize=8, family="monospace")
+        y += 1.0
+        if not st.present:
+            stopped = st.level
+    if not steps:
+        outcome = "no top level in this slot"
+        stopped = "pgd"
+    elif stopped:
+        outcome = f"walk stops at the {stopped}: entry not present ({'fault: demand_page runs' if which == 'shadow' else 'the Guest does not map it'})"
+    else:
+        last = steps[-1]
+        outcome = f"reaches frame {L.pte_pfn(last.value):#x}: physical address {(L.pte_pfn(last.value) << 12) | (vaddr & 0xFFF):#x}"
+    ax.text(0.3, y, outcome, va="center", fontsize=8.5, weight="bold")
+    ax.set_title(f"{'shadow' if which == 'shadow' else 'Guest'} walk of {vaddr:#x}", fontsize=10)
+    fig.lguest = {"kind": "walk", "which": which, "levels": [s.level for s in steps],
+                  "stopped": stopped, "complete": stopped is None and bool(steps)}
+    return fig
+
+
+# --- the pgdir cache over time ------------------------------------------------------------------
+class CacheRecorder:
+    """Records the four-slot cache around each switch, for :func:`plot_cache_timeline`.
+
+    ``rec.switch_to(proc)`` makes the Guest switch and records whether it was a hit (the top
+    level was cached), a miss, and which top level was evicted.  ``rec.events`` is the list.
+    """
+
+    def __init__(self, guest):
+        self.guest = guest
+        self.events: list[dict] = []
+        self.snapshot("start")
+
+    def snapshot(self, label: str, kind: str = "state", evicted: int | None = None) -> dict:
+        cache = li.pgdir_cache(self.guest)
+        event = {"label": label, "kind": kind, "current": li.current_slot(self.guest),
+                 "slots": [c["gpgdir"] if c["allocated"] else None for c in cache], "evicted": evicted}
+        self.events.append(event)
+        return event
+
+    def switch_to(self, proc) -> dict:
+        before = [c["gpgdir"] if c["allocated"] else None for c in li.pgdir_cache(self.guest)]
+        self.guest.switch_to(proc)
+        slot = li.current_slot(self.guest)
+        hit = proc.gpgdir in before
+        evicted = before[slot] if not hit and before[slot] not in (None, proc.gpgdir) else None
+        return self.snapshot(getattr(proc, "name", "?"), "hit" if hit else "miss", evicted)
+
+
+def plot_cache_timeline(events: list[dict], ax=None) -> Figure:
+    """Which Guest top level each of the four slots held after each step, the current slot
+    (black outline), misses and hits, and evictions (a cross)."""
+    if not events:
+        raise ValueError("events is empty: record some switches with CacheRecorder first")
+    fig, ax = _figure(ax, (max(4.5, 0.55 * len(events) + 2), 3.0))
+    names: dict[int, int] = {}
+    palette = (SKY, ORANGE, GREEN, YELLOW, BLUE, VERMILION, PURPLE, "#999999")
+    for t, ev in enumerate(events):
+        for s, g in enumerate(ev["slots"]):
+            if g is None:
+                ax.add_patch(Rectangle((t - 0.45, s - 0.45), 0.9, 0.9, color=EMPTY))
+                continue
+            k = names.setdefault(g, len(names))
+            ax.add_patch(Rectangle((t - 0.45, s - 0.45), 0.9, 0.9, color=palette[k % len(palette)]))
+            ax.text(t, s, f"{g >> 12:#x}", ha="center", va="center", fontsize=6)
+        cur = ev["current"]
+        ax.add_patch(Rectangle((t - 0.45, cur - 0.45), 0.9, 0.9, fill=False, ec=BLACK, lw=2))
+        if ev["evicted"] is not None:
+            ax.plot([t], [cur], marker="x", color=VERMILION, ms=14, mew=2)
+    ax.set_xlim(-0.6, len(events) - 0.4)
+    ax.set_ylim(3.6, -0.6)
+    ax.set_yticks(range(4), [f"slot {s}" for s in range(4)])
+    ax.set_xticks(range(len(events)), [f"{e['label']}\n{e['kind']}" for e in events], fontsize=7)
+    hits = sum(1 for e in events if e["kind"] == "hit")
+    misses = sum(1 for e in events if e["kind"] == "miss")
+    evictions = sum(1 for e in events if e["evicted"] is not None)
+    ax.set_title(f"pgdir cache: {hits} hits, {misses} misses, {evictions} evictions "
+                 "(cells: Guest top-level page; outline: current)", fontsize=9)
+    fig.lguest = {"kind": "cache", "hits": hits, "misses": misses, "evictions": evictions}
+    return fig
+
+
+# --- reference counts --------------------------------------------------------------------------
+def plot_refcounts(guest, ax=None) -> Figure:
+    """How many host frames each owner holds, split by their reference count: a guest page
+    with count 2 is mapped by the Launcher *and* pinned by a shadow PTE."""
+    counts: dict[str, dict[int, int]] = {}
+    for frame, (count, (kind, _)) in li.refcounts(guest).items():
+        counts.setdefault(kind, {}).setdefault(count, 0)
+        counts[kind][count] += 1
+    kinds = [k for k in ("guest", "shadow", "switcher", "regs", "host") if k in counts]
+    levels = sorted({c for per in counts.values() for c in per})
+    fig, ax = _figure(ax, (6.0, 3.0))
+    palette = (SKY, ORANGE, GREEN, BLUE, VERMILION, PURPLE, YELLOW)
+    bottoms = [0] * len(kinds)
+    for i, c in enumerate(levels):
+        heights = [counts[k].get(c, 0) for k in kinds]
+        ax.bar(kinds, heights, bottom=bottoms, color=palette[i % len(palette)], label=f"count {c}")
+        bottoms = [b + h for b, h in zip(bottoms, heights)]
+    for x, total in enumerate(bottoms):
+        ax.text(x, total, str(total), ha="center", va="bottom", fontsize=8)
+    ax.set_ylabel("host frames")
+    ax.set_title("host frames in use, by owner and reference count", fontsize=10)
+    ax.legend(fontsize=7, frameon=False)
+    fig.lguest = {"kind": "refcounts", "frames": {k: sum(counts[k].values()) for k in kinds}}
+    return fig
+
+
+# --- faults over time ------------------------------------------------------------------------------
+_OUTCOMES = ("hit", "fixed by the shadow", "passed to the Guest", "device memory", "killed")
+
+
+def _outcome(access) -> str:
+    if access.outcome == "ok":
+        return "hit" if access.faults == 0 else "fixed by the shadow"
+    if access.outcome == "guest-fault":
+        return "passed to the Guest"
+    if access.outcome == "mmio":
+        return "device memory"
+    return "killed"
+
+
+def plot_fault_timeline(accesses, ax=None) -> Figure:
+    """One mark per access (``Guest.touch()`` results), in order: a hit, a fault the shadow
+    fixed, one passed to the Guest, device memory, or a kill; with running totals."""
+    accesses = list(accesses)
+    if not accesses:
+        raise ValueError("accesses is empty: pass the results of Guest.touch()")
+    fig, ax = _figure(ax, (7.0, 2.6))
+    colours = dict(zip(_OUTCOMES, (GREEN, SKY, ORANGE, PURPLE, VERMILION)))
+    totals = dict.fromkeys(_OUTCOMES, 0)
+    for i, a in enumerate(accesses):
+        kind = _outcome(a)
+        totals[kind] += 1
+        ax.scatter([i], [_OUTCOMES.index(kind)], color=colours[kind], s=18 + 10 * a.faults, zorder=3)
+    ax.set_yticks(range(len(_OUTCOMES)), [f"{k} ({totals[k]})" for k in _OUTCOMES], fontsize=8)
+    ax.set_ylim(len(_OUTCOMES) - 0.5, -0.5)
+    ax.set_xlabel("access number")
+    ax.grid(axis="x", alpha=0.3)
+    faults = sum(a.faults for a in accesses)
+    ax.set_title(f"{len(accesses)} accesses, {faults} page faults taken by the Host", fontsize=10)
+    fig.lguest = {"kind": "faults", "totals": totals, "faults": faults}
+    return fig

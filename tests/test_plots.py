@@ -1,0 +1,136 @@
+"""The plots say what they claim: counts drawn match the model's read-only API."""
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import pytest
+from matplotlib.figure import Figure
+
+from lguest_book import inspect as li
+from lguest_book import plots
+from lguest_book.guest import Guest
+
+LAYOUTS = pytest.mark.parametrize("pae", [False, True], ids=["nonpae", "pae"])
+
+
+def busy(pae):
+    g = Guest(pae=pae, seed=3)
+    p = g.new_process("p")
+    g.switch_to(p)
+    for i in range(6):
+        g.map(0x08048000 + i * 4096, 0x300 + i, accessed=(i % 2 == 0))
+    for i in range(4):
+        g.touch(0x08048000 + i * 4096, write=(i == 0), user=True)
+    return g
+
+
+@LAYOUTS
+def test_directory_counts_present_top_level_entries(pae):
+    g = busy(pae)
+    fig = plots.plot_directory(g)
+    assert isinstance(fig, Figure)
+    if pae:
+        expected = sum(1 for top in li.shadow_table(g, None, "pgd") if top.present
+                       for m in li.shadow_table(g, None, "pmd", top.vaddr) if m.present)
+        assert fig.lguest["entries"] == 4 * 512
+    else:
+        expected = sum(1 for e in li.shadow_table(g, None, "pgd") if e.present)
+        assert fig.lguest["entries"] == 1024
+    assert fig.lguest["present"] == expected > 0
+    guest_fig = plots.plot_directory(g, which="guest")
+    assert guest_fig.lguest["which"] == "guest"
+    assert guest_fig.lguest["present"] >= 1
+
+
+@LAYOUTS
+def test_highlighted_rows_are_exactly_the_differing_entries(pae):
+    g = busy(pae)
+    fig = plots.plot_side_by_side(g, 0x08048000, pages=8)
+    differing = [r["vaddr"] for r in li.compare(g, 0x08048000, 8) if r["differs"]]
+    assert fig.lguest["highlighted"] == len(differing) == len(fig.lguest["differing"])
+    assert fig.lguest["differing"] == differing
+    # the write made page 0 writable and dirty in both: it must not be highlighted...
+    assert 0x08048000 not in differing
+    # ...while a page only read has a read-only shadow of a writable guest PTE
+    assert 0x08049000 in differing
+    # the legend names the count
+    legend = fig.axes[0].get_legend().get_texts()[0].get_text()
+    assert f"({len(differing)})" in legend
+
+
+@LAYOUTS
+def test_walk_stops_where_the_entry_is_missing(pae):
+    g = busy(pae)
+    done = plots.plot_walk(g, 0x08048000)
+    assert done.lguest["complete"] and done.lguest["stopped"] is None
+    assert done.lguest["levels"] == (["pgd", "pmd", "pte"] if pae else ["pgd", "pte"])
+    missing = plots.plot_walk(g, 0x08048000 + 5 * 4096)  # mapped by the guest, never touched
+    assert missing.lguest["stopped"] == "pte"
+    far = plots.plot_walk(g, 0x40000000 if not pae else 0x60000000)
+    assert far.lguest["stopped"] in ("pgd", "pmd")
+    guest_walk = plots.plot_walk(g, 0x08048000 + 5 * 4096, which="guest")
+    assert guest_walk.lguest["complete"]
+
+
+@LAYOUTS
+def test_cache_timeline_counts_hits_misses_evictions(pae):
+    g = Guest(pae=pae, prandom=[1, 2, 3, 3, 0, 1, 1, 2, 3])
+    rec = plots.CacheRecorder(g)
+    procs = [g.new_process(f"p{i}") for i in range(3)]
+    rec.switch_to(procs[0])   # miss (slot 3, never used)
+    rec.switch_to(procs[1])   # miss (slot 3 again: evicts p0)
+    rec.switch_to(procs[1])   # hit
+    rec.switch_to(procs[2])   # miss (slot 0)
+    rec.switch_to(procs[0])   # miss (slot 1)
+    kinds = [e["kind"] for e in rec.events[1:]]
+    assert kinds == ["miss", "miss", "hit", "miss", "miss"]
+    assert rec.events[2]["evicted"] == procs[0].gpgdir
+    fig = plots.plot_cache_timeline(rec.events)
+    assert fig.lguest == {"kind": "cache", "hits": 1, "misses": 4,
+                          "evictions": sum(1 for e in rec.events if e["evicted"] is not None)}
+
+
+@LAYOUTS
+def test_refcounts_and_fault_timeline(pae):
+    g = busy(pae)
+    fig = plots.plot_refcounts(g)
+    frames = fig.lguest["frames"]
+    owners = [who[0] for _, (_, who) in li.refcounts(g).items()]
+    assert frames["switcher"] == owners.count("switcher") == 3
+    assert frames["guest"] == owners.count("guest")
+    accesses = [g.touch(0x08048000, user=True), g.touch(0x0804D000, user=True), g.touch(0x70000000, user=True)]
+    fig = plots.plot_fault_timeline(accesses)
+    assert fig.lguest["totals"]["hit"] == 1
+    assert fig.lguest["totals"]["fixed by the shadow"] == 1
+    assert fig.lguest["totals"]["passed to the Guest"] == 1
+    assert fig.lguest["faults"] == 2
+
+
+def test_plots_draw_into_given_axes_and_refuse_nonsense():
+    g = busy(False)
+    fig = Figure()
+    a, b = fig.subplots(1, 2)
+    assert plots.plot_walk(g, 0x08048000, ax=a) is fig
+    assert plots.plot_directory(g, ax=b) is fig
+    with pytest.raises(ValueError, match="which"):
+        plots.plot_walk(g, 0x08048000, which="host")
+    with pytest.raises(ValueError, match="vaddr"):
+        plots.plot_walk(g, -1)
+    with pytest.raises(ValueError, match="pages"):
+        plots.plot_side_by_side(g, 0, pages=0)
+    with pytest.raises(ValueError, match="slot"):
+        plots.plot_directory(g, slot=7)
+    with pytest.raises(ValueError, match="events"):
+        plots.plot_cache_timeline([])
+
+
+def test_plots_module_uses_only_the_public_api():
+    import ast
+    import inspect
+
+    tree = ast.parse(inspect.getsource(plots))
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.level}
+    assert imported <= {"", None}  # only "from . import inspect"
+    names = {a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.level for a in n.names}
+    assert names == {"inspect"}
