@@ -2,8 +2,13 @@
 # jupyter:
 #   jupytext:
 #     formats: ipynb,py:percent
+#     notebook_metadata_filter: kernelspec,jupytext,-jupytext.text_representation.jupytext_version
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
 #   kernelspec:
-#     display_name: Python 3 (ipykernel)
+#     display_name: Python 3
 #     language: python
 #     name: python3
 # ---
@@ -30,7 +35,7 @@
 from lguest_book.guest import Guest
 from lguest_book.notebook import twin, decisions, call_tree
 from lguest_book.trace import Tracer
-from lguest_book import page_tables as pt
+from lguest_book import page_tables as pt, plots, widgets
 import lguest_book.inspect as li
 
 # %% [markdown]
@@ -112,7 +117,14 @@ assert access2.faults == 1 and spte & 0x2 and gpte_after & 0x40
 
 # %% [markdown]
 # The write faulted once more; this time the Guest's PTE earned its Dirty bit and the shadow
-# became writable.  From now on the page costs nothing.
+# became writable.  From now on the page costs nothing.  Here are the two walks — the Guest's
+# through its own tables in guest memory, and the CPU's through the shadow — side by side:
+
+# %%
+plots.plot_walk(g, VADDR, which="guest")
+
+# %%
+plots.plot_walk(g, VADDR, which="shadow")
 
 # %% [markdown]
 # ## Where the frame comes from: `gpte_to_spte()` and `get_pfn()`
@@ -156,6 +168,40 @@ twin("find_spte")
 
 # %%
 [(s.level, s.index, f"{s.value:#x}", g.x86.describe(s.value)) for s in li.walk_shadow(g, VADDR)]
+
+# %% [markdown]
+# ## Step through it yourself
+#
+# The fault stepper replays one fault decision by decision: the check being made and its
+# answer, each entry read or written, and the line of the model running — with the walks
+# redrawn as they stand after each step.  Change the address or the access and press *Reset*
+# to try another fault.  Here a fresh page, a user-mode write:
+
+# %%
+g3 = Guest(pae=False, seed=1)
+p3 = g3.new_process("init")
+g3.switch_to(p3)
+g3.map(0x0804A000, 0x310, accessed=False)
+stepper = widgets.FaultStepper(g3, 0x0804A000, write=True, user=True)
+stepper
+
+# %% [markdown]
+# The same object can be driven from code, which is how this book checks what the widget
+# shows.  The steps that changed something:
+
+# %%
+for st in stepper.steps:
+    if st.kind in ("read", "alloc", "write"):
+        print(f"{st.index:2} {st.kind:5} {st.text}")
+
+# %%
+stepper.go(max(i for i, st in enumerate(stepper.steps) if "shadow entry" in st.text))
+stepper.figure()
+
+# %% [markdown]
+# That picture is the model frozen just after the shadow PTE was written and *before* the
+# Guest's PTE got its Accessed and Dirty bits back: the stepper replays the fault on a copy of
+# the Guest and stops it mid-way.
 
 # %% [markdown]
 # ## The same story with PAE
@@ -206,6 +252,20 @@ cases = {
 }
 for case, (outcome, dead) in cases.items():
     print(f"{case:28} -> {outcome:12} {dead or ''}")
+
+# %% [markdown]
+# A timeline of a small workload makes the proportions visible: most accesses hit, a few
+# faults are fixed by the shadow, and one goes back to the Guest.
+
+# %%
+g4 = Guest(pae=False, seed=1)
+p4 = g4.new_process("p")
+g4.switch_to(p4)
+for i in range(4):
+    g4.map(0x08048000 + i * 4096, 0x300 + i, accessed=False)
+accesses = [g4.touch(0x08048000 + (i % 4) * 4096, write=(i % 3 == 0), user=True) for i in range(16)]
+accesses.append(g4.touch(0x09000000, user=True))
+plots.plot_fault_timeline(accesses)
 
 # %% [markdown]
 # Notice the order matters: the device-memory test comes *before* `check_gpte()`, so a PTE

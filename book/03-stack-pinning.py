@@ -2,8 +2,13 @@
 # jupyter:
 #   jupytext:
 #     formats: ipynb,py:percent
+#     notebook_metadata_filter: kernelspec,jupytext,-jupytext.text_representation.jupytext_version
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
 #   kernelspec:
-#     display_name: Python 3 (ipykernel)
+#     display_name: Python 3
 #     language: python
 #     name: python3
 # ---
@@ -31,7 +36,7 @@
 from lguest_book.guest import Guest
 from lguest_book.notebook import twin
 from lguest_book.trace import Tracer
-from lguest_book import page_tables as pt, hypercalls as hc, flaws
+from lguest_book import page_tables as pt, hypercalls as hc, flaws, plots, widgets
 import lguest_book.inspect as li
 
 # %% [markdown]
@@ -47,6 +52,9 @@ print(f"esp1 = {g.cpu.esp1:#x}, stack_pages = {g.lg.stack_pages}")
 stack = [g.cpu.esp1 - 1 - i * 4096 for i in range(g.lg.stack_pages)]
 for vaddr in stack:
     print(f"{vaddr:#x}: writable in the shadow? {pt.page_writable(g.cpu, vaddr)}")
+
+# %%
+plots.plot_walk(g, stack[0])
 
 # %% [markdown]
 # `esp1` is the *top* of the stack — one past its last byte — so the pages to pin contain
@@ -108,6 +116,18 @@ with Tracer() as t:
 print("slot now:", li.current_slot(g))
 print("pin_page calls:", len(t.trace.calls("pin_page")))
 print("stack writable in the new top level:", [pt.page_writable(g.cpu, v) for v in stack])
+
+# %% [markdown]
+# Browse the shadow PTE page that holds the stack's entries (pick another slot or level to
+# compare; the list shows only present entries):
+
+# %%
+explorer = widgets.TableExplorer(g)
+explorer.select(level="pte", vaddr=stack[0])
+explorer
+
+# %%
+print(explorer.detail)
 
 # %% [markdown]
 # ## A Guest that lies about its stack

@@ -2,8 +2,13 @@
 # jupyter:
 #   jupytext:
 #     formats: ipynb,py:percent
+#     notebook_metadata_filter: kernelspec,jupytext,-jupytext.text_representation.jupytext_version
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
 #   kernelspec:
-#     display_name: Python 3 (ipykernel)
+#     display_name: Python 3
 #     language: python
 #     name: python3
 # ---
@@ -31,7 +36,7 @@
 from lguest_book.guest import Guest
 from lguest_book.notebook import twin
 from lguest_book.trace import Tracer
-from lguest_book import hypercalls as hc, flaws
+from lguest_book import hypercalls as hc, flaws, plots, widgets
 import lguest_book.inspect as li
 
 # %% [markdown]
@@ -104,8 +109,11 @@ for label, pte in [("clean, not accessed", 0x700 << 12 | 0x07),
     spte = after_set(pte)
     print(f"{label:22} guest {g.x86.describe(pte):24} shadow {g.x86.describe(spte) if spte else '(none)'}")
 
+# %%
+plots.plot_side_by_side(g, 0x08048000, pages=4)
+
 # %% [markdown]
-# Look at the middle line.  The Guest PTE is *accessed but clean*, so by chapter 2's rule the
+# Look at the middle line of the printout (the third row of the picture).  The Guest PTE is *accessed but clean*, so by chapter 2's rule the
 # shadow should be read-only until the first write sets Dirty.  The shortcut instead installs
 # a **writable** shadow entry: it passes the Dirty bit to `gpte_to_spte()` only as the *write*
 # argument of `get_pfn()`, and copies the Guest's RW flag untouched.  The Guest's first write
@@ -188,6 +196,29 @@ print("what survives:", [f"{v:#x}" for v in sorted(after)])
 n = Guest(pae=False, seed=1)
 n.hypercall(hc.LHCALL_SET_PMD, 0, 0)
 print("non-PAE guest:", repr(n.dead))
+
+# %% [markdown]
+# ## Your turn: be the Guest
+#
+# The hypercall console lets you make these calls yourself and reports what the Host did.
+# Type a virtual address (or a top-level index) and an entry, and press a button.  The cell
+# below it makes a few calls from code, so you can see the log:
+
+# %%
+gc = Guest(pae=False, seed=1)
+pc = gc.new_process("p")
+console = widgets.HypercallConsole(gc)
+console.switch_to(pc)
+console
+
+# %%
+console.set_pte(0x08048000, 0x300 << 12 | 0x07)   # a fresh, clean PTE: nothing shadowed
+console.touch(0x08048000, user=True)              # ... until the first access
+console.set_pte(0x08049000, 0x301 << 12 | 0x27)   # accessed: mapped at once (writable!)
+console.set_pgd(gc.x86.pgd_index(0x08048000), 0)  # drop the whole 4 MiB
+console.set_pte(gc.host.switcher_addr, 0x1067)    # an attack
+for line in console.log:
+    print(line)
 
 # %% [markdown]
 # ## Exercises

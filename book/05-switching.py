@@ -2,8 +2,13 @@
 # jupyter:
 #   jupytext:
 #     formats: ipynb,py:percent
+#     notebook_metadata_filter: kernelspec,jupytext,-jupytext.text_representation.jupytext_version
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
 #   kernelspec:
-#     display_name: Python 3 (ipykernel)
+#     display_name: Python 3
 #     language: python
 #     name: python3
 # ---
@@ -32,6 +37,7 @@ from lguest_book.lguest import PrandomSource
 from lguest_book.notebook import twin
 from lguest_book.trace import Tracer
 import lguest_book.inspect as li
+from lguest_book import plots, widgets
 
 def cache(g):
     """The four slots, one line each."""
@@ -104,6 +110,21 @@ print("slots chosen:", [v % 4 for v in drawn[-5:]])
 cache(g)
 
 # %% [markdown]
+# The same kind of run, recorded and drawn: each column is the cache after one switch (the
+# outlined cell is the current slot, a cross an eviction):
+
+# %%
+g = Guest(pae=False, seed=7)
+rec = plots.CacheRecorder(g)
+procs = [g.new_process(f"p{i}") for i in range(5)]
+for p in procs + procs[:3]:
+    rec.switch_to(p)
+plots.plot_cache_timeline(rec.events)
+
+# %%
+[(e["label"], e["kind"]) for e in rec.events[1:]]
+
+# %% [markdown]
 # Notice that a random choice may evict the current slot or one just filled — even while
 # another slot sits idle.  For a demonstration that doesn't depend on luck, hand the Guest
 # your own sequence of "random" numbers:
@@ -115,6 +136,14 @@ procs = [g.new_process(f"p{i}") for i in range(4)]
 for p in procs:
     g.switch_to(p)
 cache(g)
+
+# %% [markdown]
+# Explore what each slot holds — pick a slot, a level and an address:
+
+# %%
+explorer = widgets.TableExplorer(g)
+explorer.select(slot=0, level="pgd", vaddr=0xC0000000)
+explorer
 
 # %% [markdown]
 # ## A hit costs nothing

@@ -2,8 +2,13 @@
 # jupyter:
 #   jupytext:
 #     formats: ipynb,py:percent
+#     notebook_metadata_filter: kernelspec,jupytext,-jupytext.text_representation.jupytext_version
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
 #   kernelspec:
-#     display_name: Python 3 (ipykernel)
+#     display_name: Python 3
 #     language: python
 #     name: python3
 # ---
@@ -32,6 +37,7 @@ from lguest_book.guest import Guest
 from lguest_book.notebook import twin
 from lguest_book.trace import Tracer
 import lguest_book.inspect as li
+from lguest_book import plots, widgets
 
 def busy_guest(pae=False):
     """A Guest whose process has faulted in 8 user pages and 8 kernel pages."""
@@ -118,6 +124,18 @@ print("after the flush: ", count())
 # it exists.  After the flush the shadow's reference is back; the Launcher's stays.
 
 # %% [markdown]
+# The same accounting for a whole busy Guest, before and after a user flush: every guest page
+# that was pinned by a shadow PTE (count 2) drops back to the Launcher's single reference.
+
+# %%
+g = busy_guest()
+plots.plot_refcounts(g)
+
+# %%
+g.flush_user()
+plots.plot_refcounts(g)
+
+# %% [markdown]
 # ## Flushing everything: "trapped in amber"
 #
 # FLUSH_TLB with a non-zero argument means "I changed a kernel mapping" — and kernel mappings
@@ -140,6 +158,9 @@ survivors = sorted(li.shadow_mappings(g))
 print("what survives:", [f"{v:#x}" for v in survivors])
 print("stack pages:  ", [f"{(g.cpu.esp1 - 1 - i * 4096) & ~0xFFF:#x}" for i in range(g.lg.stack_pages)])
 
+# %%
+plots.plot_directory(g)
+
 # %% [markdown]
 # Only the stack and the Switcher survive.  The Guest now runs like an insect in amber: every
 # page it touches faults once more, and the shadow grows back page by page.  That is correct,
@@ -150,6 +171,15 @@ g2 = busy_guest()
 g2.flush_all()
 faults = sum(g2.touch(0x08048000 + i * 4096, user=True).faults for i in range(8))
 print("faults to touch the 8 user pages again:", faults)
+
+# %% [markdown]
+# Try the two flushes yourself on a busy Guest, and watch the counts in the log:
+
+# %%
+console = widgets.HypercallConsole(busy_guest())
+console.flush_user()
+console.flush_all()
+console
 
 # %% [markdown]
 # ## Hostile input

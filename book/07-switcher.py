@@ -2,8 +2,13 @@
 # jupyter:
 #   jupytext:
 #     formats: ipynb,py:percent
+#     notebook_metadata_filter: kernelspec,jupytext,-jupytext.text_representation.jupytext_version
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
 #   kernelspec:
-#     display_name: Python 3 (ipykernel)
+#     display_name: Python 3
 #     language: python
 #     name: python3
 # ---
@@ -31,6 +36,7 @@ from lguest_book.notebook import twin
 from lguest_book.trace import Tracer
 from lguest_book import page_tables as pt, hypercalls as hc, flaws
 import lguest_book.inspect as li
+from lguest_book import plots
 
 def switcher_view(g):
     """The shadow PTEs of the Switcher's pages in the current top level."""
@@ -53,7 +59,12 @@ g = Guest(pae=False, seed=1, nr_cpus=2)
 print(f"switcher_addr = {g.host.switcher_addr:#x}, {g.host.TOTAL_SWITCHER_PAGES} pages")
 switcher_view(g)
 
+# %%
+plots.plot_directory(g)
+
 # %% [markdown]
+# The red square is the Switcher's top-level slot — present in every shadow top level.
+#
 # After boot, only the code page is mapped.  That is `allocate_switcher_mapping()`'s work: it
 # makes sure a shadow PTE page exists for *every* Switcher page (so that later lookups never
 # need to allocate), and maps the code page read-only and kernel-only.
@@ -113,6 +124,18 @@ print("entries written:", len(t.trace.writes()))
 # `last_host_cpu` is per *slot*.  A slot that was just (re)filled by `new_pgdir()`, or emptied by
 # a full flush, gets `-1`: "I don't know which CPU's pages are here", and then every CPU's pair
 # is removed before the current one is mapped.
+
+# %% [markdown]
+# Step through a Guest's attempt to fault in a Switcher page (a user write to CPU 1's register
+# page) — it does not get past the first test:
+
+# %%
+from lguest_book import widgets
+attack = widgets.FaultStepper(g, g.host.switcher_addr + 0x3000, write=True, user=True)
+attack
+
+# %%
+[st.text for st in attack.steps]
 
 # %% [markdown]
 # ## Keeping the Guest out

@@ -2,8 +2,13 @@
 # jupyter:
 #   jupytext:
 #     formats: ipynb,py:percent
+#     notebook_metadata_filter: kernelspec,jupytext,-jupytext.text_representation.jupytext_version
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
 #   kernelspec:
-#     display_name: Python 3 (ipykernel)
+#     display_name: Python 3
 #     language: python
 #     name: python3
 # ---
@@ -35,6 +40,7 @@ from lguest_book.notebook import twin
 from lguest_book.trace import Tracer
 from lguest_book import page_tables as pt, hypercalls as hc
 import lguest_book.inspect as li
+from lguest_book import plots, widgets
 
 # %% [markdown]
 # ## Before the Guest has page tables
@@ -65,7 +71,23 @@ spte = li.walk_shadow(g, 0x00123000)[-1].value
 print(a.outcome, "— shadow PTE", g.x86.describe(spte), "— backs", li.owner(g, spte >> 12))
 
 # %% [markdown]
-# Guest page `0x123` (291), as promised.  The linear mapping is thrown away for good on the
+# Guest page `0x123` (291), as promised.  Step through a linear-mode fault and notice which
+# checks are skipped — there is no Guest table to read:
+
+# %%
+linear = Guest(pae=False, seed=1, boot=False)
+stepper = widgets.FaultStepper(linear, 0x00456000, write=True)
+stepper
+
+# %%
+[st.text for st in stepper.steps if st.kind in ("check", "read") and st.func == "demand_page"][:6]
+
+# %%
+plots.plot_directory(g)
+
+# %% [markdown]
+# The shadow top level in linear mode: the Switcher's slot, the slot of the page we touched,
+# and nothing else.  The linear mapping is thrown away for good on the
 # Guest's first NEW_PGTABLE (chapter 5).
 #
 # If the host has no memory for the first top level, the Guest is never born: the Launcher gets
@@ -181,6 +203,9 @@ g.shutdown()
 kernel_refs = {f: c for f, (c, who) in li.refcounts(g).items() if who[0] != "guest"}
 print("frames the kernel still holds:", {f"{f:#x}": c for f, c in kernel_refs.items()})
 print("same as a fresh host:", kernel_refs == fresh_host)
+
+# %%
+plots.plot_refcounts(g)
 
 # %% [markdown]
 # After teardown, the host holds only the Switcher's pages (one reference each, its own) and the

@@ -57,7 +57,17 @@ KERNEL_DS = 0x68 | 1  # the Guest's kernel data segment, at privilege level 1
 #: (demand_page keeps "fixing" a fault the hardware keeps raising).  ``hpa`` is the host
 #: physical address reached (or -1), ``faults`` how many faults the host handled on the way,
 #: ``info`` the iomem address for "mmio", the error code for "guest-fault", else 0.
-Access = namedtuple("Access", "outcome hpa faults info")
+class Access(namedtuple("Access", "outcome hpa faults info")):
+    """What one access did: ``outcome`` (ok, guest-fault, mmio, killed, dead, livelock), the
+    host-physical address reached (-1 if none), the faults the Host took, and ``info`` (the
+    error code passed to the Guest, or the device address for mmio)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        hpa = f"{self.hpa:#x}" if self.hpa >= 0 else "-1"
+        return f"Access(outcome={self.outcome!r}, hpa={hpa}, faults={self.faults}, info={self.info:#x})"
+
 _new_tuple = tuple.__new__  # builds an Access without namedtuple's Python-level __new__
 
 

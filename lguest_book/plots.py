@@ -43,10 +43,28 @@ def _category(value: int) -> int:
     return 1 + (2 if value & _U else 0) + (1 if value & _RW else 0)
 
 
+class BookFigure(Figure):
+    """A Figure that shows itself as a PNG in Jupyter without pyplot (and so without any
+    global figure state): make it the last expression of a cell."""
+
+    def _repr_png_(self) -> bytes:
+        import io
+
+        buf = io.BytesIO()
+        self.savefig(buf, format="png", dpi=90)
+        return buf.getvalue()
+
+
+def new_figure(size=(6.4, 4.8), **kwargs) -> BookFigure:
+    """A :class:`BookFigure` (constrained layout), for pictures of your own."""
+    kwargs.setdefault("layout", "constrained")
+    return BookFigure(figsize=size, dpi=100, **kwargs)
+
+
 def _figure(ax, size):
     if ax is not None:
         return ax.figure, ax
-    fig = Figure(figsize=size, dpi=100, layout="constrained")
+    fig = new_figure(size)
     return fig, fig.add_subplot()
 
 

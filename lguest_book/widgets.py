@@ -37,7 +37,7 @@ def _pt_file() -> str:
 
 def _png(fig) -> bytes:
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=72)
+    fig.savefig(buf, format="png", dpi=72)  # small: the widget redraws on every step
     return buf.getvalue()
 
 
@@ -245,10 +245,8 @@ class FaultStepper(_Shown):
 
     def figure(self, k: int | None = None):
         """The shadow walk and the Guest's walk of ``vaddr`` after step ``k``."""
-        from matplotlib.figure import Figure
-
         guest = self.state_at(k)
-        fig = Figure(figsize=(6.4, 4.2), dpi=72, layout="constrained")
+        fig = plots.new_figure((6.4, 4.2))
         top, bottom = fig.subplots(2, 1)
         plots.plot_walk(guest, self.vaddr, "shadow", ax=top)
         if not li.limits(guest)["linear_pages"]:
