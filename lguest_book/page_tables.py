@@ -117,11 +117,27 @@ def _need_u32(name: str, value) -> None:
         _bad(name, value, "a 32-bit unsigned value")
 
 
+def _check_helper(cpu, vaddr, func: str, pae_only: bool = False, **named) -> None:
+    """The address helpers' argument checks, for users of the API (the fault path only pays
+    for a few cheap comparisons before this is called)."""
+    _need_cpu(cpu)
+    _need_u32("vaddr", vaddr)
+    for name, value in named.items():
+        _need_slot(name, value)
+    if pae_only:
+        _need_pae(cpu.lg, func)
+
+
 # ===========================================================================================
 # H:320  The helpers: pointers into the shadow tables, addresses in the Guest's tables.
 # ===========================================================================================
 def spgd_addr(cpu: LgCpu, i: int, vaddr: int) -> tuple[int, int]:
     """Pointer to the shadow top-level entry for ``vaddr`` in cached top level ``i``."""
+    if (
+        cpu.__class__ is not LgCpu or i.__class__ is not int or not 0 <= i < PGDIR_SLOTS
+        or vaddr.__class__ is not int or not 0 <= vaddr <= ULONG_MASK
+    ):
+        _check_helper(cpu, vaddr, "spgd_addr", i=i)
     L = cpu.lg.x86
     index = (vaddr >> L.PGDIR_SHIFT) & (L.PTRS_PER_PGD - 1)  # pgd_index(vaddr)
     return (cpu.lg.pgdirs[i].pgdir, index)
@@ -129,6 +145,8 @@ def spgd_addr(cpu: LgCpu, i: int, vaddr: int) -> tuple[int, int]:
 
 def spmd_addr(cpu: LgCpu, spgd: int, vaddr: int) -> tuple[int, int]:
     """PAE only: pointer to the shadow mid-level entry below the (present) entry ``spgd``."""
+    if cpu.__class__ is not LgCpu or not cpu.lg.x86.pae or vaddr.__class__ is not int or not 0 <= vaddr <= ULONG_MASK:
+        _check_helper(cpu, vaddr, "spmd_addr", pae_only=True)
     L = cpu.lg.x86
     index = L.pmd_index(vaddr)
     BUG_ON(not (L.pgd_flags(spgd) & _PAGE_PRESENT), "spmd_addr")
@@ -137,6 +155,8 @@ def spmd_addr(cpu: LgCpu, spgd: int, vaddr: int) -> tuple[int, int]:
 
 def spte_addr(cpu: LgCpu, spgd: int, vaddr: int) -> tuple[int, int]:
     """Pointer to the shadow PTE for ``vaddr`` below the (present) top-level entry ``spgd``."""
+    if cpu.__class__ is not LgCpu or vaddr.__class__ is not int or not 0 <= vaddr <= ULONG_MASK:
+        _check_helper(cpu, vaddr, "spte_addr")
     L = cpu.lg.x86
     if L.pae:  # PAE: there is a mid level
         pmd = spmd_addr(cpu, spgd, vaddr)
@@ -152,6 +172,8 @@ def spte_addr(cpu: LgCpu, spgd: int, vaddr: int) -> tuple[int, int]:
 
 def gpgd_addr(cpu: LgCpu, vaddr: int) -> int:
     """Guest-physical address of the Guest's top-level entry for ``vaddr`` (current table)."""
+    if cpu.__class__ is not LgCpu or vaddr.__class__ is not int or not 0 <= vaddr <= ULONG_MASK:
+        _check_helper(cpu, vaddr, "gpgd_addr")
     L = cpu.lg.x86
     index = vaddr >> L.PGDIR_SHIFT
     return (cpu.lg.pgdirs[cpu.cpu_pgd].gpgdir + index * L.entry_bytes) & ULONG_MASK
@@ -159,6 +181,9 @@ def gpgd_addr(cpu: LgCpu, vaddr: int) -> int:
 
 def gpmd_addr(gpgd: int, vaddr: int) -> int:
     """PAE only: guest-physical address of the Guest's mid-level entry below ``gpgd``."""
+    if vaddr.__class__ is not int or not 0 <= vaddr <= ULONG_MASK or gpgd.__class__ is not int:
+        _need_u32("vaddr", vaddr)
+        _bad("gpgd", gpgd, "a PAE top-level entry")
     gpage = (PAE.pgd_pfn(gpgd) << PAGE_SHIFT) & ULONG_MASK
     BUG_ON(not (PAE.pgd_flags(gpgd) & _PAGE_PRESENT), "gpmd_addr")
     return (gpage + PAE.pmd_index(vaddr) * PAE.entry_bytes) & ULONG_MASK
@@ -170,6 +195,8 @@ def gpte_addr(cpu: LgCpu, gentry: int, vaddr: int) -> int:
     ``gentry`` is the Guest mid-level entry under PAE and the top-level entry without it
     (the C has two versions of this function, one per layout).
     """
+    if cpu.__class__ is not LgCpu or vaddr.__class__ is not int or not 0 <= vaddr <= ULONG_MASK:
+        _check_helper(cpu, vaddr, "gpte_addr")
     L = cpu.lg.x86
     if L.pae:  # PAE: there is a mid level
         gpage = (L.pmd_pfn(gentry) << PAGE_SHIFT) & ULONG_MASK
@@ -246,6 +273,8 @@ def check_gpgd(cpu: LgCpu, gpgd: int) -> bool:
 
 def check_gpmd(cpu: LgCpu, gpmd: int) -> bool:
     """PAE only: a Guest mid-level entry may only carry _PAGE_TABLE flags."""
+    if cpu.__class__ is not LgCpu or not cpu.lg.x86.pae:
+        _check_helper(cpu, 0, "check_gpmd", pae_only=True)
     L = cpu.lg.x86
     if (L.pmd_flags(gpmd) & ~_PAGE_TABLE) or (
         L.pmd_pfn(gpmd) >= cpu.lg.pfn_limit

@@ -1,0 +1,190 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     notebook_metadata_filter: kernelspec,jupytext,-jupytext.text_representation.jupytext_version
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Chapter 0 — The setting, and how to use this book
+#
+# This is a book about roughly a thousand lines of C: `drivers/lguest/page_tables.c` from
+# Linux 4.7, the part of the lguest hypervisor that keeps **shadow page tables**.  lguest was
+# written to be read — its source carries a numbered narrative (H:300, H:330, ...) that walks
+# through the code in the order one would explain it — and this book follows that narrative.
+# What it adds is that every claim can be *run*: the package `lguest_book` is a faithful,
+# executable model of the file, one Python function for each C function, with the same name,
+# the same checks in the same order, and the same outcomes — quirks and flaws included.
+#
+# ## What you will learn
+#
+# - how to read this book: alone in JupyterLab, in a course, or as a test suite;
+# - what a hypervisor, a Guest, the Launcher and the Switcher are, in lguest's terms;
+# - why a Guest's page tables cannot be given to the CPU as they are, and what a *shadow* page
+#   table is instead;
+# - your first fault, fixed by the Host, seen from both sides.
+
+# %% [markdown]
+# ## How to use this book
+#
+# **Studying alone.**  Open the book with `lguest-book open` (or `jupyter lab book/`).  Every
+# chapter has been run already, so you can read it with its results before running anything.
+# Then run it (*Run → Run All Cells*), change the numbers, press the widgets' buttons.  Each
+# chapter ends with exercises; the classroom edition's graded ones check themselves when you
+# run the cell below your answer.
+#
+# **In a course.**  The graded exercises carry nbgrader's markers: an instructor generates the
+# student version and grades submissions with nbgrader's own commands; `lguest-book classroom`
+# prepares a course folder.  The README's classroom section has the three commands.
+#
+# **As a test suite.**  `python -m pytest` re-runs every chapter in a fresh kernel and compares
+# every output with the one stored here (that is how the book is kept true), along with the
+# model's own tests and two referees that compare the model with the original C compiled with
+# gcc and with a real x86 MMU (QEMU's page walker, through Unicorn).
+#
+# The chapters, in the order of lguest's narrative:
+#
+# | chapter | part of page_tables.c |
+# |---|---|
+# | 1 | H:300, H:320 — the helpers; 2-level and PAE layouts |
+# | 2 | (i) H:330 — looking up a fault: `demand_page()` |
+# | 3 | (ii) H:360 — making sure the Guest's stack is mapped |
+# | 4 | (iii) H:400–H:420 — the Guest changes an entry |
+# | 5 | (iv) H:430, H:435 — switching page tables |
+# | 6 | (v) H:440–H:470 — flushing |
+# | 7 | (vi) H:480, H:481, H:501 — mapping the Switcher |
+# | 8 | (vii) H:500, H:508 — setting up and tearing down |
+# | 9 | H:490 and the mysteries M:007–M:009 — why it matters |
+
+# %% [markdown]
+# ## The cast
+#
+# - The **Host** is a Linux kernel with the `lg` module loaded: it owns the real CPU and the real
+#   page tables.
+# - The **Guest** is another Linux kernel, built to run under lguest.  It runs at privilege level
+#   1 (not 0), so every privileged thing it wants — loading a page table, setting its kernel
+#   stack, flushing the TLB — it asks of the Host with a *hypercall*.
+# - The **Launcher** is an ordinary user program on the Host.  It allocates the Guest's memory in
+#   its own address space (starting at `mem_base`), loads the Guest kernel there, and runs it by
+#   calling into the `lg` module.  Guest "physical" page *n* is simply the Launcher's page
+#   `mem_base/4096 + n`.
+# - The **Switcher** is a few pages of code and data mapped at the very top of both Host and Guest
+#   address spaces, which carry the CPU across from one to the other.
+#
+# In the model, `Guest(...)` builds all of it: a modelled host (frames, a page allocator,
+# reference counts, host CPUs, the Switcher's pages), the Launcher's mapping, lguest's state for
+# the Guest, and a small Guest kernel that writes its own page tables in its memory and makes
+# lguest's hypercalls.
+
+# %%
+from lguest_book.guest import Guest
+from lguest_book.trace import Tracer
+from lguest_book import plots, widgets
+import lguest_book.inspect as li
+
+g = Guest(pae=False, seed=0)
+g
+
+# %%
+li.limits(g)
+
+# %% [markdown]
+# ## Why the Guest's page tables cannot be used
+#
+# A Guest kernel builds page tables like any Linux kernel: "virtual page `0x8048` is in physical
+# page `0x300`".  But its "physical page `0x300`" is not the machine's page `0x300` — that one
+# belongs to the Host, or to another Guest.  It is whatever host frame backs the Launcher's page
+# `mem_base/4096 + 0x300`.  If the CPU used the Guest's tables, the Guest would reach memory that
+# is not its own.  And the Guest is not trusted: its tables may say anything.
+#
+# So the Host keeps a second set of tables, the **shadow** page tables, which the CPU really
+# uses.  Each shadow entry is a checked and *translated* copy of a Guest entry: same flags (almost),
+# but the frame number of the real host page.  The Guest never sees them.  (lguest's author
+# points out the name is backwards: the "shadow" is the real thing, and the Guest's tables are
+# the reflection.)
+#
+# The shadow starts empty.  When the Guest touches a page, the CPU finds nothing in the shadow,
+# faults, and the Host looks at the Guest's own tables to decide what to do — chapter 2.  Here it
+# is, once, from the outside:
+
+# %%
+p = g.new_process("init")
+g.switch_to(p)
+g.map(0x08048000, 0x300)
+print("Guest's PTE: ", g.x86.describe(g.guest_pte(0x08048000)))
+print("shadow PTE:  ", g.x86.describe(li.walk_shadow(g, 0x08048000)[-1].value))
+with Tracer() as t:
+    access = g.touch(0x08048000, write=True, user=True)
+print(access)
+print("shadow PTE:  ", g.x86.describe(li.walk_shadow(g, 0x08048000)[-1].value))
+print("host frame", hex(access.hpa >> 12), "is", li.owner(g, access.hpa >> 12))
+
+# %% [markdown]
+# The Guest's access faulted once; the Host's `demand_page()` found the Guest's PTE, checked it,
+# pinned the host frame backing guest page `0x300`, and wrote a shadow PTE pointing at that
+# frame.  The access then went through.  The whole story took these calls:
+
+# %%
+[e.func for e in t.trace.calls() if e.func in
+ ("demand_page", "find_spte", "gpte_to_spte", "get_pfn", "lgread", "lgwrite", "kill_guest")]
+
+# %% [markdown]
+# Guest frame and host frame, side by side for the first pages of the program — the Guest's view
+# on the left, the CPU's on the right:
+
+# %%
+plots.plot_side_by_side(g, 0x08048000, pages=4)
+
+# %% [markdown]
+# And the same thing, one decision at a time — press *Step*:
+
+# %%
+fresh = Guest(pae=False, seed=0)
+q = fresh.new_process("init")
+fresh.switch_to(q)
+fresh.map(0x08048000, 0x300)
+widgets.FaultStepper(fresh, 0x08048000, write=True, user=True)
+
+# %% [markdown]
+# ## What a hostile Guest can try
+#
+# Everything the Guest gives the Host — its page tables, its hypercall arguments — may be
+# malicious.  The Host's answer to anything impossible is to kill the Guest with a reason, and to
+# carry on.  For example, a PTE pointing past the end of the Guest's memory:
+
+# %%
+bad = Guest(pae=False, seed=0)
+r = bad.new_process("r")
+bad.switch_to(r)
+bad.set_pte(0x08048000, (bad.lg.device_limit + 1) << 12 | 0x07)
+print(bad.touch(0x08048000, user=True), "—", bad.dead)
+
+# %% [markdown]
+# The book shows where the C keeps this promise — and, in a few places, where it does not.
+
+# %% [markdown]
+# ## Exercises
+#
+# 1. Make a Guest with `mem_pages=8192` and find the host frame that backs guest page `0x1000`
+#    after touching a kernel address that maps it.  What is `mem_base/4096 + 0x1000`?
+# 2. Touch the same address twice.  How many faults does the second access take, and why?
+# 3. Use `li.limits(g)` to find where the Switcher lives.  What does `g.touch()` return for a
+#    *user* read of that address?
+
+# %% [markdown]
+# ## Summary
+#
+# - lguest runs a Guest kernel at privilege level 1; the Launcher provides its memory; the
+#   Switcher carries the CPU between Host and Guest.
+# - The Guest's page tables name guest frames; the CPU needs host frames.  The Host keeps shadow
+#   tables with translated, checked entries, built lazily on faults.
+# - Every function in `lguest_book.page_tables` is the Python twin of the C function of the same
+#   name; the chapters run them.

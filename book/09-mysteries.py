@@ -1,0 +1,227 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     notebook_metadata_filter: kernelspec,jupytext,-jupytext.text_representation.jupytext_version
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Chapter 9 — Why it matters, and the mysteries
+#
+# lguest's narrative closes the page-table code at **H:490** with a sigh of relief and a
+# verdict: all this juggling exists because, for most Guests, *the page-table dance decides how
+# fast the Guest runs*.  Scattered through the file are also a few "mysteries" (**M:007**,
+# **M:008**, **M:009**) — the author's notes on what is slow or wrong and not fixed.  This last
+# chapter measures the dance with the model, looks at each mystery, collects the flaws the
+# book has met, and ends with what hardware did to make all of it unnecessary.
+#
+# ## What you will learn
+#
+# - how to count the Host's work for a Guest workload, and which operations dominate;
+# - M:009: why a Guest kernel that changes kernel mappings often (a "highmem" Guest) pays for
+#   every change with a full flush, and how that cost grows;
+# - M:007 and M:008: the cost of pinning every page, and why pinned pages cannot be swapped;
+# - what nested paging (Intel EPT, AMD NPT) changed, and what it costs instead.
+
+# %%
+from lguest_book.guest import Guest
+from lguest_book.trace import Tracer
+from lguest_book import flaws, plots, widgets
+import lguest_book.inspect as li
+
+def host_work(run, pae=False):
+    """Run ``run(guest)`` on a fresh booted Guest; count what the Host did."""
+    g = Guest(pae=pae, seed=1, mem_pages=8192)
+    with Tracer(host_calls=True) as t:
+        run(g)
+    tr = t.trace
+    return {
+        "faults": len(tr.calls("demand_page")),
+        "set_pte": len(tr.calls("guest_set_pte")),
+        "switches": len(tr.calls("guest_new_pagetable")),
+        "full flushes": len(tr.calls("guest_pagetable_clear_all")),
+        "pages pinned": len(tr.calls("get_user_pages_fast")),
+        "dead": g.dead,
+    }
+
+# %% [markdown]
+# ## H:490 — counting the dance
+#
+# A small but typical sequence: a shell starts a program.  The new process gets a top level, maps
+# 32 pages of program and data, touches them all (writing half), and the shell and the program
+# then take turns on the CPU a few times.
+
+# %%
+def start_program(g):
+    shell, prog = g.new_process("shell"), g.new_process("prog")
+    g.switch_to(shell)
+    g.map(0x08048000, 0x400)
+    g.touch(0x08048000, user=True)
+    g.switch_to(prog)
+    for i in range(32):
+        g.map(0x08048000 + i * 4096, 0x500 + i, accessed=False)
+    for i in range(32):
+        g.touch(0x08048000 + i * 4096, write=(i % 2 == 1), user=True)
+    for _ in range(4):
+        g.switch_to(shell); g.touch(0x08048000, user=True)
+        g.switch_to(prog); g.touch(0x08049000, user=True)
+
+work = host_work(start_program)
+work
+
+# %% [markdown]
+# Every fault is an exit from the Guest to the Host and back — on real hardware, hundreds to
+# thousands of cycles each before `demand_page()` even starts — and a page that is read before
+# it is written pays a second fault for the write (chapter 2).  On native hardware none of these
+# faults exist: the CPU walks the Guest's tables directly.
+
+# %% [markdown]
+# ## M:009 — a kernel mapping change throws everything away
+#
+# When a Guest kernel changes one of *its own* mappings it must tell the Host, and the simple
+# way — the FLUSH_TLB hypercall with a non-zero argument — makes the Host discard every shadow
+# entry of every cached top level (chapter 6).  A 32-bit kernel with more memory than fits in its
+# kernel mapping (about 700 MB with the usual 3 GiB/1 GiB split) must map and unmap "high memory"
+# pages all the time.  The author's note: such a Guest is usually *slower* than one with less
+# memory.  We can watch the cost grow with the Guest's working set:
+
+# %%
+def highmem_round(pages):
+    def run(g):
+        proc = g.new_process("worker")
+        g.switch_to(proc)
+        for i in range(pages):
+            g.map(0x08048000 + i * 4096, 0x500 + i)
+        for rnd in range(5):
+            g.map(0xC0800000, 0x1800 + rnd)     # a temporary kernel mapping of a highmem page
+            g.flush_all()                        # ... and the full flush it costs
+            for i in range(pages):
+                g.touch(0x08048000 + i * 4096, user=True)
+    return run
+
+sizes = [8, 32, 128, 256]
+faults = [host_work(highmem_round(n))["faults"] for n in sizes]
+list(zip(sizes, faults))
+
+# %%
+fig = plots.new_figure((5.5, 3.2))
+ax = fig.add_subplot()
+ax.plot(sizes, faults, marker="o", color=plots.VERMILION, label="flush everything per kernel change")
+ax.plot(sizes, sizes, marker="s", color=plots.BLUE, label="(if only the changed entry were dropped)")
+ax.set_xlabel("pages in the Guest's working set")
+ax.set_ylabel("faults for 5 kernel mapping changes")
+ax.legend(fontsize=8, frameon=False)
+ax.set_title("M:009: the cost of a kernel mapping change grows with the working set", fontsize=9)
+fig
+
+# %% [markdown]
+# Each full flush forces the whole working set to fault back in: the cost grows with the number of
+# pages the Guest uses, not with the size of the change.  The author's verdict was that it cannot
+# be fixed without some code-fu nobody had; SET_PTE on a kernel address (chapter 4), which fixes
+# the entry in every cached top level, is the cheap path when the Guest can use it.
+
+# %% [markdown]
+# ## M:007 and M:008 — pinning every page
+#
+# Every shadow PTE holds a reference on the host page behind it, taken by `get_pfn()` through
+# `get_user_pages_fast()`, one page per fault.  M:007 notes that this is slow and could be
+# batched (pre-fault a few neighbouring pages at once).  M:008 notes the other side: a page with
+# an extra reference cannot be swapped out by the Host, so a Guest's whole working set is
+# effectively locked in memory.  A callback when the Host wants to reclaim a page, and a way to
+# shrink the shadow tables on demand, would be needed before unprivileged users could safely
+# run Guests.
+#
+# The reference counts show it — every page the Guest has touched carries two references, the
+# Launcher's and the shadow's:
+
+# %%
+g = Guest(pae=False, seed=1)
+start_program(g)
+plots.plot_refcounts(g)
+
+# %%
+pinned = sum(1 for f, (c, who) in li.refcounts(g).items() if who[0] == "guest" and c > 1)
+print(f"{pinned} guest pages pinned by shadow entries; {work['pages pinned']} pin operations for the workload")
+
+# %% [markdown]
+# ## The flaws this book has met
+#
+# The model reproduces the C faithfully — including the places where the C breaks the promises a
+# hypervisor makes.  Each was found by the project's property tests and checked against the C;
+# each has a demonstration you can run:
+
+# %%
+for f in flaws.FLAWS:
+    print(f"{f.key:20} {f.where}\n{'':20} breaks: {f.promise}")
+
+# %%
+next(f for f in flaws.FLAWS if f.key == "pinned_not_present").demo(False)
+
+# %% [markdown]
+# ## What hardware changed
+#
+# H:490 mentions that Intel and AMD had started building this into hardware.  With **nested
+# paging** (Intel EPT, AMD NPT), the CPU itself walks two sets of tables: the Guest's, which map
+# Guest-virtual to Guest-physical, and the Host's *nested* tables, which map Guest-physical to
+# host-physical.  The Guest loads `cr3` and edits its tables freely; no shadow, no SET_PTE, no
+# FLUSH_TLB hypercall, no faults to build entries.  The price is paid on a TLB miss: every Guest
+# table reference is itself a guest-physical address that must be translated through the nested
+# tables.  For an *n*-level Guest walk over *m*-level nested tables, that is up to
+# (n + 1)(m + 1) − 1 memory references instead of *n*:
+
+# %%
+for guest_levels, name in ((2, "non-PAE Guest"), (3, "PAE Guest"), (4, "x86-64 Guest")):
+    refs = (guest_levels + 1) * (4 + 1) - 1
+    print(f"{name:14} on 4-level nested tables: up to {refs:2} references per TLB miss (native: {guest_levels})")
+
+# %% [markdown]
+# Large TLBs, paging-structure caches and large pages make that affordable, and it is how KVM
+# runs Guests today.  lguest, built to be the simplest hypervisor one could read in an afternoon,
+# had done its teaching job; it was removed from Linux in version 4.14 (2017).
+
+# %% [markdown]
+# ## Play: which flush?
+#
+# Use the console to compare the two flushes on a busy Guest: `flush_user()` drops the user
+# part of the current top level, `flush_all()` everything, everywhere; then touch pages and count
+# the faults in the log.
+
+# %%
+busy = Guest(pae=False, seed=1)
+start_program(busy)
+console = widgets.HypercallConsole(busy)
+console.flush_user()
+console.touch(0x08048000, user=True)
+console.flush_all()
+console.touch(0xC0100000)
+console
+
+# %% [markdown]
+# ## Exercises
+#
+# 1. Re-run the M:009 experiment under PAE.  Is the growth the same?  Why might the constant
+#    differ?
+# 2. Implement "pre-faulting" for M:007 *outside* the model: after each fault, touch the next
+#    three pages too.  Count `demand_page()` calls and pinned pages for `start_program`.  When
+#    does pre-faulting waste work?
+# 3. Using the flaw catalogue, pick one flaw and write the smallest change to the C (in words)
+#    that would fix it.  Which promise does it restore?
+# 4. Estimate the cost of `start_program` in cycles, assuming 1,000 cycles per Host exit and
+#    200 cycles of `demand_page()` work per fault.  Compare with a native TLB miss.
+
+# %% [markdown]
+# ## Summary
+#
+# - Shadow paging makes every first touch, every first write, and every page after a flush cost
+#   an exit to the Host; H:490's verdict — this dance decides performance — is measurable.
+# - M:009: full flushes for kernel mapping changes make the cost grow with the working set.
+# - M:007/M:008: one pin per fault, and pinned pages cannot be swapped.
+# - Nested paging moved the walk into hardware, trading faults for longer TLB misses.
