@@ -35,9 +35,13 @@ def _pt_file() -> str:
     return _PT_FILE
 
 
+_DPI = 80
+_FIG_SIZE = (6.4, 4.2)  # inches: 512 x 336 pixels at _DPI
+
+
 def _png(fig) -> bytes:
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=72)  # small: the widget redraws on every step
+    fig.savefig(buf, format="png", dpi=_DPI)  # small: the widget redraws on every step
     return buf.getvalue()
 
 
@@ -246,7 +250,7 @@ class FaultStepper(_Shown):
     def figure(self, k: int | None = None):
         """The shadow walk and the Guest's walk of ``vaddr`` after step ``k``."""
         guest = self.state_at(k)
-        fig = plots.new_figure((6.4, 4.2))
+        fig = plots.new_figure(_FIG_SIZE)
         top, bottom = fig.subplots(2, 1)
         plots.plot_walk(guest, self.vaddr, "shadow", ax=top)
         if not li.limits(guest)["linear_pages"]:
@@ -286,7 +290,8 @@ class FaultStepper(_Shown):
         self._w_text.add_class("lgb-step-text")
         self._w_source = W.HTML()
         self._w_source.add_class("lgb-source")
-        self._w_image = W.Image(format="png")
+        width = int(_FIG_SIZE[0] * _DPI)
+        self._w_image = W.Image(format="png", layout=W.Layout(width=f"{width}px", max_width="100%"))
         self._w_image.add_class("lgb-plot")
         self._w_error = W.HTML()
         self._view = W.VBox([
