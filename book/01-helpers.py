@@ -229,6 +229,35 @@ for call in (lambda: pt.gpgd_addr(g.cpu, -4), lambda: pt.spgd_addr(g.cpu, 9, 0),
 #    callers write through it?
 
 # %% [markdown]
+# ### Graded exercise: where is the Guest's PTE? (H:320)
+#
+# Write `gpte_addr(cpu, gentry, vaddr)`: the guest-physical address of the Guest's PTE for
+# `vaddr`, given the Guest's directory entry above it (the top-level entry without PAE, the
+# middle-level one with PAE).  `cpu.lg.x86` is the layout: `L.pae`, `L.pte_index(vaddr)`,
+# `L.entry_bytes`, `L.pgd_pfn(e)`, `L.pmd_pfn(e)`.
+#
+# Write your answer in the next cell, then run the cell after it: it swaps your function into
+# the model, runs a Guest on it beside one running the reference, and compares everything.
+# `exercises.show("ch1-gpte-addr")` prints the task again.
+
+# %% nbgrader={"grade": false, "grade_id": "ch1-gpte-addr-answer", "locked": false, "schema_version": 3, "solution": true, "task": false}
+def gpte_addr(cpu, gentry, vaddr):
+    ### BEGIN SOLUTION
+    layout = cpu.lg.x86
+    table_frame = layout.pmd_pfn(gentry) if layout.pae else layout.pgd_pfn(gentry)
+    slot = layout.pte_index(vaddr)
+    return (table_frame * 4096 + slot * layout.entry_bytes) & 0xFFFFFFFF
+    ### END SOLUTION
+
+# %% nbgrader={"grade": true, "grade_id": "ch1-gpte-addr-check", "locked": true, "points": 2, "schema_version": 3, "solution": false, "task": false}
+from lguest_book import exercises
+
+exercises.check("ch1-gpte-addr", gpte_addr)
+### BEGIN HIDDEN TESTS
+exercises.check("ch1-gpte-addr", gpte_addr, hidden=True)
+### END HIDDEN TESTS
+
+# %% [markdown]
 # ## Summary
 #
 # - Seven parts, one chapter each; 39 functions (38 of page_tables.c, plus `pin_stack_pages`).

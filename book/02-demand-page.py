@@ -327,6 +327,46 @@ print(h.touch(0x50000000, user=True), "—", h.dead)
 #    reference count as the shadow entry is made and (with `g.flush_user()`) thrown away.
 
 # %% [markdown]
+# ### Graded exercise: make a shadow PTE (H:340)
+#
+# Write `gpte_to_spte(cpu, gpte, write)`.  Keep the Guest PTE's flags except *Global*; replace
+# its guest frame by the host frame behind it.  Guest frame *n* is the Launcher's page
+# `mem_base // 4096 + n`; `get_pfn(lg.launcher, page, write)` pins it and returns the host frame,
+# or `0xffffffff` on failure — then kill the Guest with `kill_guest(cpu, f"failed to get page {n}")`
+# and keep no flags at all.  Build the entry with `L.pfn_pte(frame, flags)`.
+#
+# Write your answer in the next cell, then run the cell after it: it swaps your function into
+# the model, runs a Guest on it beside one running the reference, and compares everything.
+# `exercises.show("ch2-gpte-to-spte")` prints the task again.
+
+# %% nbgrader={"grade": false, "grade_id": "ch2-gpte-to-spte-answer", "locked": false, "schema_version": 3, "solution": true, "task": false}
+from lguest_book.page_tables import get_pfn
+from lguest_book.lguest import kill_guest
+from lguest_book.x86 import _PAGE_GLOBAL
+
+
+def gpte_to_spte(cpu, gpte, write):
+    ### BEGIN SOLUTION
+    lg = cpu.lg
+    layout = lg.x86
+    keep = layout.pte_flags(gpte) & ~_PAGE_GLOBAL
+    guest_frame = layout.pte_pfn(gpte)
+    host_frame = get_pfn(lg.launcher, (lg.mem_base // 4096 + guest_frame) & 0xFFFFFFFF, write)
+    if host_frame == 0xFFFFFFFF:
+        kill_guest(cpu, f"failed to get page {guest_frame}")
+        keep = 0
+    return layout.pfn_pte(host_frame, keep)
+    ### END SOLUTION
+
+# %% nbgrader={"grade": true, "grade_id": "ch2-gpte-to-spte-check", "locked": true, "points": 3, "schema_version": 3, "solution": false, "task": false}
+from lguest_book import exercises
+
+exercises.check("ch2-gpte-to-spte", gpte_to_spte)
+### BEGIN HIDDEN TESTS
+exercises.check("ch2-gpte-to-spte", gpte_to_spte, hidden=True)
+### END HIDDEN TESTS
+
+# %% [markdown]
 # ## Summary
 #
 # - `demand_page()` is a wall of refusals followed by one act: make the shadow PTE, write the

@@ -171,6 +171,41 @@ flaw.demo(False)
 #    does that drop, and why does it not matter here?
 
 # %% [markdown]
+# ### Graded exercise: is this stack page writable? (H:360)
+#
+# Write `page_writable(cpu, vaddr)`: `True` only when the current shadow table maps `vaddr`
+# present **and** writable.  Nothing at or above `cpu.lg.host.switcher_addr` counts.  Use
+# `find_spte(cpu, vaddr, False, 0, 0)` (it returns `None` when there is no shadow PTE) and
+# `cpu.lg.host.deref(pointer)` to read the entry.
+#
+# Write your answer in the next cell, then run the cell after it: it swaps your function into
+# the model, runs a Guest on it beside one running the reference, and compares everything.
+# `exercises.show("ch3-page-writable")` prints the task again.
+
+# %% nbgrader={"grade": false, "grade_id": "ch3-page-writable-answer", "locked": false, "schema_version": 3, "solution": true, "task": false}
+from lguest_book.page_tables import find_spte
+
+
+def page_writable(cpu, vaddr):
+    ### BEGIN SOLUTION
+    if vaddr >= cpu.lg.host.switcher_addr:
+        return False
+    where = find_spte(cpu, vaddr, False, 0, 0)
+    if where is None:
+        return False
+    low_flags = cpu.lg.host.deref(where) & 0xFFF
+    return low_flags & 0x3 == 0x3
+    ### END SOLUTION
+
+# %% nbgrader={"grade": true, "grade_id": "ch3-page-writable-check", "locked": true, "points": 2, "schema_version": 3, "solution": false, "task": false}
+from lguest_book import exercises
+
+exercises.check("ch3-page-writable", page_writable)
+### BEGIN HIDDEN TESTS
+exercises.check("ch3-page-writable", page_writable, hidden=True)
+### END HIDDEN TESTS
+
+# %% [markdown]
 # ## Summary
 #
 # - The Guest's kernel stack must never fault: the hardware writes to it while delivering a trap.

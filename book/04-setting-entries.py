@@ -233,6 +233,51 @@ for line in console.log:
 #    change for the Switcher to be affected?
 
 # %% [markdown]
+# ### Graded exercise: keep one cached top level in step (H:420)
+#
+# Write `__guest_set_pte(cpu, idx, vaddr, gpte)`, with the shortcut and its flaw exactly as the
+# C has them: if slot `idx` has no present shadow top-level entry for `vaddr` (or, under PAE, no
+# present middle-level one), do nothing.  Otherwise release the old shadow PTE; then if `gpte`
+# has Accessed or Dirty set and is not I/O memory, check it with `check_gpte()` (stop if that kills
+# the Guest) and store `gpte_to_spte(cpu, gpte, gpte & _PAGE_DIRTY)`; otherwise store 0.
+#
+# Write your answer in the next cell, then run the cell after it: it swaps your function into
+# the model, runs a Guest on it beside one running the reference, and compares everything.
+# `exercises.show("ch4-guest-set-pte")` prints the task again.
+
+# %% nbgrader={"grade": false, "grade_id": "ch4-guest-set-pte-answer", "locked": false, "schema_version": 3, "solution": true, "task": false}
+from lguest_book.page_tables import (spgd_addr, spmd_addr, spte_addr, release_pte,
+                                     gpte_in_iomem, check_gpte, gpte_to_spte)
+from lguest_book.x86 import _PAGE_ACCESSED, _PAGE_DIRTY, _PAGE_PRESENT
+
+
+def __guest_set_pte(cpu, idx, vaddr, gpte):
+    ### BEGIN SOLUTION
+    host, layout = cpu.lg.host, cpu.lg.x86
+    top = host.deref(spgd_addr(cpu, idx, vaddr))
+    if not top & _PAGE_PRESENT:
+        return
+    if layout.pae and not host.deref(spmd_addr(cpu, top, vaddr)) & _PAGE_PRESENT:
+        return
+    where = spte_addr(cpu, top, vaddr)
+    release_pte(host, host.deref(where))
+    if gpte & (_PAGE_ACCESSED | _PAGE_DIRTY) and not gpte_in_iomem(cpu, gpte):
+        if not check_gpte(cpu, gpte):
+            return
+        host.store(where, gpte_to_spte(cpu, gpte, gpte & _PAGE_DIRTY))
+    else:
+        host.store(where, 0)
+    ### END SOLUTION
+
+# %% nbgrader={"grade": true, "grade_id": "ch4-guest-set-pte-check", "locked": true, "points": 3, "schema_version": 3, "solution": false, "task": false}
+from lguest_book import exercises
+
+exercises.check("ch4-guest-set-pte", __guest_set_pte)
+### BEGIN HIDDEN TESTS
+exercises.check("ch4-guest-set-pte", __guest_set_pte, hidden=True)
+### END HIDDEN TESTS
+
+# %% [markdown]
 # ## Summary
 #
 # - The Guest must announce every change to its tables; SET_PTE, SET_PGD and SET_PMD are how.

@@ -213,6 +213,37 @@ print("killed:", h.dead)
 #    rotation, is LRU better or worse than random?
 
 # %% [markdown]
+# ### Graded exercise: least recently used instead of random (H:435)
+#
+# Write `lru_victim(recent, slots)`, the eviction policy of an LRU `new_pgdir()`.  `slots[i]` is
+# the Guest top level slot *i* shadows, or `None` if the slot has never been used; `recent` lists
+# the top levels the Guest has loaded, least recently used first (without the one being loaded
+# now).  Return an unused slot if there is one, else the slot whose top level was used least
+# recently (one never seen in `recent` counts as the oldest).  The check runs Guests that switch
+# among several processes with your policy and with a reference LRU.
+#
+# Write your answer in the next cell, then run the cell after it: it swaps your function into
+# the model, runs a Guest on it beside one running the reference, and compares everything.
+# `exercises.show("ch5-lru")` prints the task again.
+
+# %% nbgrader={"grade": false, "grade_id": "ch5-lru-answer", "locked": false, "schema_version": 3, "solution": true, "task": false}
+def lru_victim(recent, slots):
+    ### BEGIN SOLUTION
+    if None in slots:
+        return slots.index(None)
+    age = {gpgdir: position for position, gpgdir in enumerate(recent)}
+    return min(range(len(slots)), key=lambda s: age.get(slots[s], -1))
+    ### END SOLUTION
+
+# %% nbgrader={"grade": true, "grade_id": "ch5-lru-check", "locked": true, "points": 2, "schema_version": 3, "solution": false, "task": false}
+from lguest_book import exercises
+
+exercises.check("ch5-lru", lru_victim)
+### BEGIN HIDDEN TESTS
+exercises.check("ch5-lru", lru_victim, hidden=True)
+### END HIDDEN TESTS
+
+# %% [markdown]
 # ## Summary
 #
 # - NEW_PGTABLE → `guest_new_pagetable()`: find the cached shadow (`find_pgdir()`) or take a

@@ -213,6 +213,37 @@ print("the access still reaches the old frame:", g.touch(kpage).hpa >> 12 == old
 #    mapped, after a full flush?  After a user flush?
 
 # %% [markdown]
+# ### Graded exercise: flush the user part (H:445)
+#
+# Write `flush_user_mappings(lg, idx)`: release, with `release_pgd(lg.host, pointer)`, every
+# top-level entry of cached slot `idx` below the Guest's kernel address.  A pointer to entry *i*
+# of slot `idx`'s top level is `(lg.pgdirs[idx].pgdir, i)`; `lg.x86.pgd_index(address)` gives an
+# address's top-level index.
+#
+# Write your answer in the next cell, then run the cell after it: it swaps your function into
+# the model, runs a Guest on it beside one running the reference, and compares everything.
+# `exercises.show("ch6-flush-user")` prints the task again.
+
+# %% nbgrader={"grade": false, "grade_id": "ch6-flush-user-answer", "locked": false, "schema_version": 3, "solution": true, "task": false}
+from lguest_book.page_tables import release_pgd
+
+
+def flush_user_mappings(lg, idx):
+    ### BEGIN SOLUTION
+    top = lg.pgdirs[idx].pgdir
+    for entry in range(lg.x86.pgd_index(lg.kernel_address)):
+        release_pgd(lg.host, (top, entry))
+    ### END SOLUTION
+
+# %% nbgrader={"grade": true, "grade_id": "ch6-flush-user-check", "locked": true, "points": 2, "schema_version": 3, "solution": false, "task": false}
+from lguest_book import exercises
+
+exercises.check("ch6-flush-user", flush_user_mappings)
+### BEGIN HIDDEN TESTS
+exercises.check("ch6-flush-user", flush_user_mappings, hidden=True)
+### END HIDDEN TESTS
+
+# %% [markdown]
 # ## Summary
 #
 # - FLUSH_TLB(0) → `guest_pagetable_flush_user()` → `flush_user_mappings()`: the user half of the

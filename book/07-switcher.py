@@ -199,6 +199,40 @@ print("the Guest died of:         ", h.dead)
 #    Guest do with a writable IDT?
 
 # %% [markdown]
+# ### Graded exercise: unmap another CPU's Switcher pages (H:481)
+#
+# Write `remove_switcher_percpu_map(cpu, i)`.  Host CPU *i*'s pair of Switcher pages starts at
+# `switcher_addr + 4096 + i * 2 * 4096`.  For each of the two pages: find its shadow PTE with
+# `find_spte(cpu, address, False, 0, 0)`, release what it maps with `release_pte(host, entry)`,
+# and store 0 in it with `host.store(pointer, 0)`.  The check moves a Guest between host CPUs.
+#
+# Write your answer in the next cell, then run the cell after it: it swaps your function into
+# the model, runs a Guest on it beside one running the reference, and compares everything.
+# `exercises.show("ch7-remove-percpu")` prints the task again.
+
+# %% nbgrader={"grade": false, "grade_id": "ch7-remove-percpu-answer", "locked": false, "schema_version": 3, "solution": true, "task": false}
+from lguest_book.page_tables import find_spte, release_pte
+
+
+def remove_switcher_percpu_map(cpu, i):
+    ### BEGIN SOLUTION
+    host = cpu.lg.host
+    first = host.switcher_addr + 4096 + i * 2 * 4096
+    for page in (first, first + 4096):
+        where = find_spte(cpu, page, False, 0, 0)
+        release_pte(host, host.deref(where))
+        host.store(where, 0)
+    ### END SOLUTION
+
+# %% nbgrader={"grade": true, "grade_id": "ch7-remove-percpu-check", "locked": true, "points": 2, "schema_version": 3, "solution": false, "task": false}
+from lguest_book import exercises
+
+exercises.check("ch7-remove-percpu", remove_switcher_percpu_map)
+### BEGIN HIDDEN TESTS
+exercises.check("ch7-remove-percpu", remove_switcher_percpu_map, hidden=True)
+### END HIDDEN TESTS
+
+# %% [markdown]
 # ## Summary
 #
 # - The Switcher is 1 + 2 × (host CPUs) pages at the top of every Guest address space.

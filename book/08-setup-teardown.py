@@ -226,6 +226,50 @@ plots.plot_refcounts(g)
 #    followed by `g.shutdown()` and a reference-count comparison.
 
 # %% [markdown]
+# ### Graded exercise: guest-virtual to guest-physical (H:500)
+#
+# Write `__guest_pa(cpu, vaddr)` returning `(ok, paddr)`.  In linear mode (`cpu.linear_pages`)
+# the answer is `(True, vaddr)`.  Otherwise walk the Guest's own tables with
+# `lgread(cpu, address, "pgd_t" / "pmd_t" / "pte_t")`, using `gpgd_addr`, `gpmd_addr` (PAE only)
+# and `gpte_addr`.  If an entry on the way is not present, return `(False, 0xffffffff)`; else the
+# page's guest-physical address plus the offset of `vaddr` in its page.
+#
+# Write your answer in the next cell, then run the cell after it: it swaps your function into
+# the model, runs a Guest on it beside one running the reference, and compares everything.
+# `exercises.show("ch8-guest-pa")` prints the task again.
+
+# %% nbgrader={"grade": false, "grade_id": "ch8-guest-pa-answer", "locked": false, "schema_version": 3, "solution": true, "task": false}
+from lguest_book.page_tables import gpgd_addr, gpmd_addr, gpte_addr
+from lguest_book.lguest import lgread
+
+
+def __guest_pa(cpu, vaddr):
+    ### BEGIN SOLUTION
+    if cpu.linear_pages:
+        return True, vaddr
+    layout = cpu.lg.x86
+    entry = lgread(cpu, gpgd_addr(cpu, vaddr), "pgd_t")
+    if not entry & 1:
+        return False, 0xFFFFFFFF
+    if layout.pae:
+        entry = lgread(cpu, gpmd_addr(entry, vaddr), "pmd_t")
+        if not entry & 1:
+            return False, 0xFFFFFFFF
+    pte = lgread(cpu, gpte_addr(cpu, entry, vaddr), "pte_t")
+    if not pte & 1:
+        return False, 0xFFFFFFFF
+    return True, (layout.pte_pfn(pte) * 4096 | vaddr & 0xFFF) & 0xFFFFFFFF
+    ### END SOLUTION
+
+# %% nbgrader={"grade": true, "grade_id": "ch8-guest-pa-check", "locked": true, "points": 2, "schema_version": 3, "solution": false, "task": false}
+from lguest_book import exercises
+
+exercises.check("ch8-guest-pa", __guest_pa)
+### BEGIN HIDDEN TESTS
+exercises.check("ch8-guest-pa", __guest_pa, hidden=True)
+### END HIDDEN TESTS
+
+# %% [markdown]
 # ## Summary
 #
 # - A new Guest starts in linear mode on one shadow top level, with the Switcher mapped.

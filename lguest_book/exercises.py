@@ -1,0 +1,678 @@
+"""Graded exercises: swap a student's function into the model, run the machine on it, and
+compare with the reference.
+
+How an exercise works.  Each :class:`Exercise` names a C function of page_tables.c (its
+``target``).  The student writes a Python function with the same arguments.  :func:`check`
+
+1. compares the student's function with the reference on direct calls (a table of cases
+   built on a fresh Guest), and
+2. *swaps it into the model* (every caller in page_tables.py, hypercalls.py and the Guest then
+   reaches the student's code), runs a scripted workload on two identical Guests — one on the
+   reference, one on the student's function — and compares everything observable after every
+   operation: why the Guest died (if it did), every shadow mapping of every cached top level,
+   the Guest's own PTEs, the pgdir cache, and every page reference count.
+
+A wrong, crashing or endlessly looping answer fails with a clear message; a time limit
+guards every check (a trace-based deadline, plus an alarm signal in the main thread for code
+that blocks outside Python).  The model is always restored, whatever happens.
+
+``check(id, func)`` runs the visible checks (non-PAE, a well-behaved Guest);
+``check(id, func, hidden=True)`` runs the instructor's: both layouts and hostile Guests.  In the
+book the hidden call sits in nbgrader's hidden-tests region, which ``nbgrader
+generate_assignment`` removes from the student version and ``nbgrader autograde`` restores.
+"""
+
+from __future__ import annotations
+
+import inspect as _pyinspect
+import os
+import signal
+import sys
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Callable
+
+from . import inspect as li
+from . import page_tables as pt
+from .guest import Guest
+from .lguest import PGDIR_SLOTS
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+DEFAULT_TIME_LIMIT = 10.0  # seconds for one check (all its cases and workloads)
+
+
+class TimeLimit(Exception):
+    """The student's code ran past the time limit (an endless loop?)."""
+
+
+# =============================================================================================
+# Swapping functions in and out of the model
+# =============================================================================================
+_ORIGINALS: dict[str, Callable] = {}
+
+
+def reference(name: str) -> Callable:
+    """The model's own version of C function ``name`` (even while another is swapped in)."""
+    if name not in pt.C_FUNCTIONS and name not in _EXTRA_TARGETS:
+        raise ValueError(f"{name!r} is not a function of page_tables.c")
+    return _ORIGINALS.get(name) or getattr(pt, name)
+
+
+def swap(name: str, func: Callable) -> None:
+    """Make every caller in the model use ``func`` for C function ``name``."""
+    if not callable(func):
+        raise TypeError(f"func must be callable, not {type(func).__name__}")
+    original = reference(name)
+    _ORIGINALS.setdefault(name, original)
+    setattr(pt, name, func)
+
+
+def restore(name: str) -> None:
+    """Put the model's own ``name`` back."""
+    original = _ORIGINALS.pop(name, None)
+    if original is not None:
+        setattr(pt, name, original)
+
+
+def restore_all() -> None:
+    for name in list(_ORIGINALS):
+        restore(name)
+
+
+@contextmanager
+def use(name: str, func: Callable):
+    """``with use("gpte_to_spte", mine): ...`` — the model runs on ``mine`` inside the block."""
+    swap(name, func)
+    try:
+        yield
+    finally:
+        restore(name)
+
+
+_EXTRA_TARGETS: tuple[str, ...] = ()
+
+
+# =============================================================================================
+# Time limits
+# =============================================================================================
+@contextmanager
+def time_limit(seconds: float):
+    """Stop code running inside the block after ``seconds``.
+
+    Student code (anything not in this package) is traced line by line against a deadline,
+    so a Python loop that never ends is interrupted; in the main thread an alarm signal a quarter
+    second later catches code blocked outside Python.
+    """
+    deadline = time.monotonic() + seconds
+    message = f"time limit of {seconds:g} s exceeded: does your function loop forever?"
+
+    def local(frame, event, arg):
+        if time.monotonic() > deadline:
+            raise TimeLimit(message)
+        return local
+
+    def global_(frame, event, arg):
+        if time.monotonic() > deadline:
+            raise TimeLimit(message)
+        if not frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+            return local
+        return None
+
+    main = threading.current_thread() is threading.main_thread() and hasattr(signal, "setitimer")
+    previous_handler = None
+    if main:
+        def on_alarm(signum, frame):
+            raise TimeLimit(message)
+
+        previous_handler = signal.signal(signal.SIGALRM, on_alarm)
+        signal.setitimer(signal.ITIMER_REAL, seconds + 0.25)
+    previous_trace = sys.gettrace()
+    sys.settrace(global_)
+    try:
+        yield
+    finally:
+        sys.settrace(previous_trace)
+        if main:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous_handler)
+
+
+# =============================================================================================
+# Comparing two machines
+# =============================================================================================
+def snapshot(g: Guest) -> dict:
+    """Everything a check compares, read through the public API."""
+    lim = li.limits(g)
+    cache = li.pgdir_cache(g)
+    return {
+        "dead": lim["dead"],
+        "cache": [(c["allocated"], c["gpgdir"], c["switcher_mapped"], c["last_host_cpu"]) for c in cache],
+        "current": li.current_slot(g),
+        "shadow": [li.shadow_mappings(g, s) if c["allocated"] else {} for s, c in enumerate(cache)],
+        "guest": [g.guest_pte(v) for v in _WATCHED],
+        "refs": {f: c for f, (c, _) in li.refcounts(g).items()},
+    }
+
+
+_WATCHED = tuple(0x08048000 + i * 0x1000 for i in range(8)) + (0xC0100000, 0xC0101000)
+
+
+def _describe_difference(a: dict, b: dict) -> str:
+    if a["dead"] != b["dead"]:
+        return f"the Guest's fate differs: reference {a['dead']!r}, yours {b['dead']!r}"
+    for key, what in (("current", "current slot"), ("cache", "pgdir cache")):
+        if a[key] != b[key]:
+            return f"the {what} differs: reference {a[key]}, yours {b[key]}"
+    for slot, (sa, sb) in enumerate(zip(a["shadow"], b["shadow"])):
+        if sa != sb:
+            for v in sorted(set(sa) | set(sb)):
+                if sa.get(v) != sb.get(v):
+                    ra, rb = sa.get(v), sb.get(v)
+                    show = lambda x: "none" if x is None else f"{x:#x}"  # noqa: E731
+                    return f"slot {slot}: shadow PTE for {v:#x} is {show(rb)}, expected {show(ra)}"
+    if a["guest"] != b["guest"]:
+        for v, x, y in zip(_WATCHED, a["guest"], b["guest"]):
+            if x != y:
+                return f"the Guest's PTE for {v:#x} is {y:#x}, expected {x:#x} (accessed/dirty write-back?)"
+    if a["refs"] != b["refs"]:
+        for f in sorted(set(a["refs"]) | set(b["refs"])):
+            if a["refs"].get(f) != b["refs"].get(f):
+                return (f"host frame {f:#x} has {b['refs'].get(f, 0)} references, expected "
+                        f"{a['refs'].get(f, 0)} (a page pinned or released once too often?)")
+    return "the machines differ"
+
+
+Op = Callable[[Guest], object]
+
+
+def run_pair(reference_swaps: list[tuple[str, Callable]], student_swaps: list[tuple[str, Callable]],
+             workload: list[tuple[str, Op]], *, pae: bool = False, seed: int = 1,
+             guest_kwargs: dict | None = None, expect: Callable[[Guest], object] | None = None
+             ) -> tuple[int, str | None]:
+    """Run ``workload`` on two identical Guests, the first with ``reference_swaps`` installed
+    in the model, the second with ``student_swaps``; compare after every operation (with
+    ``expect(guest)`` if given, else the full :func:`snapshot`).  Returns (operations run,
+    first difference or None)."""
+    kwargs = dict(pae=pae, seed=seed, **(guest_kwargs or {}))
+    ref, mine = Guest(**kwargs), Guest(**kwargs)
+    view = expect or snapshot
+    for n, (label, op) in enumerate(workload, start=1):
+        for guest, swaps in ((ref, reference_swaps), (mine, student_swaps)):
+            for name, f in swaps:
+                swap(name, f)
+            try:
+                op(guest)
+            finally:
+                for name, _ in swaps:
+                    restore(name)
+        a, b = view(ref), view(mine)
+        if a != b:
+            detail = _describe_difference(a, b) if expect is None else f"expected {a}, got {b}"
+            return n, f"after step {n} ({label}): {detail}"
+    return len(workload), None
+
+
+def run_differential(name: str, func: Callable, workload: list[tuple[str, Op]], **kwargs) -> tuple[int, str | None]:
+    """:func:`run_pair` with the model's own ``name`` against ``func``."""
+    return run_pair([], [(name, func)], workload, **kwargs)
+
+
+# =============================================================================================
+# Exercises
+# =============================================================================================
+@dataclass
+class Case:
+    label: str
+    build: Callable[[], tuple]  # returns the arguments (a fresh Guest built inside)
+    compare: str = "return"  # what to compare: the return value
+
+
+@dataclass
+class Exercise:
+    id: str
+    chapter: int
+    target: str  # the C function (or policy) the student writes
+    marker: str
+    title: str
+    task: str
+    cases: Callable[[bool], list[Case]] = field(repr=False, default=lambda hidden: [])
+    workloads: Callable[[bool], list[dict]] = field(repr=False, default=lambda hidden: [])
+    reference_impl: Callable | None = field(repr=False, default=None)
+    install: Callable[[Callable], list[tuple[str, Callable]]] | None = field(repr=False, default=None)
+
+    @property
+    def signature(self) -> str:
+        ref = self.reference_impl or reference(self.target)
+        return f"def {self.target}{_pyinspect.signature(ref)}".replace("'", "")
+
+
+EXERCISES: dict[str, Exercise] = {}
+
+
+def _register(ex: Exercise) -> Exercise:
+    EXERCISES[ex.id] = ex
+    return ex
+
+
+@dataclass
+class Report:
+    exercise: str
+    passed: int
+    total: int
+    failures: list[str]
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures and self.passed == self.total
+
+    def __str__(self) -> str:
+        if self.ok:
+            return f"✓ {self.exercise}: {self.passed}/{self.total} checks passed"
+        return f"✗ {self.exercise}: {self.passed}/{self.total} checks passed\n  " + "\n  ".join(self.failures)
+
+
+def _arity(func: Callable) -> int | None:
+    try:
+        params = _pyinspect.signature(func).parameters.values()
+    except (TypeError, ValueError):
+        return None
+    if any(p.kind in (p.VAR_POSITIONAL,) for p in params):
+        return None
+    return sum(1 for p in params if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD))
+
+
+def evaluate(exercise_id: str, func: Callable, *, hidden: bool = False,
+             time_limit_s: float = DEFAULT_TIME_LIMIT) -> Report:
+    """Run the checks of ``exercise_id`` against ``func``; never raises for a bad answer."""
+    if exercise_id not in EXERCISES:
+        raise ValueError(f"exercise_id={exercise_id!r}: known exercises are {sorted(EXERCISES)}")
+    ex = EXERCISES[exercise_id]
+    failures: list[str] = []
+    passed = total = 0
+    if not callable(func):
+        return Report(ex.id, 0, 1, [f"expected a function, got {type(func).__name__}"])
+    ref = ex.reference_impl or reference(ex.target)
+    want, got = _arity(ref), _arity(func)
+    if want is not None and got is not None and want != got:
+        return Report(ex.id, 0, 1, [f"{ex.target} takes {want} arguments; yours takes {got}"])
+    cases = ex.cases(hidden)
+    workloads = ex.workloads(hidden)
+    try:
+        with time_limit(time_limit_s):
+            for case in cases:
+                total += 1
+                args = case.build()
+                expected = _call(ref, args)
+                actual = _call(func, case.build())
+                if _same(expected, actual):
+                    passed += 1
+                else:
+                    failures.append(f"{case.label}: expected {_show(expected)}, got {_show(actual)}")
+            for w in workloads:
+                total += 1
+                ref_swaps = ex.install(ref) if ex.install else []
+                mine_swaps = ex.install(func) if ex.install else [(ex.target, func)]
+                try:
+                    n, diff = run_pair(ref_swaps, mine_swaps, w["ops"], pae=w.get("pae", False), seed=w.get("seed", 1),
+                                       guest_kwargs=w.get("guest_kwargs"), expect=w.get("expect"))
+                except TimeLimit:
+                    raise
+                except Exception as err:  # noqa: BLE001 - the student's code crashed inside the model
+                    n, diff = 0, f"your function raised {type(err).__name__}: {err}"
+                if diff is None:
+                    passed += 1
+                else:
+                    failures.append(f"workload '{w['label']}' ({n} operations): {diff}")
+    except TimeLimit as err:
+        failures.append(str(err))
+    finally:
+        restore_all()
+    return Report(ex.id, passed, max(total, 1), failures)
+
+
+class _Raised:
+    def __init__(self, err: BaseException):
+        self.err = err
+
+    def __eq__(self, other):
+        return isinstance(other, _Raised) and type(other.err) is type(self.err)
+
+    def __repr__(self):
+        return f"{type(self.err).__name__}: {self.err}"
+
+
+def _call(func, args):
+    try:
+        return func(*args)
+    except TimeLimit:
+        raise
+    except Exception as err:  # noqa: BLE001 - a student's crash is a result to report
+        return _Raised(err)
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, _Raised) or isinstance(b, _Raised):
+        return isinstance(a, _Raised) and a == b
+    return a == b
+
+
+def _show(x) -> str:
+    if isinstance(x, _Raised):
+        return f"an exception ({x!r})"
+    if isinstance(x, bool) or x is None:
+        return repr(x)
+    if isinstance(x, int):
+        return f"{x:#x}"
+    if isinstance(x, tuple):
+        return "(" + ", ".join(_show(v) for v in x) + ")"
+    return repr(x)
+
+
+def check(exercise_id: str, func: Callable, *, hidden: bool = False,
+          time_limit_s: float = DEFAULT_TIME_LIMIT) -> None:
+    """Check a student's function; prints the result, raises AssertionError if it fails
+    (which is what makes an nbgrader grading cell score zero).  Use :func:`evaluate` to get
+    the :class:`Report` instead."""
+    report = evaluate(exercise_id, func, hidden=hidden, time_limit_s=time_limit_s)
+    if not report.ok:
+        raise AssertionError(str(report))
+    print(("hidden checks " if hidden else "") + str(report))
+
+
+def show(exercise_id: str) -> None:
+    """Print an exercise's task and the signature to write."""
+    ex = EXERCISES[exercise_id]
+    print(f"{ex.title} — {ex.target}() ({ex.marker}), chapter {ex.chapter}\n\n{ex.task}\n\n{ex.signature}:")
+
+
+# =============================================================================================
+# The workloads and cases
+# =============================================================================================
+def user_guest(pae: bool = False, seed: int = 1, **kw) -> tuple[Guest, object]:
+    g = Guest(pae=pae, seed=seed, **kw)
+    p = g.new_process("student")
+    g.switch_to(p)
+    return g, p
+
+
+def _ops_basic() -> list[tuple[str, Op]]:
+    """Maps, reads, writes, a refusal, a kernel change, flushes, a switch: the common paths."""
+    ops: list[tuple[str, Op]] = []
+
+    def start(g):
+        g._exercise_proc = g.new_process("student")
+        g.switch_to(g._exercise_proc)
+    ops.append(("start a process", start))
+    for i in range(4):
+        ops.append((f"map page {i}", lambda g, i=i: g.map(0x08048000 + i * 0x1000, 0x300 + i, accessed=False)))
+    ops.append(("read page 0", lambda g: g.touch(0x08048000, user=True)))
+    ops.append(("write page 0", lambda g: g.touch(0x08048000, write=True, user=True)))
+    ops.append(("write page 1", lambda g: g.touch(0x08049000, write=True, user=True)))
+    ops.append(("read page 2", lambda g: g.touch(0x0804A000, user=True)))
+    ops.append(("read-only page, written", lambda g: (g.map(0x0804B000, 0x303, writable=False), g.touch(0x0804B000, write=True, user=True))))
+    ops.append(("kernel read", lambda g: g.touch(0xC0100000)))
+    ops.append(("set an accessed PTE", lambda g: g.set_pte(0x0804C000, 0x304 << 12 | 0x27)))
+    ops.append(("change a kernel PTE", lambda g: g.map(0xC0101000, 0x380)))
+    ops.append(("kernel write", lambda g: g.touch(0xC0101000, write=True)))
+    ops.append(("flush user", lambda g: g.flush_user()))
+    ops.append(("touch again", lambda g: [g.touch(0x08048000 + i * 0x1000, user=True) for i in range(3)]))
+
+    def other(g):
+        q = g.new_process("other")
+        g.switch_to(q)
+        g.map(0x08048000, 0x350)
+        g.touch(0x08048000, write=True, user=True)
+        g.switch_to(g._exercise_proc)
+    ops.append(("switch away and back", other))
+    ops.append(("flush all", lambda g: g.flush_all()))
+    ops.append(("touch after flush", lambda g: [g.touch(0x08048000 + i * 0x1000, write=bool(i % 2), user=True) for i in range(4)]))
+    return ops
+
+
+def _ops_hostile() -> list[tuple[str, Op]]:
+    ops = _ops_basic()[:6]
+    ops.append(("PTE beyond memory", lambda g: (g.set_pte(0x0804D000, 0x7FFFF << 12 | 0x07), g.touch(0x0804D000, user=True))))
+    return ops
+
+
+def _workloads(hidden: bool) -> list[dict]:
+    if not hidden:
+        return [{"label": "map, fault, flush, switch (non-PAE)", "ops": _ops_basic()}]
+    return [{"label": "the same under PAE", "ops": _ops_basic(), "pae": True, "seed": 5},
+            {"label": "a hostile Guest", "ops": _ops_hostile(), "seed": 9},
+            {"label": "a hostile PAE Guest", "ops": _ops_hostile(), "pae": True, "seed": 11}]
+
+
+def _two_cpu_ops() -> list[tuple[str, Op]]:
+    ops = _ops_basic()[:6]
+    for cpu in (1, 0, 1, 1, 0):
+        ops.append((f"run on host CPU {cpu}", lambda g, cpu=cpu: (setattr(g.host, "current_cpu", cpu), g.touch(0xC0100000))))
+    ops.append(("switch process", lambda g: g.switch_to(g.new_process("x"))))
+    ops.append(("run on host CPU 0", lambda g: (setattr(g.host, "current_cpu", 0), g.touch(0xC0100000))))
+    return ops
+
+
+# ch1 --------------------------------------------------------------------------------------
+def _cases_gpte_addr(hidden: bool) -> list[Case]:
+    out = []
+    layouts = (False, True) if hidden else (False,)
+    for pae in layouts:
+        for vaddr in (0x08048000, 0x0804A123, 0xC0100000, 0x00000000, 0xBFFFF000):
+            def build(vaddr=vaddr, pae=pae):
+                g, _ = user_guest(pae)
+                g.map(0x08048000, 0x300)
+                L = g.x86
+                entry = li.walk_guest(g, vaddr)[1 if pae else 0].value if li.walk_guest(g, vaddr)[0].present else 0
+                return (g.cpu, entry if entry & 1 else (0x123 << 12) | 0x67, vaddr)
+            out.append(Case(f"{'PAE' if pae else 'non-PAE'} gpte_addr for {vaddr:#x}", build))
+    return out
+
+
+_register(Exercise(
+    "ch1-gpte-addr", 1, "gpte_addr", "H:320", "Where is the Guest's PTE?",
+    "Write gpte_addr(cpu, gentry, vaddr): the guest-physical address of the Guest's PTE for vaddr, "
+    "given the Guest's directory entry above it (the top-level entry without PAE, the mid-level "
+    "entry with PAE).  Use cpu.lg.x86 for the layout (L.pae, L.pte_index(vaddr), L.entry_bytes, "
+    "L.pgd_pfn(e), L.pmd_pfn(e)).  (The C also insists the entry is present; the checks only pass present entries.)",
+    cases=_cases_gpte_addr, workloads=_workloads,
+))
+
+
+# ch2 --------------------------------------------------------------------------------------
+def _cases_gpte_to_spte(hidden: bool) -> list[Case]:
+    out = []
+    for pae in ((False, True) if hidden else (False,)):
+        for gpte, write in ((0x300 << 12 | 0x27, 0), (0x300 << 12 | 0x67, 1), (0x301 << 12 | 0x125, 0), (0x302 << 12 | 0x07, 1)):
+            def build(gpte=gpte, write=write, pae=pae):
+                g, _ = user_guest(pae)
+                return (g.cpu, gpte, write)
+            out.append(Case(f"{'PAE' if pae else 'non-PAE'} gpte_to_spte({gpte:#x}, write={write})", build))
+    return out
+
+
+_register(Exercise(
+    "ch2-gpte-to-spte", 2, "gpte_to_spte", "H:340", "Make a shadow PTE",
+    "Write gpte_to_spte(cpu, gpte, write): keep the Guest PTE's flags except Global, and replace its "
+    "guest frame by the host frame that backs it.  The Launcher maps guest memory at lg.mem_base, so "
+    "guest frame n is the Launcher's page mem_base//4096 + n; get_pfn(lg.launcher, that page, write) "
+    "pins it and returns the host frame, or 0xffffffff if it cannot.  On failure, kill the Guest with "
+    "kill_guest(cpu, f'failed to get page {guest frame}') and use no flags at all.  Build the result "
+    "with L.pfn_pte(frame, flags).",
+    cases=_cases_gpte_to_spte, workloads=_workloads,
+))
+
+
+# ch3 --------------------------------------------------------------------------------------
+def _cases_page_writable(hidden: bool) -> list[Case]:
+    out = []
+    for pae in ((False, True) if hidden else (False,)):
+        for vaddr, prepare in ((0x08048000, "write"), (0x08049000, "read"), (0x0804A000, "none"),
+                               (0xC0207FFF, "none"), (0xFFC01000, "none"), (0x50000000, "none")):
+            def build(vaddr=vaddr, prepare=prepare, pae=pae):
+                g, _ = user_guest(pae)
+                g.map(0x08048000, 0x300); g.map(0x08049000, 0x301); g.map(0x0804A000, 0x302)
+                if prepare != "none":
+                    g.touch(vaddr, write=prepare == "write", user=True)
+                return (g.cpu, vaddr)
+            out.append(Case(f"{'PAE' if pae else 'non-PAE'} page_writable({vaddr:#x}) after a {prepare}", build))
+    return out
+
+
+_register(Exercise(
+    "ch3-page-writable", 3, "page_writable", "H:360", "Is the stack page writable?",
+    "Write page_writable(cpu, vaddr): True only if the current shadow table maps vaddr present and "
+    "writable.  Addresses at or above the Switcher (cpu.lg.host.switcher_addr) are never writable "
+    "here.  Use find_spte(cpu, vaddr, False, 0, 0) to find the shadow PTE without allocating "
+    "(None if there is none), and cpu.lg.host.deref(pointer) to read it.",
+    cases=_cases_page_writable, workloads=_workloads,
+))
+
+
+# ch4 --------------------------------------------------------------------------------------
+_register(Exercise(
+    "ch4-guest-set-pte", 4, "__guest_set_pte", "H:420", "Keep one cached top level in step",
+    "Write __guest_set_pte(cpu, idx, vaddr, gpte): the Guest set its PTE for vaddr to gpte; fix the "
+    "shadow of cached top level idx.  If there is no present shadow top-level entry (and, with PAE, "
+    "no present mid-level one) there is nothing to do.  Otherwise release the old shadow PTE; then, if "
+    "the new PTE has Accessed or Dirty set and is not I/O memory, check it with check_gpte() (give up "
+    "if that kills the Guest) and store gpte_to_spte(cpu, gpte, dirty bit) at once; else store 0.",
+    workloads=_workloads,
+))
+
+
+# ch5: LRU instead of random ------------------------------------------------------------------
+def _lru_reference(recent: list[int], slots: list) -> int:
+    for i, g in enumerate(slots):
+        if g is None:
+            return i
+    order = {g: n for n, g in enumerate(recent)}
+    return min(range(len(slots)), key=lambda i: order.get(slots[i], -1))
+
+
+def _install_lru(policy: Callable) -> list[tuple[str, Callable]]:
+    """A new_pgdir that asks ``policy(recent, slots)`` for the slot, and a guest_new_pagetable
+    that records every top level the Guest loads (most recent last)."""
+    recent: list[int] = []
+    original_new_pagetable = reference("guest_new_pagetable")
+
+    def guest_new_pagetable(cpu, pgtable):
+        if pgtable in recent:
+            recent.remove(pgtable)
+        recent.append(pgtable)
+        return original_new_pagetable(cpu, pgtable)
+
+    def new_pgdir(cpu, gpgdir):
+        lg = cpu.lg
+        slots = [p.gpgdir if p.pgdir else None for p in lg.pgdirs]
+        choice = policy(list(recent[:-1]), slots)
+        if not isinstance(choice, int) or not 0 <= choice < PGDIR_SLOTS:
+            raise ValueError(f"your policy returned {choice!r}, not a slot number 0..3")
+        blank = False
+        if not lg.pgdirs[choice].pgdir:
+            lg.pgdirs[choice].pgdir = lg.host.get_zeroed_page()
+            if not lg.pgdirs[choice].pgdir:
+                choice = cpu.cpu_pgd
+            else:
+                blank = True
+        lg.pgdirs[choice].gpgdir = gpgdir
+        pt.flush_user_mappings(lg, choice)
+        lg.pgdirs[choice].last_host_cpu = -1
+        return choice, blank
+
+    return [("guest_new_pagetable", guest_new_pagetable), ("new_pgdir", new_pgdir)]
+
+
+def _lru_workloads(hidden: bool) -> list[dict]:
+    def rotation(names: int, rounds: int, pae=False, seed=1):
+        def setup_ops():
+            ops: list[tuple[str, Op]] = []
+
+            def make(g):
+                g._procs = [g.new_process(f"p{i}") for i in range(names)]
+            ops.append(("create processes", make))
+            order = [i % names for i in range(rounds)] if not hidden else [(i * 7 + i // 3) % names for i in range(rounds)]
+            for i in order:
+                ops.append((f"switch to p{i}", lambda g, i=i: (g.switch_to(g._procs[i]), g.touch(0xC0100000))))
+            return ops
+        return {"label": f"{names} processes, {rounds} switches{' (PAE)' if pae else ''}",
+                "ops": setup_ops(), "pae": pae, "seed": seed, "expect": _lru_view}
+    if not hidden:
+        return [rotation(3, 8), rotation(5, 12)]
+    return [rotation(4, 16, pae=True, seed=3), rotation(6, 20, seed=4)]
+
+
+def _lru_view(g: Guest) -> tuple:
+    return (li.current_slot(g), tuple(c["gpgdir"] if c["allocated"] else None for c in li.pgdir_cache(g)), li.limits(g)["dead"])
+
+
+_register(Exercise(
+    "ch5-lru", 5, "lru_victim", "H:435", "Least recently used instead of random",
+    "Write lru_victim(recent, slots): new_pgdir() must pick a slot for a Guest top level that is not "
+    "cached.  slots[i] is the Guest top level (gpgdir) slot i shadows, or None if the slot has never "
+    "been used; recent lists the top levels the Guest has loaded, least recently used first (the one "
+    "being loaded now is not in it).  Return an unused slot if there is one, else the slot whose top "
+    "level was used least recently (a top level not in recent counts as oldest).",
+    workloads=_lru_workloads, reference_impl=_lru_reference,
+    # both runs use the policy machinery: LRU by the reference policy against the student's
+    install=_install_lru,
+))
+
+
+
+
+# ch6 --------------------------------------------------------------------------------------
+_register(Exercise(
+    "ch6-flush-user", 6, "flush_user_mappings", "H:445", "Flush the user part",
+    "Write flush_user_mappings(lg, idx): release every top-level entry of cached top level idx that "
+    "lies below the Guest's kernel address (lg.kernel_address), with release_pgd(lg.host, pointer); a "
+    "pointer to entry i of a top level is (lg.pgdirs[idx].pgdir, i).  L.pgd_index(vaddr) gives an "
+    "address's top-level index.",
+    workloads=_workloads,
+))
+
+
+# ch7 --------------------------------------------------------------------------------------
+def _switcher_workloads(hidden: bool) -> list[dict]:
+    w = [{"label": "a Guest moving between two host CPUs", "ops": _two_cpu_ops(), "guest_kwargs": {"nr_cpus": 2}}]
+    if hidden:
+        w.append({"label": "three CPUs, PAE", "ops": _two_cpu_ops(), "pae": True, "guest_kwargs": {"nr_cpus": 3}})
+    return w
+
+
+_register(Exercise(
+    "ch7-remove-percpu", 7, "remove_switcher_percpu_map", "H:481", "Unmap another CPU's Switcher pages",
+    "Write remove_switcher_percpu_map(cpu, i): host CPU i's two Switcher pages sit at "
+    "switcher_addr + PAGE_SIZE + i * 2 * PAGE_SIZE and the page after it.  For each, find the shadow "
+    "PTE with find_spte(cpu, address, False, 0, 0), release what it maps with release_pte(host, "
+    "entry), and store 0 in it (host.store(pointer, 0)).",
+    workloads=_switcher_workloads,
+))
+
+
+# ch8 --------------------------------------------------------------------------------------
+def _cases_guest_pa(hidden: bool) -> list[Case]:
+    out = []
+    for pae in ((False, True) if hidden else (False,)):
+        for vaddr in (0xC0123456, 0x08048010, 0x08049000, 0x00000000, 0xFFC00000):
+            def build(vaddr=vaddr, pae=pae):
+                g, _ = user_guest(pae)
+                g.map(0x08048000, 0x300)
+                return (g.cpu, vaddr)
+            out.append(Case(f"{'PAE' if pae else 'non-PAE'} __guest_pa({vaddr:#x})", build))
+        def linear(pae=pae):
+            g = Guest(pae=pae, seed=1, boot=False)
+            return (g.cpu, 0x00345678)
+        out.append(Case(f"{'PAE' if pae else 'non-PAE'} __guest_pa in linear mode", linear))
+    return out
+
+
+_register(Exercise(
+    "ch8-guest-pa", 8, "__guest_pa", "H:500", "Guest-virtual to guest-physical",
+    "Write __guest_pa(cpu, vaddr) returning (ok, paddr): in linear mode (cpu.linear_pages) the answer "
+    "is (True, vaddr).  Otherwise walk the Guest's own tables with lgread(cpu, address, 'pgd_t'/'pmd_t'/"
+    "'pte_t'), using gpgd_addr, gpmd_addr (PAE) and gpte_addr; if any level is not present return "
+    "(False, 0xffffffff); else the page's address plus vaddr's offset in the page.",
+    cases=_cases_guest_pa, workloads=_workloads,
+))
