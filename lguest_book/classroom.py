@@ -76,8 +76,13 @@ def make_course(dest: Path | str, book: Path | str = BOOK, notebooks: list[Path]
 
 
 def _nbgrader(course: Path, *args: str, timeout: float = 900) -> subprocess.CompletedProcess:
+    import os
+
     cmd = [sys.executable, "-m", "nbgrader", *args]
-    done = subprocess.run(cmd, cwd=course, capture_output=True, text=True, timeout=timeout)
+    env = dict(os.environ)
+    # nbgrader runs the `alembic` command of its own environment: put that environment first.
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    done = subprocess.run(cmd, cwd=course, capture_output=True, text=True, timeout=timeout, env=env)
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(args)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
     return done

@@ -8,6 +8,10 @@
     lguest-book bench [--quick]           measure the model's speed and memory
     lguest-book verify [...]              check the model against the referees
     lguest-book open                      open the book in JupyterLab
+    lguest-book classroom course DIR      an nbgrader course made from the book's graded chapters
+    lguest-book classroom student-copy    self-study copies of the book: solutions stripped
+    lguest-book practice KIND [--seed N] [--answer]
+                                          a practice problem (walk, fault, evict, set_pte)
     lguest-book book sync|execute|check   keep the book's notebooks, twins and outputs
 """
 
@@ -222,11 +226,48 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--book", default=os.environ.get("LGUEST_BOOK_DIR", "book"))
     p.set_defaults(func=cmd_book)
 
+    p = sub.add_parser("classroom", help="nbgrader course, or self-study copies of the book")
+    p.add_argument("action", choices=("course", "student-copy"))
+    p.add_argument("dir", nargs="?", default="lguest-course", help="where to make the course (course)")
+    p.add_argument("--out", default="student-book", help="where to put the copies (student-copy)")
+    p.add_argument("--book", default=os.environ.get("LGUEST_BOOK_DIR", str(Path(__file__).resolve().parent.parent / "book")))
+    p.set_defaults(func=cmd_classroom)
+
+    p = sub.add_parser("practice", help="a seeded practice problem, answer on request")
+    p.add_argument("kind", choices=("walk", "fault", "evict", "set_pte"))
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--answer", action="store_true", help="also show the answer (computed by the model)")
+    p.set_defaults(func=cmd_practice)
+
     p = sub.add_parser("open", help="open the book in JupyterLab")
     p.add_argument("--book", default=os.environ.get("LGUEST_BOOK_DIR", "book"))
     p.add_argument("--no-browser", action="store_true")
     p.set_defaults(func=cmd_open)
     return parser
+
+
+def cmd_classroom(args) -> int:
+    from . import classroom
+
+    if args.action == "course":
+        ids = classroom.make_course(args.dir, args.book)
+        print(f"nbgrader course in {args.dir}: assignments {', '.join(ids)}")
+        print(f"next: cd {args.dir} && nbgrader generate_assignment {ids[0]}   (student version in release/)")
+        print(f"      collect submissions in submitted/<student>/{ids[0]}/, then: nbgrader autograde {ids[0]}")
+        return 0
+    out = classroom.student_copies(args.out, args.book)
+    print(f"{len(out)} chapters copied to {args.out} (graded solutions stripped, checks kept)")
+    return 0
+
+
+def cmd_practice(args) -> int:
+    from . import practice
+
+    prob = practice.problem(args.kind, args.seed)
+    print(prob)
+    if args.answer:
+        print(f"\nanswer: {prob.explain()}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
