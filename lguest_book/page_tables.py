@@ -226,7 +226,10 @@ def gpte_to_spte(cpu: LgCpu, gpte: int, write: int) -> int:
     """Keep the Guest's flags (less Global), swap its page number for the host frame."""
     lg = cpu.lg
     L = lg.x86
-    flags = L.pte_flags(gpte) & ~_PAGE_GLOBAL
+    # QUIRK: the C keeps the flags in an "unsigned long", 32 bits: under PAE the high flag
+    # bits of the Guest's PTE (NX, and the bits available to software) are dropped here.
+    # (Found by referee 1, the compiled C.)
+    flags = L.pte_flags(gpte) & ~_PAGE_GLOBAL & ULONG_MASK
     base = lg.mem_base >> PAGE_SHIFT  # mem_base / PAGE_SIZE
     pfn = get_pfn(lg.launcher, (base + ((gpte & L.PTE_PFN_MASK) >> PAGE_SHIFT)) & ULONG_MASK, write)
     if pfn == ULONG_MASK:  # get_pfn failed

@@ -577,3 +577,12 @@ def test_lgread_lgwrite_bounds(pae):
     h, _ = user_guest(pae)
     lgwrite(h.cpu, 0xFFFFFFFE, "pte_t", 1)                                 # wraps: refused
     assert h.dead == f"bad write address 0xfffffffe len {size}"
+
+
+def test_gpte_to_spte_drops_high_flag_bits_under_pae():
+    """Regression (found by the C referee): gpte_to_spte() holds the flags in an unsigned
+    long, so under PAE bits 32..63 of the Guest's flags (NX, software bits) never reach the
+    shadow PTE."""
+    g, _ = user_guest(True)
+    spte = pt.gpte_to_spte(g.cpu, (1 << 62) | (1 << 52) | 0x300 << 12 | 0x27, 0)
+    assert spte >> 44 == 0 and spte & 0xFFF == 0x27

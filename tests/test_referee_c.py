@@ -1,0 +1,119 @@
+"""Referee 1: the original page_tables.c, compiled with gcc -m32 for both layouts, driven with
+the same operations as the model and compared after every one (see
+lguest_book/verify/c_referee.py for what is compared)."""
+
+import random
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from lguest_book import exercises
+from lguest_book.verify import c_referee as cr
+from lguest_book.verify import extract
+from lguest_book.verify.workload import INTERESTING, KERNEL, MEM_PAGES, NR_CPUS, random_ops, scripted
+
+LAYOUTS = pytest.mark.parametrize("pae", [False, True], ids=["nonpae", "pae"])
+
+try:
+    extract.find_source()
+    HAVE_SOURCE = True
+except FileNotFoundError:
+    HAVE_SOURCE = False
+pytestmark = [
+    pytest.mark.skipif(not cr.gcc_m32_available(), reason="gcc -m32 is not available (apt-get install gcc-multilib)"),
+    pytest.mark.skipif(not HAVE_SOURCE, reason="page_tables.c not found (shared/seeds beside the repository, or LGUEST_BOOK_C_SOURCE)"),
+]
+
+
+@pytest.fixture(scope="module", params=[False, True], ids=["nonpae", "pae"])
+def machine(request):
+    c = cr.CMachine(cr.build(request.param))
+    yield request.param, c
+    c.close()
+
+
+def test_extraction_puts_directives_on_their_own_lines():
+    c = extract.to_c(extract.find_source().read_text())
+    assert "Contributors" not in c and "PersonTokens" not in c
+    for line in c.splitlines():
+        if "#ifdef" in line or "#endif" in line or "#else" in line:
+            assert line.lstrip().startswith("#"), line
+    assert "bool demand_page(struct lg_cpu *cpu" in c
+
+
+def test_scripted_workloads_agree(machine, record_property):
+    pae, c = machine
+    compared = 0
+    for name, ops in scripted(pae).items():
+        n, problem = cr.run_sequence(c, pae, ops, seed=7)
+        assert problem is None, f"{name}: {problem}"
+        compared += n
+    record_property("operations", compared)
+    print(f"\nC referee ({'PAE' if pae else 'non-PAE'}): {len(scripted(pae))} scripted workloads, {compared} operations, 0 divergences")
+
+
+def test_seeded_random_sequences_agree(machine):
+    pae, c = machine
+    rng = random.Random(2026)
+    compared = 0
+    for i in range(40):
+        ops = random_ops(rng, pae, 25, hostile=i % 2 == 0)
+        n, problem = cr.run_sequence(c, pae, ops, seed=i)
+        assert problem is None, problem
+        compared += n
+    print(f"\nC referee ({'PAE' if pae else 'non-PAE'}): 40 random sequences, {compared} operations, 0 divergences")
+
+
+def _ops(pae):
+    vaddr = st.one_of(st.sampled_from(INTERESTING), st.integers(0, 63).map(lambda n: 0x08000000 + n * 4096),
+                      st.integers(0, 63).map(lambda n: KERNEL + n * 4096), st.integers(0, 0xFFFFFFFF))
+    entry = st.builds(lambda f, fl, hi: (f << 12 | fl | (hi << 44 if pae else 0)) & ((1 << 64) - 1 if pae else 0xFFFFFFFF),
+                      st.one_of(st.integers(0, MEM_PAGES + 300), st.integers(0, 0xFFFFF)), st.integers(0, 0xFFF),
+                      st.integers(0, 0xFFFFF))
+    op = st.one_of(
+        st.tuples(st.just("map"), vaddr, st.integers(0x210, MEM_PAGES - 1), st.booleans(), st.booleans(), st.booleans()),
+        st.tuples(st.just("set_pte"), vaddr.map(lambda v: v % 0xFFC00000), entry),
+        st.tuples(st.just("set_pgd"), st.integers(0, 1023), entry),
+        st.tuples(st.just("set_pmd"), vaddr, entry),
+        st.tuples(st.just("touch"), vaddr, st.booleans(), st.booleans()),
+        st.tuples(st.just("new_process")),
+        st.tuples(st.just("switch"), st.integers(0, 7)),
+        st.tuples(st.just("flush"), st.booleans()),
+        st.tuples(st.just("cpu"), st.integers(0, NR_CPUS - 1)),
+        st.tuples(st.just("poke"), st.integers(0, MEM_PAGES * 4096 - 8), entry),
+        st.tuples(st.just("hypercall"), st.sampled_from([1, 4, 5, 13, 14, 15, 99]), st.integers(0, 0xFFFFFFFF),
+                  st.integers(0, 1100), st.integers(0, 0xFFFFFFFF), st.integers(0, 0xFFFFFFFF)),
+        st.tuples(st.just("fail_alloc"), st.integers(1, 3), st.integers(0, 4)),
+    )
+    return st.lists(op, min_size=1, max_size=20)
+
+
+@LAYOUTS
+def test_hypothesis_sequences_agree(pae):
+    """A divergence shrinks to a minimal sequence, printed as a replayable list."""
+    c = cr.CMachine(cr.build(pae))
+    try:
+        @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+        @given(ops=_ops(pae), seed=st.integers(0, 1000))
+        def check(ops, seed):
+            n, problem = cr.run_sequence(c, pae, ops, seed=seed)
+            assert problem is None, problem
+
+        check()
+    finally:
+        c.close()
+
+
+def test_the_referee_notices_a_wrong_model(machine):
+    """If the model were wrong, the referee would say so: swap in a broken gpte_to_spte."""
+    pae, c = machine
+    ref = exercises.reference("gpte_to_spte")
+
+    def writable_always(cpu, gpte, write):
+        return ref(cpu, gpte | 0x2, write)
+
+    with exercises.use("gpte_to_spte", writable_always):
+        n, problem = cr.run_sequence(c, pae, scripted(pae)["boot and run"], seed=7)
+    assert problem is not None and "shadow entries differ" in problem
+    assert "replay:" in problem
