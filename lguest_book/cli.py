@@ -175,7 +175,8 @@ def cmd_open(args) -> int:
     if not book.is_dir():
         print(f"no book folder at {book}", file=sys.stderr)
         return 2
-    exe = shutil.which("jupyter")
+    beside = Path(sys.executable).parent / "jupyter"  # the venv's, even when it is not activated
+    exe = str(beside) if beside.exists() else shutil.which("jupyter")
     if exe is None:
         print("JupyterLab is not installed: pip install 'lguest-book[book]'", file=sys.stderr)
         return 2
