@@ -112,7 +112,7 @@ def jupyterlab(folder: Path, timeout: float = 60.0):
         shutil.rmtree(home, ignore_errors=True)
 
 
-def run_stepper_in_browser(screenshot: Path, steps: int = 3, timeout_ms: int = 90_000) -> dict:
+def run_stepper_in_browser(screenshot: Path, steps: int = 5, timeout_ms: int = 90_000) -> dict:
     """Open a notebook that shows a FaultStepper, run it, press Step ``steps`` times, and
     save a screenshot.  Returns what the page showed (texts, image size)."""
     from playwright.sync_api import sync_playwright

@@ -21,7 +21,7 @@ from .x86 import PAGE_SHIFT, PAGE_SIZE, _PAGE_PRESENT, _PAGE_PSE, Layout
 __all__ = [
     "Entry", "Step", "pgdir_cache", "current_slot", "shadow_table", "guest_table",
     "shadow_mappings", "guest_mappings", "walk_shadow", "walk_guest", "owner", "refcounts",
-    "compare", "layout", "decode", "limits",
+    "compare", "layout", "decode", "limits", "source_line",
 ]
 
 
@@ -348,3 +348,14 @@ def compare(obj, start: int, pages: int, slot: int | None = None) -> list[dict]:
             }
         )
     return rows
+
+
+# --- the model's source -------------------------------------------------------------------------
+def source_line(lineno: int) -> str:
+    """Line ``lineno`` of the port (page_tables.py), as a tracer's ``line`` events number it;
+    "" if there is no such line."""
+    import linecache
+
+    from . import page_tables
+
+    return linecache.getline(page_tables.__file__, lineno).rstrip() if lineno > 0 else ""

@@ -7,7 +7,8 @@ notebook displays each figure exactly once (make it the cell's last expression).
 
 Each figure also carries ``fig.lguest``: a small dict of what it shows (entries drawn,
 entries highlighted, where a walk stopped...), so tests can check a picture says what it
-claims.
+claims (:func:`plot_side_by_side` also sets ``fig._lguest_highlighted`` and names the count in
+its legend).
 
 Colours are the Okabe–Ito palette, which stays distinguishable with the common forms of
 colour blindness.
@@ -17,7 +18,9 @@ from __future__ import annotations
 
 from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
-from matplotlib.patches import Patch, Rectangle
+from matplotlib.lines import Line2D
+from matplotlib.ticker import MaxNLocator
+from matplotlib.patches import Patch, Polygon, Rectangle
 
 from . import inspect as li
 
@@ -73,88 +76,118 @@ def _hex(v: int) -> str:
 
 
 # --- one top level ---------------------------------------------------------------------------
-def _top_entries(guest, which: str, slot):
+def _tables(guest, which: str, slot):
+    """(top-level entries, mid-level entries of each top entry (PAE) or None)."""
     L = li.layout(guest)
+    s = li.current_slot(guest) if slot is None else slot
+    if not li.pgdir_cache(guest)[s]["allocated"]:  # an empty slot: no table to show
+        blank = [li.decode(guest, "pgd", i, i * L.PGDIR_SIZE, 0) for i in range(L.PTRS_PER_PGD)]
+        return blank, ([[] for _ in blank] if L.pae else None)
     if which == "shadow":
-        return li.shadow_table(guest, slot, "pgd")
-    if which == "guest":
-        gpgdir = li.pgdir_cache(guest)[li.current_slot(guest) if slot is None else slot]["gpgdir"]
-        return li.guest_table(guest, gpgdir, "pgd")
-    raise ValueError(f"which={which!r}: use 'shadow' or 'guest'")
+        top = li.shadow_table(guest, s, "pgd")
+        mid = lambda v: li.shadow_table(guest, s, "pmd", v)  # noqa: E731
+    else:
+        gpgdir = li.pgdir_cache(guest)[s]["gpgdir"]
+        top = li.guest_table(guest, gpgdir, "pgd")
+        mid = lambda v: li.guest_table(guest, gpgdir, "pmd", v)  # noqa: E731
+    if not L.pae:
+        return top, None
+    return top, [mid(e.vaddr) if e.present else [] for e in top]
 
 
-def plot_directory(guest, which: str = "shadow", slot: int | None = None, ax=None) -> Figure:
+def _outline(ax, first: int, rows: int, colour, lw, **kw) -> None:
+    """Outline cells ``first`` .. end of a ``rows`` x 32 grid (row-major) as one polygon."""
+    r, c = divmod(first, 32)
+    if c == 0:
+        pts = [(-0.5, r - 0.5), (31.5, r - 0.5), (31.5, rows - 0.5), (-0.5, rows - 0.5)]
+    else:
+        pts = [(c - 0.5, r - 0.5), (31.5, r - 0.5), (31.5, rows - 0.5), (-0.5, rows - 0.5),
+               (-0.5, r + 0.5), (c - 0.5, r + 0.5)]
+    ax.add_patch(Polygon(pts, closed=True, fill=False, ec=colour, lw=lw, **kw))
+
+
+def plot_directory(guest, which: str = "shadow", slot: int | None = None, ax=None, flags: bool = True) -> Figure:
     """A top level at a glance.
 
     Without PAE: the 1024 top-level entries as a 32 × 32 grid (entry ``i`` at row ``i // 32``,
-    column ``i % 32``; each covers 4 MiB).  With PAE: one 16 × 32 block per PDPT entry, each
-    showing the 512 entries of the mid-level page below it (2 MiB each).  Colour says present /
-    user / writable / large page; the kernel's part (at and above ``kernel_address``) is
-    outlined, and the Switcher's slot is marked with a red square.
+    column ``i % 32``; each covers 4 MiB).  With PAE: the 4 PDPT entries as a column on the
+    left, and beside each one a 16 × 32 block with the 512 entries of the mid-level page it
+    points to (2 MiB each; empty if the PDPT entry is not present).  Colour says present /
+    user / writable / large page; small marks show accessed (dot), dirty (triangle) and
+    global (plus) when ``flags``; the kernel's part (at and above ``kernel_address``) is
+    outlined in green and the Switcher's slot in black.
     """
+    if which not in ("shadow", "guest"):
+        raise ValueError(f"which={which!r}: use 'shadow' or 'guest'")
     if slot is not None and not (isinstance(slot, int) and 0 <= slot < 4):
         raise ValueError(f"slot={slot!r} is not a pgdir slot (0..3)")
     L = li.layout(guest)
-    fig, ax = _figure(ax, (6.4, 6.0))
+    s = li.current_slot(guest) if slot is None else slot
     lim = li.limits(guest)
     kaddr, saddr = lim["kernel_address"], lim["switcher_addr"]
-    cells: list[list[int]] = []
-    values: list[int] = []
-    if not L.pae:
-        entries = _top_entries(guest, which, slot)
-        values = [e.value for e in entries] or [0] * 1024
-        grid = [[_category(values[r * 32 + c]) for c in range(32)] for r in range(32)]
-        kernel_first = kaddr >> L.PGDIR_SHIFT
-        switcher = saddr >> L.PGDIR_SHIFT
-        span = L.PGDIR_SIZE
-        pos = lambda i: (i // 32, i % 32)  # noqa: E731
-        title_unit = "4 MiB"
+    top, mids = _tables(guest, which, s)
+    fig, ax = _figure(ax, (6.4, 6.2) if not L.pae else (6.4, 7.4))
+    if mids is None:
+        values = [e.value for e in top] or [0] * 1024
+        kernel_first, switcher = kaddr >> L.PGDIR_SHIFT, saddr >> L.PGDIR_SHIFT
+        unit, span = "4 MiB", L.PGDIR_SIZE
     else:
-        tops = _top_entries(guest, which, slot)
-        grid = []
-        for pi in range(4):
-            present = bool(tops) and tops[pi].present
-            if which == "shadow":
-                mids = li.shadow_table(guest, slot, "pmd", pi << 30) if present else []
-            else:
-                gpgdir = li.pgdir_cache(guest)[li.current_slot(guest) if slot is None else slot]["gpgdir"]
-                mids = li.guest_table(guest, gpgdir, "pmd", pi << 30) if present else []
-            block = [m.value for m in mids] or [0] * 512
-            values.extend(block)
-            for r in range(16):
-                grid.append([_category(block[r * 32 + c]) for c in range(32)])
-        kernel_first = kaddr >> L.PMD_SHIFT
-        switcher = saddr >> L.PMD_SHIFT
-        span = L.PMD_SIZE
-        pos = lambda i: (i // 32, i % 32)  # noqa: E731 - 16 rows per block, blocks stacked
-        title_unit = "2 MiB"
+        values = []
+        for m in mids:
+            values.extend([e.value for e in m] or [0] * 512)
+        kernel_first, switcher = kaddr >> L.PMD_SHIFT, saddr >> L.PMD_SHIFT
+        unit, span = "2 MiB", L.PMD_SIZE
+    rows = len(values) // 32
+    grid = [[_category(values[r * 32 + c]) for c in range(32)] for r in range(rows)]
     ax.imshow(grid, cmap=_CMAP, vmin=-0.5, vmax=len(_CATS) - 0.5, interpolation="nearest", aspect="equal")
-    rows = len(grid)
-    # the kernel's part: a frame around every cell from kernel_first on
-    kr, kc = pos(kernel_first)
-    ax.add_patch(Rectangle((kc - 0.5, kr - 0.5), 32 - kc, 1, fill=False, ec=GREEN, lw=2))
-    if kr + 1 < rows:
-        ax.add_patch(Rectangle((-0.5, kr + 0.5), 32, rows - kr - 1, fill=False, ec=GREEN, lw=2))
-    sr, sc = pos(switcher)
-    ax.add_patch(Rectangle((sc - 0.5, sr - 0.5), 1, 1, fill=False, ec=VERMILION, lw=2.5))
-    if L.pae:
-        for b in range(1, 4):
-            ax.axhline(b * 16 - 0.5, color=BLACK, lw=1)
-        ax.set_yticks([b * 16 + 7.5 for b in range(4)], [f"PDPT {b}" for b in range(4)])
+    marks = {"A": ([], []), "D": ([], []), "G": ([], [])}
+    if flags:
+        for i, v in enumerate(values):
+            if v & _P:
+                r, c = divmod(i, 32)
+                for name, bit, dx, dy in (("A", _A, -0.22, 0.2), ("D", _D, 0.22, 0.2), ("G", _G, 0, -0.22)):
+                    if v & bit:
+                        marks[name][0].append(c + dx)
+                        marks[name][1].append(r + dy)
+        for name, marker in (("A", "."), ("D", "^"), ("G", "+")):
+            if marks[name][0]:
+                ax.scatter(*marks[name], marker=marker, s=6, color=BLACK, linewidths=0.6, zorder=3)
+    _outline(ax, kernel_first, rows, GREEN, 2)
+    sr, sc = divmod(switcher, 32)
+    ax.add_patch(Rectangle((sc - 0.5, sr - 0.5), 1, 1, fill=False, ec=BLACK, lw=2.2, zorder=4))
+    if mids is not None:
+        for b in range(4):
+            if b:
+                ax.axhline(b * 16 - 0.5, color=BLACK, lw=1)
+            ax.add_patch(Rectangle((-4.5, b * 16 - 0.5), 3, 16, color=_CAT_COLOURS[_category(top[b].value)],
+                                   ec=BLACK, lw=0.8, clip_on=False))
+        ax.set_xlim(-4.6, 31.6)
+        ax.set_yticks([b * 16 + 7.5 for b in range(4)], [f"PDPT {b}\n{top[b].value:#x}" for b in range(4)], fontsize=7)
+        ax.set_ylabel("PDPT entries (left) and the 512 PMD entries below each", fontsize=8)
     else:
         ax.set_yticks(range(0, 32, 8), [f"{r * 32}" for r in range(0, 32, 8)])
+        ax.set_ylabel("entry index (row start)", fontsize=8)
+    ax.set_ylim(rows - 0.5, -0.5)
     ax.set_xticks(range(0, 32, 8))
     present = sum(1 for v in values if v & _P)
     where = "shadow" if which == "shadow" else "Guest's"
-    s = li.current_slot(guest) if slot is None else slot
-    ax.set_title(f"{where} top level (slot {s}): {present} present entries, one cell = {title_unit}", fontsize=10)
+    if not li.pgdir_cache(guest)[s]["allocated"]:
+        where = "empty slot — no"
+    level = "" if mids is None else f" {sum(1 for e in top if e.present)} of 4 PDPT present;"
+    ax.set_title(f"{where} top level (slot {s}):{level} {present} present {'entries' if mids is None else 'PMD entries'}, "
+                 f"one cell = {unit}", fontsize=9)
     handles = [Patch(color=c, label=n) for c, n in zip(_CAT_COLOURS, _CATS)]
     handles += [Patch(fill=False, ec=GREEN, lw=2, label=f"kernel part (≥ {kaddr:#x})"),
-                Patch(fill=False, ec=VERMILION, lw=2, label=f"Switcher slot ({saddr:#x})")]
-    ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.04), ncol=3, fontsize=7, frameon=False)
-    counts = {name: sum(1 for v in values if v & bit) for name, bit in FLAG_BITS}
-    fig.lguest = {"kind": "directory", "which": which, "present": present, "flags": counts,
-                  "entries": len(values), "span": span}
+                Patch(fill=False, ec=BLACK, lw=2, label=f"Switcher slot ({saddr:#x})")]
+    if flags:
+        handles += [Line2D([], [], ls="", marker=m, color=BLACK, ms=4, label=lab)
+                    for m, lab in ((".", "accessed"), ("^", "dirty"), ("+", "global"))]
+    ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.05), ncol=3, fontsize=7, frameon=False)
+    counts = {name: sum(1 for v in values if v & _P and v & bit) for name, bit in FLAG_BITS}
+    fig.lguest = {"kind": "directory", "which": which, "slot": s, "present": present, "flags": counts,
+                  "entries": len(values), "span": span,
+                  "top_present": sum(1 for e in top if e.present),
+                  "marks": {k: len(v[0]) for k, v in marks.items()}}
     return fig
 
 
@@ -170,18 +203,25 @@ def plot_side_by_side(guest, start: int, pages: int = 16, slot: int | None = Non
         raise ValueError(f"pages={pages!r}: draw between 1 and 64 pages")
     rows = li.compare(guest, start, pages, slot)
     L = li.layout(guest)
-    fig, ax = _figure(ax, (7.6, 0.32 * pages + 1.2))
-    ax.set_xlim(0, 10)
+    fig, ax = _figure(ax, (8.8, 0.32 * pages + 1.2))
+    ax.set_xlim(0, 12)
     ax.set_ylim(pages, -1)
     ax.axis("off")
     ax.text(0.0, -0.6, "virtual page", fontsize=8, weight="bold")
     ax.text(2.0, -0.6, "Guest PTE (guest frame)", fontsize=8, weight="bold")
     ax.text(6.2, -0.6, "shadow PTE (host frame)", fontsize=8, weight="bold")
+    ax.text(10.1, -0.6, "difference", fontsize=8, weight="bold")
     highlighted = 0
     for n, r in enumerate(rows):
         if r["differs"]:
             highlighted += 1
-            ax.add_patch(Rectangle((0, n - 0.45), 10, 0.9, color=ORANGE, alpha=0.35, lw=0))
+            ax.add_patch(Rectangle((0, n - 0.45), 12, 0.9, color=ORANGE, alpha=0.35, lw=0))
+            if r["host_frame"] is None:
+                why = "no shadow PTE"
+            else:
+                gf, sf = set(L.flag_names(r["guest"])), set(L.flag_names(r["shadow"]))
+                why = " ".join([f"-{f}" for f in sorted(gf - sf)] + [f"+{f}" for f in sorted(sf - gf)])
+            ax.text(10.1, n, why, fontsize=7.5, va="center", family="monospace")
         ax.text(0.0, n, f"{r['vaddr']:#010x}", fontsize=8, va="center", family="monospace")
         gtxt = f"{r['guest_frame']:#x} {L.describe(r['guest']).split(' ', 2)[-1]}" if r["guest_frame"] is not None else "—"
         stxt = f"{r['host_frame']:#x} {L.describe(r['shadow']).split(' ', 2)[-1]}" if r["host_frame"] is not None else "— (faults)"
@@ -193,6 +233,7 @@ def plot_side_by_side(guest, start: int, pages: int = 16, slot: int | None = Non
               loc="lower center", bbox_to_anchor=(0.5, -0.02 - 1.0 / (pages + 2)), fontsize=8, frameon=False)
     s = li.current_slot(guest) if slot is None else slot
     ax.set_title(f"Guest vs shadow PTEs from {start:#x} (slot {s})", fontsize=10)
+    fig._lguest_highlighted = highlighted
     fig.lguest = {"kind": "side_by_side", "rows": len(rows), "highlighted": highlighted,
                   "differing": [r["vaddr"] for r in rows if r["differs"]]}
     return fig
@@ -266,10 +307,15 @@ class CacheRecorder:
         self.events: list[dict] = []
         self.snapshot("start")
 
-    def snapshot(self, label: str, kind: str = "state", evicted: int | None = None) -> dict:
+    def snapshot(self, label: str, kind: str = "state", evicted: int | None = None,
+                 evicted_slot: int | None = None) -> dict:
         cache = li.pgdir_cache(self.guest)
-        event = {"label": label, "kind": kind, "current": li.current_slot(self.guest),
-                 "slots": [c["gpgdir"] if c["allocated"] else None for c in cache], "evicted": evicted}
+        current = li.current_slot(self.guest)
+        slots = [c["gpgdir"] if c["allocated"] else None for c in cache]
+        if evicted is not None and evicted_slot is None:  # after a switch: the slot it took
+            evicted_slot = current
+        event = {"label": label, "kind": kind, "current": current, "slots": slots, "evicted": evicted,
+                 "evicted_slot": evicted_slot}
         self.events.append(event)
         return event
 
@@ -280,6 +326,20 @@ class CacheRecorder:
         hit = proc.gpgdir in before
         evicted = before[slot] if not hit and before[slot] not in (None, proc.gpgdir) else None
         return self.snapshot(getattr(proc, "name", "?"), "hit" if hit else "miss", evicted)
+
+    def record(self, label: str, action) -> dict:
+        """Run ``action()`` (any operation on the Guest: a flush, a mapping...) and record the
+        cache after it; kind "state", and ``evicted`` set if a slot lost its top level."""
+        before = [c["gpgdir"] if c["allocated"] else None for c in li.pgdir_cache(self.guest)]
+        action()
+        after = [c["gpgdir"] if c["allocated"] else None for c in li.pgdir_cache(self.guest)]
+        lost = [(i, b) for i, (b, a) in enumerate(zip(before, after)) if b is not None and a != b]
+        return self.snapshot(label, "state", lost[0][1] if lost else None, lost[0][0] if lost else None)
+
+    def __repr__(self) -> str:
+        kinds = [e["kind"] for e in self.events]
+        return (f"CacheRecorder({len(self.events)} events: {kinds.count('hit')} hits, "
+                f"{kinds.count('miss')} misses, {sum(1 for e in self.events if e['evicted'] is not None)} evictions)")
 
 
 def plot_cache_timeline(events: list[dict], ax=None) -> Figure:
@@ -301,7 +361,7 @@ def plot_cache_timeline(events: list[dict], ax=None) -> Figure:
         cur = ev["current"]
         ax.add_patch(Rectangle((t - 0.45, cur - 0.45), 0.9, 0.9, fill=False, ec=BLACK, lw=2))
         if ev["evicted"] is not None:
-            ax.plot([t], [cur], marker="x", color=VERMILION, ms=14, mew=2)
+            ax.plot([t], [ev.get("evicted_slot", cur)], marker="x", color=VERMILION, ms=14, mew=2)
     ax.set_xlim(-0.6, len(events) - 0.4)
     ax.set_ylim(3.6, -0.6)
     ax.set_yticks(range(4), [f"slot {s}" for s in range(4)])
@@ -335,6 +395,7 @@ def plot_refcounts(guest, ax=None) -> Figure:
     for x, total in enumerate(bottoms):
         ax.text(x, total, str(total), ha="center", va="bottom", fontsize=8)
     ax.set_ylabel("host frames")
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_title("host frames in use, by owner and reference count", fontsize=10)
     ax.legend(fontsize=7, frameon=False)
     fig.lguest = {"kind": "refcounts", "frames": {k: sum(counts[k].values()) for k in kinds}}

@@ -15,24 +15,11 @@ from __future__ import annotations
 
 import copy
 import io
-import linecache
 from dataclasses import dataclass
 
-from . import hypercalls as _hc
 from . import inspect as li
 from . import plots
 from .trace import Tracer
-
-_PT_FILE = None  # set lazily: the path of page_tables.py, for showing source lines
-
-
-def _pt_file() -> str:
-    global _PT_FILE
-    if _PT_FILE is None:
-        from . import page_tables
-
-        _PT_FILE = page_tables.__file__
-    return _PT_FILE
 
 
 _DPI = 80
@@ -70,7 +57,7 @@ class FaultStep:
     """One step of a fault's handling."""
 
     index: int
-    kind: str  # "fault" | "call" | "check" | "read" | "write" | "alloc" | "kill" | "result"
+    kind: str  # "access" | "enter" | "fault" | "call" | "check" | "read" | "write" | "alloc" | "kill" | "result"
     func: str
     text: str
     lineno: int  # the line of page_tables.py running (0 if none)
@@ -78,9 +65,7 @@ class FaultStep:
 
     @property
     def source_line(self) -> str:
-        if not self.lineno:
-            return ""
-        return linecache.getline(_pt_file(), self.lineno).rstrip()
+        return li.source_line(self.lineno)
 
 
 _C_CALLS = frozenset(("demand_page", "find_spte", "gpte_to_spte", "get_pfn", "check_gpte", "check_gpgd",
@@ -107,8 +92,9 @@ class _CountingTracer(Tracer):
 class FaultStepper(_Shown):
     """Step through one page fault's handling, decision by decision.
 
-    The fault is the one the CPU would raise for an access to ``vaddr`` (a write if
-    ``write``, from user mode if ``user``): the Host's trap handler calls ``demand_page()``.
+    The Guest accesses ``vaddr`` (a write if ``write``, from user mode if ``user``) with
+    ``Guest.touch()``; each page fault the access raises makes the Host call
+    ``demand_page()`` (an access the shadow already maps raises none).
     ``steps`` lists what happens; ``step()``/``back()``/``run_to_end()``/``go(k)`` move the
     position; ``state_at(k)`` is a copy of the Guest as it stands after step ``k`` (the model
     frozen mid-fault), and ``figure()`` draws the shadow and Guest walks of ``vaddr`` then.
@@ -131,8 +117,10 @@ class FaultStepper(_Shown):
             self.write = bool(write)
         if user is not None:
             self.user = bool(user)
+        # the error code of a not-present fault for this access (a protection fault adds 1)
         self.errcode = (2 if self.write else 0) | (4 if self.user else 0)
         self._base = copy.deepcopy(self._guest)
+        self._pngs: dict[int, bytes] = {}  # picture of the walks, by the last table-changing step
         self.steps = self._record()
         self.position = 0
         self._refresh()
@@ -142,7 +130,7 @@ class FaultStepper(_Shown):
         result = None
         try:
             with tracer:
-                result = _hc.page_fault(guest.cpu, self.vaddr, self.errcode)
+                result = guest.touch(self.vaddr, write=self.write, user=self.user)
         except _StopHere:
             pass
         return tracer.trace, result
@@ -151,21 +139,43 @@ class FaultStepper(_Shown):
         guest = copy.deepcopy(self._base)
         trace, result = self._run(guest, None)
         L = li.layout(guest)
-        access = ("write" if self.write else "read") + (" from user mode" if self.user else " from the kernel")
-        steps = [FaultStep(0, "fault", "", f"The CPU faults: a {access} of {self.vaddr:#x} "
-                           f"(error code {self.errcode}). The Host calls demand_page().", 0, 0)]
+        mode = "from user mode" if self.user else "from the kernel"
+        steps = [FaultStep(0, "access", "", f"The Guest makes a {'write' if self.write else 'read'} of "
+                           f"{self.vaddr:#x} {mode}.", 0, 0)]
+        faults = 0
+        switcher = None  # while map_switcher_in_guest runs: [depth, shadow entries it stored]
         stack: list[list] = []  # [function, line it is running] for each active traced call
         pending: list = []  # calls whose step is complete only when they return
         for n, e in enumerate(trace, start=1):
             kind = text = None
             line = stack[-1][1] if stack else 0
+            # Entering the Guest maps the Switcher first: one step, not its every detail.
+            if switcher is None and e.kind == "call" and e.func == "map_switcher_in_guest":
+                switcher = [e.depth, 0]
+                continue
+            if switcher is not None:
+                if e.kind == "call" and e.func == "store":
+                    switcher[1] += 1
+                if e.kind in ("return", "raise") and e.func == "map_switcher_in_guest" and e.depth == switcher[0]:
+                    what = (f"{switcher[1]} shadow entries stored" if e.kind == "return"
+                            else f"it failed: {e.value}")
+                    steps.append(FaultStep(len(steps), "enter", e.func, "Before the Guest runs, the Host maps the "
+                                           f"Switcher's pages into this top level (map_switcher_in_guest: "
+                                           f"{what}).", 0, n))
+                    switcher = None
+                continue
             if e.kind == "line":
                 if stack:
                     stack[-1][1] = e.lineno
                 continue
             if e.kind == "call":
                 stack.append([e.func, 0])
-                if e.func in _C_CALLS and e.func != "demand_page":
+                if e.func == "demand_page":
+                    faults += 1
+                    code = e.args.get("errcode", self.errcode)
+                    kind, text = "fault", (f"The CPU faults{'' if faults == 1 else f' again (fault {faults})'}: "
+                                           f"error code {code} at {self.vaddr:#x}. The Host calls demand_page().")
+                elif e.func in _C_CALLS:
                     shown = ", ".join(f"{k}={v:#x}" if isinstance(v, int) and not isinstance(v, bool) else f"{k}={v}"
                                       for k, v in e.args.items() if k not in ("cpu", "lg", "host", "mm"))
                     kind, text = "call", f"{e.func}({shown})"
@@ -196,13 +206,18 @@ class FaultStepper(_Shown):
                 kind, text, line = "check", f"{e.func}: {e.label}? {'yes' if e.outcome else 'no'}", e.lineno
             if kind is not None:
                 steps.append(FaultStep(len(steps), kind, e.func, text, line, n))
-        outcome, info = result if result else ("stopped", 0)
+        outcome = {"ok": "fixed" if result.faults else "no-fault", "guest-fault": "guest"}.get(
+            result.outcome, result.outcome)
         final = {
-            "fixed": "demand_page() fixed the fault: the Guest retries the access and it succeeds.",
+            "fixed": f"demand_page() fixed the fault: the Guest retries the access and it succeeds "
+                     f"(host physical address {result.hpa:#x}).",
+            "no-fault": f"No fault: the shadow tables already map it (host physical address {result.hpa:#x}).",
             "guest": "demand_page() refused: the fault is the Guest's own, and goes back to it.",
-            "mmio": f"device memory: the Launcher emulates the access at {info:#x}.",
-            "killed": f"the Guest is dead: {guest.lg.dead!r}",
-        }.get(outcome, "stopped")
+            "mmio": f"device memory: the Launcher emulates the access at {result.info:#x}.",
+            "killed": f"the Guest is dead: {li.limits(guest)['dead']!r}",
+            "dead": "the Guest was already dead: nothing runs.",
+            "livelock": "the access faulted again and again: the shadow never settles (livelock).",
+        }[outcome]
         steps.append(FaultStep(len(steps), "result", "", final, 0, len(trace)))
         self.outcome = outcome
         return steps
@@ -247,10 +262,24 @@ class FaultStepper(_Shown):
             self._run(guest, self.steps[k].events)
         return guest
 
+    def changed_at(self, k: int | None = None) -> int:
+        """The last step at or before ``k`` that wrote a table entry (0 if none): the walks
+        drawn after step ``k`` are those after that step."""
+        k = self.position if k is None else k
+        return max((st.index for st in self.steps[: k + 1] if st.kind in ("enter", "write")), default=0)
+
+    def png(self, k: int | None = None) -> bytes:
+        """:meth:`figure` as PNG bytes (what the widget shows), drawn once per table state."""
+        key = self.changed_at(k)
+        if key not in self._pngs:
+            self._pngs[key] = _png(self.figure(key))
+        return self._pngs[key]
+
     def figure(self, k: int | None = None):
         """The shadow walk and the Guest's walk of ``vaddr`` after step ``k``."""
         guest = self.state_at(k)
-        fig = plots.new_figure(_FIG_SIZE)
+        fig = plots.new_figure(_FIG_SIZE, layout=None)  # fixed margins: a third faster than constrained
+        fig.subplots_adjust(left=0.01, right=0.99, top=0.94, bottom=0.01, hspace=0.22)
         top, bottom = fig.subplots(2, 1)
         plots.plot_walk(guest, self.vaddr, "shadow", ax=top)
         if not li.limits(guest)["linear_pages"]:
@@ -319,7 +348,7 @@ class FaultStepper(_Shown):
         src = cur.source_line
         self._w_source.value = (f"<pre style='margin:0'>page_tables.py:{cur.lineno}  {html.escape(src.strip())}</pre>"
                                 if src else "<pre style='margin:0'> </pre>")
-        self._w_image.value = _png(self.figure())
+        self._w_image.value = self.png()
         self._w_buttons["Back"].disabled = self.position == 0
         self._w_buttons["Step"].disabled = self.at_end
         self._w_buttons["Run to end"].disabled = self.at_end
@@ -349,6 +378,8 @@ class TableExplorer(_Shown):
         self.select(which=which, slot=slot if slot is not None else self.slot)
 
     def _table(self):
+        if not li.pgdir_cache(self._guest)[self.slot]["allocated"]:
+            return []  # an empty slot: neither a shadow nor a Guest top level
         if self.which == "shadow":
             return li.shadow_table(self._guest, self.slot, self.level, self.vaddr)
         gpgdir = li.pgdir_cache(self._guest)[self.slot]["gpgdir"]
@@ -402,6 +433,8 @@ class TableExplorer(_Shown):
     def detail(self) -> str:
         e = self.selected
         if e is None:
+            if not li.pgdir_cache(self._guest)[self.slot]["allocated"]:
+                return f"slot {self.slot} is empty: no top level cached there"
             return f"no {self.level} table here: a level above is not present"
         end = (e.vaddr + self._span() - 1) & 0xFFFFFFFF
         frame_kind = "guest frame" if self.which == "guest" else "host frame"
@@ -528,7 +561,14 @@ class HypercallConsole(_Shown):
         return self._do(f"kernel map {vaddr:#x} -> page {gpfn:#x}", lambda: self._guest.map(vaddr, gpfn))
 
     def switch_to(self, proc) -> str:
+        """Switch to ``proc``: the NEW_PGTABLE hypercall with its top level."""
         return self._do(f"NEW_PGTABLE {getattr(proc, 'name', '?')}", lambda: self._guest.switch_to(proc))
+
+    def new_pgtable(self, proc=None, name: str | None = None) -> str:
+        """The NEW_PGTABLE hypercall: switch to ``proc`` (a new process named ``name`` if None)."""
+        if proc is None:
+            proc = self.new_process(name)
+        return self.switch_to(proc)
 
     def new_process(self, name: str | None = None):
         proc = self._guest.new_process(name)
@@ -571,13 +611,18 @@ class HypercallConsole(_Shown):
         pae = li.layout(self._guest).pae
         self._w_vaddr = W.Text(value="0x8048000", description="vaddr/index", layout=W.Layout(width="230px"))
         self._w_value = W.Text(value="0x300067", description="entry", layout=W.Layout(width="230px"))
-        names = ["SET_PTE", "SET_PGD"] + (["SET_PMD"] if pae else []) + ["touch", "FLUSH user", "FLUSH all"]
+        names = (["SET_PTE", "SET_PGD"] + (["SET_PMD"] if pae else [])
+                 + ["kernel map", "new process", "touch", "FLUSH user", "FLUSH all"])
         self._w_buttons = {n: W.Button(description=n, layout=W.Layout(width="105px")) for n in names}
         for n, b in self._w_buttons.items():
             b.on_click(lambda _b, n=n: self._from_view(n))
+        self._w_help = W.HTML("<small>SET_PTE / touch / kernel map: <i>vaddr</i>; SET_PGD: <i>index</i>; "
+                              "the entry's frame is the page a kernel map points at.</small>")
         self._w_log = W.HTML()
         self._w_log.add_class("lgb-log")
-        self._view = W.VBox([W.HBox([self._w_vaddr, self._w_value]), W.HBox(list(self._w_buttons.values())), self._w_log])
+        buttons = list(self._w_buttons.values())
+        self._view = W.VBox([W.HBox([self._w_vaddr, self._w_value]), W.HBox(buttons[:4]), W.HBox(buttons[4:]),
+                             self._w_help, self._w_log])
 
     def _from_view(self, name: str) -> None:
         try:
@@ -585,6 +630,7 @@ class HypercallConsole(_Shown):
             v = int(self._w_value.value, 0)
             {"SET_PTE": lambda: self.set_pte(a, v), "SET_PGD": lambda: self.set_pgd(a, v),
              "SET_PMD": lambda: self.set_pmd(a, v), "touch": lambda: self.touch(a, write=True, user=True),
+             "kernel map": lambda: self.map_kernel(a, v >> 12), "new process": lambda: self.new_pgtable(),
              "FLUSH user": self.flush_user, "FLUSH all": self.flush_all}[name]()
         except (ValueError, TypeError) as err:
             self.log.append(f"{name}: not done — {err}")

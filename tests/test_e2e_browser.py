@@ -15,11 +15,12 @@ def test_fault_stepper_in_jupyterlab_and_chromium():
     if _e2e.chromium_path() is None:
         pytest.skip("Debian's chromium is not installed (scripts/bootstrap test installs it)")
     pytest.importorskip("playwright", reason="playwright is not installed (pip install -e .[test])")
-    shown = _e2e.run_stepper_in_browser(ARTIFACT, steps=3)
+    shown = _e2e.run_stepper_in_browser(ARTIFACT, steps=5)
     assert shown["first"].startswith("step 0 of ")
-    assert "The CPU faults: a write from user mode of 0x8048000" in shown["first"]
-    # three presses of Step: the third step reads the Guest's top-level entry
-    assert shown["text"].startswith("step 3 of ")
+    assert "The Guest makes a write of 0x8048000 from user mode" in shown["first"]
+    # five presses of Step: entering the Guest, the fault, two checks, then the Guest's
+    # top-level entry is read
+    assert shown["text"].startswith("step 5 of ")
     assert "read the Guest's pgd_t at 0x208080" in shown["text"]
     assert shown["source"].startswith("page_tables.py:") and "lgread" in shown["source"]
     width, height = shown["image_size"]

@@ -5,6 +5,7 @@ import matplotlib
 matplotlib.use("Agg")
 
 import pytest
+from matplotlib.colors import to_rgb
 from matplotlib.figure import Figure
 
 from lguest_book import inspect as li
@@ -38,6 +39,17 @@ def test_directory_counts_present_top_level_entries(pae):
         expected = sum(1 for e in li.shadow_table(g, None, "pgd") if e.present)
         assert fig.lguest["entries"] == 1024
     assert fig.lguest["present"] == expected > 0
+    # ...and that is what is drawn: the image's coloured (category > 0) cells
+    drawn = fig.axes[0].images[0].get_array()
+    assert drawn.shape == ((64, 32) if pae else (32, 32))
+    assert int((drawn > 0).sum()) == expected
+    # the accessed / dirty / global marks drawn are the present entries with those flags
+    values = [e.value for e in li.shadow_table(g, None, "pgd")] if not pae else [
+        m.value for top in li.shadow_table(g, None, "pgd") for m in
+        (li.shadow_table(g, None, "pmd", top.vaddr) if top.present else [])]
+    for name, bit in (("A", 0x20), ("D", 0x40), ("G", 0x100)):
+        assert fig.lguest["marks"][name] == sum(1 for v in values if v & 1 and v & bit)
+    assert fig.lguest["top_present"] == sum(1 for e in li.shadow_table(g, None, "pgd") if e.present)
     guest_fig = plots.plot_directory(g, which="guest")
     assert guest_fig.lguest["which"] == "guest"
     assert guest_fig.lguest["present"] >= 1
@@ -48,7 +60,9 @@ def test_highlighted_rows_are_exactly_the_differing_entries(pae):
     g = busy(pae)
     fig = plots.plot_side_by_side(g, 0x08048000, pages=8)
     differing = [r["vaddr"] for r in li.compare(g, 0x08048000, 8) if r["differs"]]
-    assert fig.lguest["highlighted"] == len(differing) == len(fig.lguest["differing"])
+    assert fig.lguest["highlighted"] == fig._lguest_highlighted == len(differing) == len(fig.lguest["differing"])
+    bands = [p for p in fig.axes[0].patches if p.get_facecolor()[:3] == to_rgb(plots.ORANGE)]
+    assert len(bands) == len(differing)
     assert fig.lguest["differing"] == differing
     # the write made page 0 writable and dirty in both: it must not be highlighted...
     assert 0x08048000 not in differing
@@ -86,6 +100,12 @@ def test_cache_timeline_counts_hits_misses_evictions(pae):
     kinds = [e["kind"] for e in rec.events[1:]]
     assert kinds == ["miss", "miss", "hit", "miss", "miss"]
     assert rec.events[2]["evicted"] == procs[0].gpgdir
+    rec.record("flush", g.flush_all)  # a flush empties no slot
+    assert rec.events[-1]["kind"] == "state" and rec.events[-1]["evicted"] is None
+    # slot 1 held the top level the Guest booted on (at guest address 0): p0's return evicts it
+    assert rec.events[5]["evicted"] == 0 and rec.events[5]["current"] == rec.events[5]["evicted_slot"] == 1
+    assert rec.events[2]["evicted_slot"] == 3
+    assert repr(rec) == "CacheRecorder(7 events: 1 hits, 4 misses, 2 evictions)"
     fig = plots.plot_cache_timeline(rec.events)
     assert fig.lguest == {"kind": "cache", "hits": 1, "misses": 4,
                           "evictions": sum(1 for e in rec.events if e["evicted"] is not None)}
@@ -105,6 +125,16 @@ def test_refcounts_and_fault_timeline(pae):
     assert fig.lguest["totals"]["fixed by the shadow"] == 1
     assert fig.lguest["totals"]["passed to the Guest"] == 1
     assert fig.lguest["faults"] == 2
+
+
+@LAYOUTS
+def test_directory_of_an_empty_slot_draws_nothing(pae):
+    g = Guest(pae=pae, seed=1)
+    empty = [c["slot"] for c in li.pgdir_cache(g) if not c["allocated"]]
+    assert empty
+    for which in ("shadow", "guest"):
+        fig = plots.plot_directory(g, which, slot=empty[0])
+        assert fig.lguest["present"] == 0 and "empty slot" in fig.axes[0].get_title()
 
 
 def test_plots_draw_into_given_axes_and_refuse_nonsense():
