@@ -180,7 +180,10 @@ def cmd_open(args) -> int:
     if exe is None:
         print("JupyterLab is not installed: pip install 'lguest-book[book]'", file=sys.stderr)
         return 2
-    return subprocess.call([exe, "lab", str(book)] + (["--no-browser"] if args.no_browser else []))
+    extra = ["--no-browser"] if args.no_browser else []
+    if hasattr(os, "geteuid") and os.geteuid() == 0:  # JupyterLab refuses root unless told
+        extra.append("--allow-root")
+    return subprocess.call([exe, "lab", str(book)] + extra)
 
 
 def build_parser() -> argparse.ArgumentParser:
