@@ -172,6 +172,14 @@ except ValueError as err:
 twin("gpgd_addr")
 
 # %%
+twin("gpmd_addr")
+
+# %% [markdown]
+# Under PAE the walk has one more step: `gpmd_addr()` follows the Guest's PDPT entry to its
+# middle-level page.  It takes no `cpu` — only the entry — and, like the others, insists the
+# entry is present.
+
+# %%
 twin("gpte_addr")
 
 # %%

@@ -223,6 +223,13 @@ with Tracer() as tp:
 [(s.level, s.index, f"{s.value:#x}") for s in li.walk_shadow(gp, VADDR)]
 
 # %% [markdown]
+# The middle level gets its own check, with its own kill: only the flags of an ordinary
+# page-table entry are allowed, and the frame must lie in the Guest's memory.
+
+# %%
+twin("check_gpmd")
+
+# %% [markdown]
 # ## Every way to say no
 #
 # A fault `demand_page()` refuses is either **the Guest's own fault** (it goes back to the
@@ -266,6 +273,17 @@ for i in range(4):
 accesses = [g4.touch(0x08048000 + (i % 4) * 4096, write=(i % 3 == 0), user=True) for i in range(16)]
 accesses.append(g4.touch(0x09000000, user=True))
 plots.plot_fault_timeline(accesses)
+
+# %% [markdown]
+# Two helpers make the last two decisions.  `gpte_in_iomem()` says whether the frame lies in
+# the device window between `pfn_limit` and `device_limit` (large pages never count), and
+# `check_gpte()` kills the Guest for a large-page bit in a PTE or a frame beyond its memory:
+
+# %%
+twin("gpte_in_iomem")
+
+# %%
+twin("check_gpte")
 
 # %% [markdown]
 # Notice the order matters: the device-memory test comes *before* `check_gpte()`, so a PTE
