@@ -9,3 +9,22 @@ from hypothesis import settings  # noqa: E402
 settings.register_profile("ci", max_examples=150, deadline=None)
 settings.register_profile("soak", max_examples=5000, deadline=None)
 settings.load_profile("ci")
+
+
+# --- the referees' counts, shown at the end of every run -----------------------------------
+import pytest  # noqa: E402
+
+_REFEREE_LINES: list[str] = []
+
+
+@pytest.fixture
+def referee_log():
+    """Tests of the referees call this with a line saying how much they compared."""
+    return _REFEREE_LINES.append
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _REFEREE_LINES:
+        terminalreporter.section("referees: what was compared")
+        for line in _REFEREE_LINES:
+            terminalreporter.write_line(line)

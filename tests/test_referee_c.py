@@ -42,7 +42,7 @@ def test_extraction_puts_directives_on_their_own_lines():
     assert "bool demand_page(struct lg_cpu *cpu" in c
 
 
-def test_scripted_workloads_agree(machine, record_property):
+def test_scripted_workloads_agree(machine, record_property, referee_log):
     pae, c = machine
     compared = 0
     for name, ops in scripted(pae).items():
@@ -50,10 +50,10 @@ def test_scripted_workloads_agree(machine, record_property):
         assert problem is None, f"{name}: {problem}"
         compared += n
     record_property("operations", compared)
-    print(f"\nC referee ({'PAE' if pae else 'non-PAE'}): {len(scripted(pae))} scripted workloads, {compared} operations, 0 divergences")
+    referee_log(f"compiled C ({'PAE' if pae else 'non-PAE'}): {len(scripted(pae))} scripted workloads, {compared} operations, 0 divergences")
 
 
-def test_seeded_random_sequences_agree(machine):
+def test_seeded_random_sequences_agree(machine, referee_log):
     pae, c = machine
     rng = random.Random(2026)
     compared = 0
@@ -62,7 +62,7 @@ def test_seeded_random_sequences_agree(machine):
         n, problem = cr.run_sequence(c, pae, ops, seed=i)
         assert problem is None, problem
         compared += n
-    print(f"\nC referee ({'PAE' if pae else 'non-PAE'}): 40 random sequences, {compared} operations, 0 divergences")
+    referee_log(f"compiled C ({'PAE' if pae else 'non-PAE'}): 40 seeded random sequences, {compared} operations, 0 divergences")
 
 
 def _ops(pae):
@@ -90,19 +90,24 @@ def _ops(pae):
 
 
 @LAYOUTS
-def test_hypothesis_sequences_agree(pae):
+def test_hypothesis_sequences_agree(pae, referee_log):
     """A divergence shrinks to a minimal sequence, printed as a replayable list."""
     c = cr.CMachine(cr.build(pae))
+    counted = {"sequences": 0, "operations": 0}
     try:
-        @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+        @settings(max_examples=120, deadline=None, suppress_health_check=list(HealthCheck), database=None)
         @given(ops=_ops(pae), seed=st.integers(0, 1000))
         def check(ops, seed):
             n, problem = cr.run_sequence(c, pae, ops, seed=seed)
+            counted["sequences"] += 1
+            counted["operations"] += n
             assert problem is None, problem
 
         check()
     finally:
         c.close()
+    referee_log(f"compiled C ({'PAE' if pae else 'non-PAE'}): {counted['sequences']} hypothesis sequences, "
+                f"{counted['operations']} operations, 0 divergences")
 
 
 def test_the_referee_notices_a_wrong_model(machine):

@@ -29,12 +29,12 @@ def varied_guest(pae):
 
 
 @LAYOUTS
-def test_hardware_and_model_agree_on_every_access(pae):
+def test_hardware_and_model_agree_on_every_access(pae, referee_log):
     g = varied_guest(pae)
     n, problems = mr.check(g)
     assert problems == []
     assert n > 1000
-    print(f"\nMMU referee ({'PAE' if pae else 'non-PAE'}): {n} accesses of one top level, 0 divergences")
+    referee_log(f"Unicorn MMU ({'PAE' if pae else 'non-PAE'}): {n} accesses of one varied top level, 0 divergences")
 
 
 @LAYOUTS
@@ -65,8 +65,8 @@ def test_the_referee_notices_a_wrong_walk(pae, monkeypatch):
 
 
 @LAYOUTS
-def test_workloads_agree(pae):
+def test_workloads_agree(pae, referee_log):
     report = mr.run(pae, sequences=8, seed=3)
     assert report.divergences == []
     assert report.sequences == 15 and report.operations > 10_000
-    print(f"\n{report}")
+    referee_log(str(report))
