@@ -227,5 +227,7 @@ def test_bench_quick_runs_and_reports_every_figure():
     for layout in ("non-PAE", "PAE"):
         assert set(results[layout]) == {"demand_page/s", "touch/s", "set_pte/s", "new_pagetable/s"}
         assert all(rate > 0 for rate in results[layout].values())
+    assert results["plain_fault/s"] > 0
     assert results["memory"]["dead"] is None
-    assert "demand_page/s" in bench.format_results(results)
+    report = bench.format_results(results)
+    assert "demand_page/s" in report and "yardstick" in report
