@@ -16,7 +16,7 @@ from __future__ import annotations
 import random
 from typing import Callable, Iterable
 
-from .host import _PACK, _UNPACK, Host, Launcher, _check_int
+from .host import Host, Launcher, _check_int
 from .x86 import PAGE_SIZE, ULONG_MASK
 
 PGDIR_SLOTS = 4  # ARRAY_SIZE(lg->pgdirs)
@@ -186,16 +186,7 @@ def lgread(cpu: LgCpu, addr: int, type_name: str) -> int:
     size = lg.entry_bytes
     end = (addr + size) & 0xFFFFFFFF
     if addr <= end <= (lg.pfn_limit << 12) & 0xFFFFFFFF:  # lguest_address_ok()
-        # copy_from_user(mem_base + addr), the common case written out: an entry inside
-        # one page of guest memory that holds data.
-        launcher = lg.launcher
-        if addr & 0xFFF <= PAGE_SIZE - size and addr < launcher.end - launcher.mem_base:
-            frame = launcher.frames[addr >> 12]
-            if frame > 0:
-                raw = launcher.data.get(frame)
-                if raw is not None:
-                    return _UNPACK[size](raw, addr & 0xFFF)[0]
-        value = launcher.read_guest(addr, size)
+        value = lg.launcher.read_guest(addr, size)  # copy_from_user(mem_base + addr)
         if value is not None:
             return value
     kill_guest(cpu, f"bad read address {c_hex(addr)} len {size}")
@@ -208,17 +199,7 @@ def lgwrite(cpu: LgCpu, addr: int, type_name: str, value: int) -> None:
     size = lg.entry_bytes
     end = (addr + size) & 0xFFFFFFFF
     if addr <= end <= (lg.pfn_limit << 12) & 0xFFFFFFFF:  # lguest_address_ok()
-        # copy_to_user(mem_base + addr), the common case written out (as in lgread).
-        launcher = lg.launcher
-        if addr & 0xFFF <= PAGE_SIZE - size and addr < launcher.end - launcher.mem_base:
-            index = addr >> 12
-            frame = launcher.frames[index]
-            if frame > 0 and index not in launcher.readonly:
-                raw = launcher.data.get(frame)
-                if raw is not None:
-                    _PACK[size](raw, addr & 0xFFF, value)
-                    return
-        if launcher.write_guest(addr, size, value):
+        if lg.launcher.write_guest(addr, size, value):  # copy_to_user(mem_base + addr)
             return
     kill_guest(cpu, f"bad write address {c_hex(addr)} len {size}")
 
