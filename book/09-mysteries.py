@@ -33,22 +33,22 @@
 
 # %%
 from lguest_book.guest import Guest
-from lguest_book.trace import Tracer
+from lguest_book.trace import CallCounter
 from lguest_book import flaws, plots, widgets
 import lguest_book.inspect as li
 
 def host_work(run, pae=False):
     """Run ``run(guest)`` on a fresh booted Guest; count what the Host did."""
     g = Guest(pae=pae, seed=1, mem_pages=8192)
-    with Tracer(host_calls=True) as t:
+    with CallCounter() as calls:
         run(g)
-    tr = t.trace
+    n = calls.counts
     return {
-        "faults": len(tr.calls("demand_page")),
-        "set_pte": len(tr.calls("guest_set_pte")),
-        "switches": len(tr.calls("guest_new_pagetable")),
-        "full flushes": len(tr.calls("guest_pagetable_clear_all")),
-        "pages pinned": len(tr.calls("get_user_pages_fast")),
+        "faults": n["demand_page"],
+        "set_pte": n["guest_set_pte"],
+        "switches": n["guest_new_pagetable"],
+        "full flushes": n["guest_pagetable_clear_all"],
+        "pages pinned": n["get_user_pages_fast"],
         "dead": g.dead,
     }
 

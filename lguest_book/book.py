@@ -85,12 +85,80 @@ def execute(notebook: Path, timeout: int = 120) -> float:
     nb.metadata.setdefault("kernelspec", {"name": "python3", "display_name": "Python 3", "language": "python"})
     start = time.perf_counter()
     client = NotebookClient(nb, timeout=timeout, kernel_name="python3", store_widget_state=True,
-                            resources={"metadata": {"path": str(notebook.parent)}})
+                            record_timing=False, resources={"metadata": {"path": str(notebook.parent)}})
     client.execute()
     seconds = time.perf_counter() - start
+    nb = stabilise(nb, notebook.stem)
     jupytext.write(nb, notebook)
     jupytext.write(nb, text_twin(notebook), fmt="py:percent")
     return seconds
+
+
+def _coalesce_streams(outputs: list) -> list:
+    """One output per run of printing: the kernel cuts a stream into pieces where it
+    happens to flush, which differs from run to run."""
+    merged: list = []
+    for output in outputs:
+        last = merged[-1] if merged else None
+        if (
+            output.get("output_type") == "stream" and last is not None
+            and last.get("output_type") == "stream" and last.get("name") == output.get("name")
+        ):
+            last["text"] = "".join(last["text"]) + "".join(output["text"])
+        else:
+            merged.append(output)
+    return merged
+
+
+def stabilise(nb, name: str):
+    """Make an executed notebook the same, byte for byte, every time it is executed.
+
+    Cell ids are derived from the chapter's name and the cell's position, and the random
+    ids ipywidgets gives its models are renamed to ids derived from the order in which a
+    reader meets them: the widgets shown by the cells, top to bottom, each followed by the
+    models it refers to.  Consecutive pieces of printed text become one output.
+    Re-executing an unchanged chapter then leaves ``git diff`` empty.
+    """
+    import hashlib
+    import json
+    import re
+
+    import nbformat
+
+    def derived(kind: str, n: int, width: int) -> str:
+        return hashlib.sha1(f"{name}/{kind}/{n}".encode()).hexdigest()[:width]
+
+    for n, cell in enumerate(nb.cells):
+        cell["id"] = derived("cell", n, 8)
+        cell.get("metadata", {}).pop("execution", None)
+        if "outputs" in cell:
+            cell["outputs"] = _coalesce_streams(cell["outputs"])
+    state = nb.metadata.get("widgets", {}).get("application/vnd.jupyter.widget-state+json")
+    if not state:
+        return nb
+    models = state["state"]
+    reference = re.compile(r"IPY_MODEL_([0-9a-f]{32})")
+    renamed: dict[str, str] = {}
+
+    def visit(model_id: str) -> None:
+        if model_id in renamed or model_id not in models:
+            return
+        renamed[model_id] = derived("widget", len(renamed), 32)
+        for child in reference.findall(json.dumps(models[model_id], sort_keys=True)):
+            visit(child)
+
+    for cell in nb.cells:
+        for output in cell.get("outputs", []):
+            view = output.get("data", {}).get(WIDGET_VIEW)
+            if view:
+                visit(view["model_id"])
+    for model_id in sorted(models, key=lambda m: json.dumps(models[m], sort_keys=True)):
+        visit(model_id)  # models no shown widget refers to
+    text = re.sub("|".join(renamed), lambda m: renamed[m.group(0)], nbformat.writes(nb))
+    nb = nbformat.reads(text, 4)
+    state = nb.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]
+    state["state"] = dict(sorted(state["state"].items()))
+    return nb
 
 
 @dataclass

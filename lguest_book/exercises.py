@@ -24,6 +24,7 @@ generate_assignment`` removes from the student version and ``nbgrader autograde`
 
 from __future__ import annotations
 
+import functools
 import inspect as _pyinspect
 import os
 import signal
@@ -43,8 +44,11 @@ _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_TIME_LIMIT = 10.0  # seconds for one check (all its cases and workloads)
 
 
-class TimeLimit(Exception):
-    """The student's code ran past the time limit (an endless loop?)."""
+class TimeLimit(BaseException):
+    """The student's code ran past the time limit (an endless loop?).  Like
+    KeyboardInterrupt it is not an ``Exception``, so an answer's ``except Exception:``
+    cannot swallow it.  (A bare ``except:`` in an endless loop can; nbgrader's own cell
+    timeout, set by :mod:`lguest_book.classroom`, is the last guard.)"""
 
 
 # =============================================================================================
@@ -97,17 +101,10 @@ _EXTRA_TARGETS: tuple[str, ...] = ()
 # =============================================================================================
 # Time limits
 # =============================================================================================
-@contextmanager
-def time_limit(seconds: float):
-    """Stop code running inside the block after ``seconds``.
+_LIMITS: list[Callable] = []  # the line tracer of each active time limit, innermost last
 
-    Student code (anything not in this package) is traced line by line against a deadline,
-    so a Python loop that never ends is interrupted; in the main thread an alarm signal a quarter
-    second later catches code blocked outside Python.
-    """
-    deadline = time.monotonic() + seconds
-    message = f"time limit of {seconds:g} s exceeded: does your function loop forever?"
 
+def _line_tracer(deadline: float, message: str) -> Callable:
     def local(frame, event, arg):
         if time.monotonic() > deadline:
             raise TimeLimit(message)
@@ -117,9 +114,26 @@ def time_limit(seconds: float):
         if time.monotonic() > deadline:
             raise TimeLimit(message)
         if not frame.f_code.co_filename.startswith(_PACKAGE_DIR):
-            return local
-        return None
+            return local  # student code: check the clock on every line
+        return None  # the model itself runs untraced
 
+    return global_
+
+
+@contextmanager
+def time_limit(seconds: float):
+    """Stop a student's code running inside the block after ``seconds``.
+
+    Two guards.  In the main thread an alarm signal fires at the deadline, and again every
+    tenth of a second after it, so a loop or a call blocked outside Python is interrupted
+    even if it swallows the first exception.  And a function wrapped by :func:`guarded` —
+    what :func:`evaluate` does to every answer — checks the clock on each of its own lines
+    while it runs (in any thread): a loop that catches every exception still stops, because
+    its ``except`` line raises again.  The model's own code is never traced, so a check runs
+    at the model's full speed.
+    """
+    deadline = time.monotonic() + seconds
+    message = f"time limit of {seconds:g} s exceeded: does your function loop forever?"
     main = threading.current_thread() is threading.main_thread() and hasattr(signal, "setitimer")
     previous_handler = None
     if main:
@@ -127,16 +141,31 @@ def time_limit(seconds: float):
             raise TimeLimit(message)
 
         previous_handler = signal.signal(signal.SIGALRM, on_alarm)
-        signal.setitimer(signal.ITIMER_REAL, seconds + 0.25)
-    previous_trace = sys.gettrace()
-    sys.settrace(global_)
+        signal.setitimer(signal.ITIMER_REAL, seconds, 0.1)
+    _LIMITS.append(_line_tracer(deadline, message))
     try:
         yield
     finally:
-        sys.settrace(previous_trace)
         if main:
             signal.setitimer(signal.ITIMER_REAL, 0)
             signal.signal(signal.SIGALRM, previous_handler)
+        _LIMITS.pop()
+
+
+def guarded(func: Callable) -> Callable:
+    """``func``, run under the innermost active :func:`time_limit`'s line tracer."""
+    @functools.wraps(func)
+    def run(*args, **kwargs):
+        if not _LIMITS:
+            return func(*args, **kwargs)
+        previous = sys.gettrace()
+        sys.settrace(_LIMITS[-1])
+        try:
+            return func(*args, **kwargs)
+        finally:
+            sys.settrace(previous)
+
+    return run
 
 
 # =============================================================================================
@@ -297,6 +326,7 @@ def evaluate(exercise_id: str, func: Callable, *, hidden: bool = False,
     want, got = _arity(ref), _arity(func)
     if want is not None and got is not None and want != got:
         return Report(ex.id, 0, 1, [f"{ex.target} takes {want} arguments; yours takes {got}"])
+    func = guarded(func)
     cases = ex.cases(hidden)
     workloads = ex.workloads(hidden)
     try:

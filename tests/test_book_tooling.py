@@ -23,7 +23,7 @@ CHAPTER = textwrap.dedent(
     # %%
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots()
-    ax.plot([0, 1], [0, 1])
+    ax.plot([0, 1], [0, 1]);
 
     # %%
     import ipywidgets
@@ -59,6 +59,36 @@ def test_sync_execute_check_round_trip(tiny_book):
     assert "widgets" in nb.metadata  # widget state stored for readers
     assert book.check_notebook(nb_path).problems == []
     assert book.pair_in_sync(nb_path)
+    # executing again changes nothing, byte for byte: ids are derived, not random
+    first = nb_path.read_bytes()
+    book.execute(nb_path)
+    assert nb_path.read_bytes() == first
+    assert "IPY_MODEL_" in first.decode() and '"execution":' not in first.decode()
+
+
+def test_stabilise_renames_widget_ids_by_reading_order_and_merges_streams():
+    def executed(ids):
+        slider, layout = ids
+        nb = nbformat.v4.new_notebook()
+        cell = nbformat.v4.new_code_cell("print('a'); print('b'); slider")
+        cell.outputs = [
+            nbformat.v4.new_output("stream", name="stdout", text="a\n"),
+            nbformat.v4.new_output("stream", name="stdout", text="b\n"),
+            nbformat.v4.new_output("display_data", data={book.WIDGET_VIEW: {"model_id": slider, "version_major": 2, "version_minor": 0}}),
+        ]
+        nb.cells = [cell]
+        state = {layout: {"model_name": "LayoutModel", "state": {}},
+                 slider: {"model_name": "IntSliderModel", "state": {"layout": f"IPY_MODEL_{layout}"}}}
+        nb.metadata["widgets"] = {"application/vnd.jupyter.widget-state+json": {"state": state, "version_major": 2, "version_minor": 0}}
+        return nb
+
+    one = book.stabilise(executed(("a" * 32, "b" * 32)), "01-x")
+    two = book.stabilise(executed(("c" * 32, "d" * 32)), "01-x")
+    assert nbformat.writes(one) == nbformat.writes(two)
+    assert [o.get("text") for o in one.cells[0].outputs][:1] == ["a\nb\n"]
+    models = one.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
+    shown = one.cells[0].outputs[1]["data"][book.WIDGET_VIEW]["model_id"]
+    assert models[shown]["state"]["layout"].removeprefix("IPY_MODEL_") in models
 
 
 def test_check_finds_drift_and_missing_parts(tiny_book):

@@ -1,5 +1,6 @@
 """The exercise engine: swapping functions into the model, differential checks, time limits."""
 
+import sys
 import time
 
 import pytest
@@ -93,6 +94,48 @@ def test_an_endless_answer_is_stopped_by_the_time_limit(kind):
     report = ex.evaluate("ch3-page-writable", forever, time_limit_s=0.5)
     assert time.monotonic() - start < 5
     assert not report.ok and "time limit" in report.failures[-1]
+
+
+def test_an_endless_answer_that_swallows_exceptions_is_still_stopped():
+    def stubborn(cpu, vaddr):
+        while True:
+            try:
+                time.sleep(0.01)
+            except Exception:  # noqa: BLE001 - the point of the test
+                pass
+
+    start = time.monotonic()
+    report = ex.evaluate("ch3-page-writable", stubborn, time_limit_s=0.5)
+    assert time.monotonic() - start < 5
+    assert not report.ok and "time limit" in report.failures[-1]
+
+
+def test_the_time_limit_holds_outside_the_main_thread_too():
+    import threading
+
+    def forever(cpu, vaddr):
+        while True:
+            pass
+
+    reports = []
+    worker = threading.Thread(target=lambda: reports.append(ex.evaluate("ch3-page-writable", forever, time_limit_s=0.5)))
+    worker.start()
+    worker.join(timeout=10)
+    assert not worker.is_alive()
+    assert not reports[0].ok and "time limit" in reports[0].failures[-1]
+
+
+def test_the_answer_runs_under_the_clock_and_the_tracer_is_gone_afterwards():
+    seen = []
+    model_page_writable = ex.reference("page_writable")
+
+    def answer(cpu, vaddr):
+        seen.append(sys.gettrace() is not None)
+        return model_page_writable(cpu, vaddr)
+
+    assert ex.evaluate("ch3-page-writable", answer).ok
+    assert seen and all(seen)
+    assert sys.gettrace() is None
 
 
 def test_hidden_checks_cover_pae_and_hostile_guests():

@@ -67,6 +67,29 @@ def test_trace_records_allocations_and_releases():
     assert len(t.trace.releases()) >= 2  # the data page's reference and the PTE page
 
 
+def test_call_counter_agrees_with_the_tracer():
+    import sys
+
+    from lguest_book.trace import CallCounter
+
+    def workload(g):
+        for i in range(6):
+            g.map(VADDR + i * 4096, 0x300 + i, accessed=False)
+            g.touch(VADDR + i * 4096, write=bool(i % 2), user=True)
+        g.flush_user()
+        g.touch(VADDR, user=True)
+
+    counted, traced = user_guest(False)[0], user_guest(False)[0]
+    with CallCounter() as calls:
+        workload(counted)
+    with Tracer() as t:
+        workload(traced)
+    for name in ("demand_page", "guest_set_pte", "get_user_pages_fast", "guest_pagetable_flush_user", "lgwrite"):
+        assert calls.counts[name] == len(t.trace.calls(name)), name
+    assert calls.counts["demand_page"] == 7  # one fault per first touch (6), one after the flush
+    assert sys.getprofile() is None
+
+
 def test_tracing_leaves_no_hook_behind():
     import sys
 
