@@ -121,6 +121,7 @@ class FaultStepper(_Shown):
         self.errcode = (2 if self.write else 0) | (4 if self.user else 0)
         self._base = copy.deepcopy(self._guest)
         self._pngs: dict[int, bytes] = {}  # picture of the walks, by the last table-changing step
+        self._canvas = None  # the figure the widget redraws into
         self.steps = self._record()
         self.position = 0
         self._refresh()
@@ -269,23 +270,38 @@ class FaultStepper(_Shown):
         return max((st.index for st in self.steps[: k + 1] if st.kind in ("enter", "write")), default=0)
 
     def png(self, k: int | None = None) -> bytes:
-        """:meth:`figure` as PNG bytes (what the widget shows), drawn once per table state."""
+        """:meth:`figure` as PNG bytes (what the widget shows), drawn once per table state.
+        The widget keeps one figure and redraws into it: making new Axes costs more than
+        drawing the walks."""
         key = self.changed_at(k)
         if key not in self._pngs:
-            self._pngs[key] = _png(self.figure(key))
+            if self._canvas is None:
+                self._canvas = self._new_canvas()
+            fig, top, bottom = self._canvas
+            for ax in (top, bottom):
+                for artist in (*ax.patches, *ax.texts):
+                    artist.remove()
+            self._pngs[key] = _png(self._draw(self.state_at(key), fig, top, bottom))
         return self._pngs[key]
 
-    def figure(self, k: int | None = None):
-        """The shadow walk and the Guest's walk of ``vaddr`` after step ``k``."""
-        guest = self.state_at(k)
+    @staticmethod
+    def _new_canvas():
         fig = plots.new_figure(_FIG_SIZE, layout=None)  # fixed margins: a third faster than constrained
         fig.subplots_adjust(left=0.01, right=0.99, top=0.94, bottom=0.01, hspace=0.22)
         top, bottom = fig.subplots(2, 1)
+        return fig, top, bottom
+
+    def figure(self, k: int | None = None):
+        """The shadow walk and the Guest's walk of ``vaddr`` after step ``k`` (a new Figure)."""
+        return self._draw(self.state_at(k), *self._new_canvas())
+
+    def _draw(self, guest, fig, top, bottom):
         plots.plot_walk(guest, self.vaddr, "shadow", ax=top)
         if not li.limits(guest)["linear_pages"]:
             plots.plot_walk(guest, self.vaddr, "guest", ax=bottom)
         else:
             bottom.axis("off")
+            bottom.set(xlim=(0, 1), ylim=(0, 1), title="")  # as a fresh Axes, even when redrawn
             bottom.text(0, 0.5, "linear mode: the Guest has no page tables yet", fontsize=9)
         return fig
 
