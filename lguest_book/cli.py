@@ -216,7 +216,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("verify", help="check the model against the C and a real MMU")
-    p.add_argument("--source", help="a page_tables.c (or its cregit text) to compile instead of the bundled reference")
+    p.add_argument("--source", help="a page_tables.c (or its cregit text) to compile; default: "
+                   "$LGUEST_BOOK_C_SOURCE, else the cregit text in ../shared/seeds beside the repository")
     group = p.add_mutually_exclusive_group()
     group.add_argument("--pae", dest="pae", action="store_true", default=None, help="only the PAE layout")
     group.add_argument("--no-pae", dest="pae", action="store_false", help="only the non-PAE layout")
