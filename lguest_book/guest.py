@@ -25,6 +25,7 @@ more.  A physical page allocator hands out guest pages upward from ``FIRST_FREE_
 
 from __future__ import annotations
 
+import struct
 from collections import namedtuple
 
 from . import hypercalls as hc
@@ -206,10 +207,16 @@ class Guest:
         self.swapper = self._new_top_level("swapper")
         # Map all of memory (as far as fits below the Switcher) at kernel_address.
         room = (self.host.switcher_addr - self.kernel_address) // PAGE_SIZE if self.kernel_address < self.host.switcher_addr else 0
-        for gpfn in range(min(self.lg.pfn_limit, room)):
+        # One PTE page at a time: the entries of a page are contiguous in guest memory.
+        pages, gpfn = min(self.lg.pfn_limit, room), 0
+        entry = struct.Struct("<Q" if L.pae else "<I")
+        while gpfn < pages:
             vaddr = self.kernel_address + (gpfn << PAGE_SHIFT)
             ptep = self._pte_slot(self.swapper, vaddr, kernel=True, notify=False)
-            self.write_entry(ptep, (gpfn << PAGE_SHIFT) | KERNEL_PTE_FLAGS)
+            count = min(pages - gpfn, L.PTRS_PER_PTE - L.pte_index(vaddr))
+            ptes = b"".join(entry.pack((n << PAGE_SHIFT) | KERNEL_PTE_FLAGS) for n in range(gpfn, gpfn + count))
+            self.write_phys(ptep, ptes)
+            gpfn += count
         self.switch_to(self.swapper)
         if self.stack_pages:
             stack = [self.alloc_page() for _ in range(self.stack_pages)]
