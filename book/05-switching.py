@@ -182,6 +182,32 @@ print("kernel page shadowed:", li.walk_shadow(g, 0xC0100000)[-1].present)
 print("kernel touch faults: ", g.touch(0xC0100000).faults)
 
 # %% [markdown]
+# ### The assumption behind it
+#
+# Keeping the kernel part is only right if every address space *has* the same kernel part.
+# Linux guarantees that, and `new_pgdir()` simply trusts it.  A Guest that breaks it — here it
+# clears the kernel's top-level entry in `swapper` only, and even tells the Host with SET_PGD —
+# later finds another process's kernel mappings in swapper's shadow, once the slot has been
+# passed from swapper to `other` and back (the prandom values pick the same slot each time):
+
+# %%
+q = Guest(pae=False, seed=1)
+other = q.new_process("other")
+q.lg.prandom_u32 = PrandomSource(values=[li.current_slot(q)] * 2)   # swapper's slot, twice
+KPAGE = 0xC0105000
+q.set_pgd(q.x86.pgd_index(KPAGE), 0)      # swapper's kernel entry for KPAGE: gone
+q.switch_to(other); q.touch(KPAGE)        # other still maps it, and faults it in
+q.switch_to(q.swapper)                    # back to swapper, in the same slot
+print("swapper's own tables map it:", li.walk_guest(q, KPAGE)[-1].present)
+print("swapper's shadow maps it:   ", li.walk_shadow(q, KPAGE)[-1].present)
+print("so the access:              ", q.touch(KPAGE).outcome)
+
+# %% [markdown]
+# The Guest reaches a page its own tables no longer map.  It is still the Guest's own page, so
+# no promise of the Host is broken: a Guest that lies to itself only fools itself.  (The
+# project's property tests found this; `tests/test_properties.py` keeps it as an example.)
+
+# %% [markdown]
 # ## Hostile input
 #
 # What can a Guest do with NEW_PGTABLE?  `guest_new_pagetable()` never checks the address it is
@@ -249,5 +275,6 @@ exercises.check("ch5-lru", lru_victim, hidden=True)
 # - NEW_PGTABLE → `guest_new_pagetable()`: find the cached shadow (`find_pgdir()`) or take a
 #   slot (`new_pgdir()`), make it current, re-pin the stack if it is blank, map the Switcher.
 # - Victims are chosen with `prandom_u32() % 4`; the model seeds it, or replays a sequence.
-# - An eviction flushes only the user part: the kernel mappings are shared by all processes.
+# - An eviction flushes only the user part: the kernel mappings are shared by all processes —
+#   an assumption the Host trusts, not checks.
 # - The first switch leaves the made-up linear mapping behind for good.
