@@ -136,8 +136,11 @@ class Trace(list):
 # --- which lines of page_tables.py are decisions ------------------------------------------
 def _is_argument_check(node: ast.If) -> bool:
     """An ``if`` whose body only calls the model's private argument checks (``_bad``,
-    ``_need_cpu``...) guards against API misuse; it is not one of the C's decisions."""
+    ``_need_cpu``...), or raises a Python error, guards against API misuse; it is not one of
+    the C's decisions (the C's own failures go through ``BUG()``/``BUG_ON()`` calls)."""
     for stmt in node.body:
+        if isinstance(stmt, ast.Raise):
+            continue
         if not (isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Call)):
             return False
         func = stmt.value.func

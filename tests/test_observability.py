@@ -254,3 +254,14 @@ def test_bench_quick_runs_and_reports_every_figure():
     assert results["memory"]["dead"] is None
     report = bench.format_results(results)
     assert "demand_page/s" in report and "yardstick" in report
+
+
+def test_argument_checks_are_not_reported_as_decisions_of_the_c():
+    # release_pmd's "PAE only" guard raises for API misuse; the C has no such test
+    g, proc = user_guest(True)
+    g.map(VADDR, 0x300)
+    g.touch(VADDR, user=True)
+    with Tracer() as t:
+        g.flush_user()
+    labels = {e.label for e in t.trace if e.kind == "decision" and e.func == "release_pmd"}
+    assert labels == {"a present mid-level entry: release its PTE page"}
