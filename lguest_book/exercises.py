@@ -125,12 +125,14 @@ def time_limit(seconds: float):
     """Stop a student's code running inside the block after ``seconds``.
 
     Two guards.  In the main thread an alarm signal fires at the deadline, and again every
-    tenth of a second after it, so a loop or a call blocked outside Python is interrupted
-    even if it swallows the first exception.  And a function wrapped by :func:`guarded` —
-    what :func:`evaluate` does to every answer — checks the clock on each of its own lines
-    while it runs (in any thread): a loop that catches every exception still stops, because
-    its ``except`` line raises again.  The model's own code is never traced, so a check runs
-    at the model's full speed.
+    tenth of a second after it, so a Python loop or a call blocked outside Python (a sleep)
+    is interrupted.  And a function wrapped by :func:`guarded` — what :func:`evaluate` does
+    to every answer — checks the clock on each of its own lines while it runs, which also
+    works outside the main thread, where there is no alarm.  The model's own code is never
+    traced, so a check runs at the model's full speed.  :class:`TimeLimit` is not an
+    ``Exception``, so ``except Exception:`` in an answer does not swallow it; a bare
+    ``except:`` inside an endless loop can (Python drops a tracer that raises), and there
+    nbgrader's cell timeout is the last guard.
     """
     deadline = time.monotonic() + seconds
     message = f"time limit of {seconds:g} s exceeded: does your function loop forever?"

@@ -177,6 +177,16 @@ _DECISIONS = _decision_table(_pt)
 _PT_FILE = _pt.__file__
 
 
+def _watched_codes(host_calls: bool) -> dict:
+    """{code object: name} of the functions a trace (or a count) reports: the port's C
+    functions, lguest's helpers, and with ``host_calls`` the host primitives."""
+    codes = {getattr(_pt, name).__code__: name for name in _pt.C_FUNCTIONS}
+    codes.update((getattr(_lguest, name).__code__, name) for name in _LGUEST_FUNCS)
+    if host_calls:
+        codes.update((method.__code__, method.__name__) for method in _HOST_METHODS)
+    return codes
+
+
 class Tracer:
     """Context manager that records a :class:`Trace` of the model's calls and decisions.
 
@@ -187,16 +197,7 @@ class Tracer:
     def __init__(self, lines: bool = False, host_calls: bool = True):
         self.trace = Trace()
         self.lines = lines
-        codes = {}
-        for name in _pt.C_FUNCTIONS:
-            func = getattr(_pt, name)
-            codes[func.__code__] = name
-        for name in _LGUEST_FUNCS:
-            codes[getattr(_lguest, name).__code__] = name
-        if host_calls:
-            for method in _HOST_METHODS:
-                codes[method.__code__] = method.__name__
-        self._codes = codes
+        self._codes = _watched_codes(host_calls)
         self._depth = 0
         self._base = None
         self._pending: dict[int, tuple] = {}  # frame id -> decision awaiting its outcome
@@ -290,7 +291,7 @@ class CallCounter:
         from collections import Counter
 
         self.counts: Counter = Counter()
-        self._codes = Tracer(host_calls=host_calls)._codes
+        self._codes = _watched_codes(host_calls)
         self._previous = None
 
     def _profile(self, frame, event, arg):
