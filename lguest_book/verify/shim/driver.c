@@ -883,11 +883,15 @@ int main(void)
 		} else if (!strcmp(cmd, "kfmt")) {
 			kfmt_command(line);
 		} else if (!strcmp(cmd, "gpa")) { /* gpa vaddr: the door to guest_pa (see guest_pa_door) */
-			unsigned long paddr = 0;
-			bool ok = false;
+			static unsigned long paddr; /* static: kept across the longjmp of an oops */
+			static bool ok;
+			paddr = 0;
+			ok = false;
 			if (!the_lg.dead) {
 				if (sigsetjmp(oops_jmp, 1)) {
 					oops_kill(cpu);
+					ok = false;
+					paddr = 0;
 				} else {
 					ok = __guest_pa(cpu, a[0], &paddr);
 					guest_pa(cpu, a[0]);
