@@ -7,7 +7,10 @@
  * lg.h pulls in lguest_shim.h, and <build>/page_tables.c is the extracted C.
  *
  * One command per line on stdin, one answer per line on stdout ("ok ..." or "err ...").
- * What the rest of lguest does around page_tables.c (the hypercall dispatch, the page-fault
+ * The kernel functions it supplies (the allocator, get_user_pages_fast, lgread/lgwrite,
+ * kill_guest with the kernel's printf, pin_stack_pages) are written from Linux 4.7's own
+ * definitions; see ASSUMPTIONS.md.  What the rest of lguest does around page_tables.c (the
+ * hypercall dispatch, the page-fault
  * trap, entering the Guest, launch and teardown) is mirrored from lguest_book/hypercalls.py,
  * so that the model and the C are driven through the same doors.
  */
