@@ -10,9 +10,9 @@
  * The kernel functions it supplies (the allocator, get_user_pages_fast, lgread/lgwrite,
  * kill_guest with the kernel's printf, pin_stack_pages) are written from Linux 4.7's own
  * definitions; see ASSUMPTIONS.md.  What the rest of lguest does around page_tables.c (the
- * hypercall dispatch, the page-fault
- * trap, entering the Guest, launch and teardown) is mirrored from lguest_book/hypercalls.py,
- * so that the model and the C are driven through the same doors.
+ * hypercall dispatch, the page-fault trap, guest_pa, entering the Guest, launch and teardown)
+ * is mirrored from lguest_book/hypercalls.py, so that the model and the C are driven through
+ * the same doors.
  */
 #include "lguest_shim.h"
 #include <setjmp.h>
