@@ -22,6 +22,10 @@ How the C maps onto Python:
 * ``BUG_ON`` and NULL dereferences raise :class:`~lguest_book.host.KernelOops`; the entry
   points of :mod:`lguest_book.hypercalls` turn an oops into a dead Launcher.
 
+* ``pgd_flags``/``pgd_pfn``/``pmd_flags``/``pmd_pfn`` are drivers/lguest/lg.h's own macros
+  (:mod:`lguest_book.lguest`): the low 12 bits, and every bit above them, whatever the PSE bit
+  says.  They hide the kernel's PSE-aware versions (the Layout methods of
+  :mod:`lguest_book.x86`), exactly as lg.h does for page_tables.c.
 * Flag tests.  The C writes ``pte_flags(e) & _PAGE_RW``.  ``pte_flags()`` only clears the
   frame-number bits, which never overlap a flag below bit 12, so where a single low flag is
   tested the Python tests the entry directly (``e & _PAGE_RW``): the same answer, one call

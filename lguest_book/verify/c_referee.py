@@ -8,7 +8,7 @@ store into guest memory, a hypercall, a page-fault trap, entering the Guest, tea
 recorded and replayed into the C.  After every operation both machines are compared:
 
 * what each door returned (the fault's outcome and its cr2 or device address, whether the
-  Guest could be entered);
+  Guest could be entered, ``guest_pa``'s ``(ok, paddr)``);
 * why the Guest died, if it did (a host oops on both sides counts as the same death);
 * ``cpu_pgd``, ``linear_pages``, and the four pgdir slots (allocated, gpgdir,
   switcher_mapped, last_host_cpu);
@@ -17,6 +17,11 @@ recorded and replayed into the C.  After every operation both machines are compa
   numbers differ between the two hosts, so frames are compared by what they are;
 * every page reference count, again by owner; refcount anomalies;
 * the contents of every guest page (CRC-32), which catches every Accessed/Dirty write-back.
+
+The shims are written from Linux 4.7's own definitions, not from the model (see
+``shim/ASSUMPTIONS.md``).  What is run: the everyday scripted workloads, the special ones of
+:func:`~lguest_book.verify.workload.special` (what the random generator rarely makes), one run
+per allocation point with that allocation failing, and seeded random sequences.
 """
 
 from __future__ import annotations
