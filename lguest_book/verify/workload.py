@@ -100,6 +100,8 @@ def random_ops(rng: random.Random, pae: bool, count: int, hostile: bool = True) 
         value = frame << 12 | rng.getrandbits(12)
         if pae and rng.random() < 0.2:
             value |= rng.getrandbits(20) << 44
+        if pae and rng.random() < 0.1:  # a frame above 4 GiB (bits 32..43 of the address)
+            value |= rng.getrandbits(12) << 32
         return value & ((1 << 64) - 1 if pae else 0xFFFFFFFF)
 
     kinds = ["map", "map", "set_pte", "set_pgd", "touch", "touch", "touch", "new_process", "switch", "flush", "cpu"]
