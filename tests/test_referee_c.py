@@ -69,8 +69,10 @@ def test_seeded_random_sequences_agree(machine, referee_log):
 def _ops(pae):
     vaddr = st.one_of(st.sampled_from(INTERESTING), st.integers(0, 63).map(lambda n: 0x08000000 + n * 4096),
                       st.integers(0, 63).map(lambda n: KERNEL + n * 4096), st.integers(0, 0xFFFFFFFF))
+    # Under PAE the frame may reach above 4 GiB (bits 32..43) and the high bits 44..63 be set.
     entry = st.builds(lambda f, fl, hi: (f << 12 | fl | (hi << 44 if pae else 0)) & ((1 << 64) - 1 if pae else 0xFFFFFFFF),
-                      st.one_of(st.integers(0, MEM_PAGES + 300), st.integers(0, 0xFFFFF)), st.integers(0, 0xFFF),
+                      st.one_of(st.integers(0, MEM_PAGES + 300), st.integers(0, 0xFFFFF),
+                                st.integers(0, (1 << 32) - 1)), st.integers(0, 0xFFF),
                       st.integers(0, 0xFFFFF))
     op = st.one_of(
         st.tuples(st.just("map"), vaddr, st.integers(0x210, MEM_PAGES - 1), st.booleans(), st.booleans(), st.booleans()),
@@ -86,6 +88,7 @@ def _ops(pae):
         st.tuples(st.just("hypercall"), st.sampled_from([1, 4, 5, 13, 14, 15, 99]), st.integers(0, 0xFFFFFFFF),
                   st.integers(0, 1100), st.integers(0, 0xFFFFFFFF), st.integers(0, 0xFFFFFFFF)),
         st.tuples(st.just("fail_alloc"), st.integers(1, 3), st.integers(0, 4)),
+        st.tuples(st.just("guest_pa"), vaddr),
     )
     return st.lists(op, min_size=1, max_size=20)
 

@@ -108,7 +108,7 @@ def random_ops(rng: random.Random, pae: bool, count: int, hostile: bool = True) 
     if pae:
         kinds.append("set_pmd")
     if hostile:
-        kinds += ["poke", "hypercall", "hypercall", "fail_alloc"]
+        kinds += ["poke", "hypercall", "hypercall", "fail_alloc", "guest_pa"]
     ops = []
     for _ in range(count):
         k = rng.choice(kinds)
@@ -141,6 +141,9 @@ def random_ops(rng: random.Random, pae: bool, count: int, hostile: bool = True) 
                             rng.choice((rng.getrandbits(32), rng.randrange(1100))), rng.getrandbits(32), rng.getrandbits(32)))
         elif k == "fail_alloc":
             ops.append((k, rng.randrange(1, 4), rng.randrange(5)))
+        elif k == "guest_pa":  # mostly addresses the Guest maps (a failed walk kills it)
+            base = rng.choice((KERNEL + rng.randrange(64) * 4096, 0x08048000 + rng.randrange(8) * 4096, vaddr()))
+            ops.append((k, base | rng.randrange(4096)))
     return ops
 
 
