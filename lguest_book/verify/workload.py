@@ -258,6 +258,13 @@ def special(pae: bool) -> list[Workload]:
         ("touch", below, True, False), ("cpu", 1), ("touch", below, False, False), ("new_process",), ("switch", 1),
         ("touch", below, False, False), ("flush", True), ("touch", below, True, False), ("guest_pa", below + 4),
         ("set_pte_any", sw + 0x1000, 0x381 << 12 | P | RW)], guest={"switcher_addr": sw}))
+    if pae:  # the Switcher's 7 pages across a 2 MiB boundary: two shadow PTE pages
+        sw2 = 0xFFDFE000
+        out.append(Workload("a Switcher across a 2 MiB boundary", [
+            ("touch", KERNEL + 0x5000, False, False), ("set_pte_any", sw2 - 0x3000, 0x380 << 12 | P | RW | A | D),
+            ("touch", sw2 - 0x3000, True, False), ("cpu", 2), ("new_process",), ("switch", 1),
+            ("touch", sw2 - 0x3000, False, False), ("set_pmd", 0xFFE00000, 0), ("cpu", 1), ("touch", KERNEL, False, False),
+            ("set_pgd", 3, 0), ("cpu", 0), ("touch", KERNEL + 0x1000, False, False)], guest={"switcher_addr": sw2}))
     # Other kernel addresses.
     for kaddr in (0x80000000, 0xB0000000):
         out.append(Workload(f"kernel address {kaddr:#x}", [
