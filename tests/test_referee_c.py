@@ -189,3 +189,11 @@ def test_the_referee_catches_both_departures_of_issue_16(machine, departure, mon
         expect = "C (True, 0x345123)"
     n, problem = cr.run_workload(c, pae, w)
     assert problem is not None and expect in problem, problem
+
+
+def test_launch_with_each_allocation_failing_agrees(machine):
+    """The register page, the first top level and the Switcher's shadow pages: each allocation
+    of launch failing in turn (and one past the last, which launches)."""
+    pae, c = machine
+    for n in range(cr.LAUNCH_ALLOCATIONS):
+        assert cr.run_launch_failure(c, pae, n) is None

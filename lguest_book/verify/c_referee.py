@@ -383,6 +383,44 @@ def run_sequence(c: CMachine, pae: bool, ops: list[tuple], seed: int = 0, guest:
     return pair.operations, problem
 
 
+def run_launch_failure(c: CMachine, pae: bool, n: int, seed: int = 7) -> str | None:
+    """The Launcher creates a Guest while the ``n``-th page allocation of that launch fails (the
+    register page, the first top level, the Switcher's shadow pages): compare what launch
+    returned and what was left allocated, then after the Launcher closes the Guest."""
+    from types import SimpleNamespace
+
+    from ..host import Host
+    from ..lguest import Lguest
+    from ..x86 import layout_for
+
+    rng = random.Random(seed)
+    values = [rng.getrandbits(32) for _ in range(PRANDOM_VALUES)]
+    L = layout_for(pae)
+    host = Host(L, nr_cpus=NR_CPUS)
+    lg = Lguest(host, MEM_PAGES, prandom=PrandomSource(values=values))
+    c.cmd(f"new {lg.pfn_limit} {host.nr_cpus} {host.switcher_addr} {lg.mem_base} {lg.device_limit}")
+    for v in values:
+        c.cmd(f"rand {v}")
+    host.fail_allocations(1, after=n)
+    c.cmd(f"fail 1 {n}")
+    model_err = hc.launch(lg)
+    c_err = int(c.cmd("launch"))
+    label = f"launch with allocation #{n} failing"
+    if model_err != c_err:
+        return f"{label}: launch returned {model_err} in the model, {c_err} in the C"
+    view = SimpleNamespace(lg=lg, host=host, x86=L)
+    diff = difference(model_state(view), c.state())
+    if diff:
+        return f"{label}: {diff}"
+    hc.teardown(lg)
+    c.cmd("teardown")
+    diff = difference(model_state(view), c.state())
+    return f"{label}, after teardown: {diff}" if diff else None
+
+
+LAUNCH_ALLOCATIONS = 6  # more than launch asks for in either layout (3 without PAE, 4 with)
+
+
 def run_workload(c: CMachine, pae: bool, w, seed: int = 7) -> tuple[int, str | None]:
     """Run one :class:`~lguest_book.verify.workload.Workload` on both."""
     return run_sequence(c, pae, w.ops, seed=seed, guest=w.guest, before_boot=w.before_boot)
@@ -410,9 +448,18 @@ def run(pae: bool, sequences: int = 50, seed: int = 0, source: str | Path | None
     rng = random.Random(seed ^ 0x5EED)
     try:
         work = workloads(pae, sequences, seed, length)
-        for done, w in enumerate(work):
+        total = LAUNCH_ALLOCATIONS + len(work)
+        for n in range(LAUNCH_ALLOCATIONS):
             if progress:
-                progress(done, len(work), w.name)
+                progress(n, total, f"launch with allocation #{n} failing")
+            problem = run_launch_failure(c, pae, n)
+            report.sequences += 1
+            report.operations += 2
+            if problem:
+                report.divergences.append(problem)
+        for done, w in enumerate(work, start=LAUNCH_ALLOCATIONS):
+            if progress:
+                progress(done, total, w.name)
             n, problem = run_workload(c, pae, w, seed=rng.randrange(1 << 30))
             report.sequences += 1
             report.operations += n
