@@ -7,6 +7,10 @@ from the rest of lguest: ``kill_guest``, ``lgread``/``lgwrite`` (core.c), the La
   kernel address, the stack size, and ``dead`` (the first kill reason, or ``None``).
 * :class:`LgCpu` is ``struct lg_cpu``: which slot is current (``cpu_pgd``), whether the
   guest still runs on the made-up linear mapping, its register page, and ``esp1``.
+* :func:`kasprintf` prints a kill message by the kernel's printf rules (lib/vsprintf.c), not
+  Python's or glibc's: ``%#lx`` of 0 is ``0x0``.
+* :func:`pgd_flags`, :func:`pgd_pfn`, :func:`pmd_flags`, :func:`pmd_pfn` are lg.h's own
+  accessors, which hide the kernel's (PSE-aware) ones from page_tables.c.
 
 Nothing here imports page_tables: the model's layers only look down.
 """
