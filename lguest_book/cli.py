@@ -215,13 +215,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="small sizes, one round (a smoke run)")
     p.set_defaults(func=cmd_bench)
 
-    p = sub.add_parser("verify", help="check the model against the C and a real MMU")
+    p = sub.add_parser("verify", help="check the model against the C and a real MMU",
+                       description="Check the model against referee 1 (page_tables.c compiled with gcc -m32) and "
+                       "referee 2 (Unicorn's MMU).  Exit status: 0 every referee ran and agrees; 1 a divergence; "
+                       "2 bad input; 3 the referees that ran agree but one could not run here (not a full verification).")
     p.add_argument("--source", help="a page_tables.c (or its cregit text) to compile; default: "
                    "$LGUEST_BOOK_C_SOURCE, else the cregit text in ../shared/seeds beside the repository")
     group = p.add_mutually_exclusive_group()
     group.add_argument("--pae", dest="pae", action="store_true", default=None, help="only the PAE layout")
     group.add_argument("--no-pae", dest="pae", action="store_false", help="only the non-PAE layout")
-    p.add_argument("--sequences", type=int, default=200, help="random operation sequences per layout")
+    p.add_argument("--sequences", type=int, default=200, help="random operation sequences per layout (0 or more)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_verify)
 

@@ -67,7 +67,8 @@ class Host:
     :param layout: the paging layout of the whole machine (see :mod:`lguest_book.x86`).
     :param nr_cpus: how many host CPUs (each gets two Switcher pages).
     :param switcher_addr: where the Switcher sits in every guest's address space; it must
-        lie wholly in the last top-level slot (non-PAE) or the last 2 MiB (PAE).
+        lie wholly in the last top-level slot (the last 4 MiB without PAE, the last 1 GiB with
+        it).  Default: the last 4 MiB (non-PAE) or the last 2 MiB (PAE).
     :param ram_pages: host RAM in frames (frames ``first_frame`` .. ``ram_pages - 1`` are
         the allocator's).
     :param first_frame: the lowest frame the allocator hands out; frames below it are the
@@ -117,9 +118,12 @@ class Host:
 
     def _choose_switcher_addr(self, addr: int | None) -> int:
         L = self.layout
-        region = (1 << 32) - (L.PMD_SIZE if L.pae else L.PGDIR_SIZE)
-        if addr is None:
-            return region
+        if addr is None:  # the top of the address space: the last 4 MiB, or under PAE the last 2 MiB
+            return (1 << 32) - (L.PMD_SIZE if L.pae else L.PGDIR_SIZE)
+        # page_tables.c only needs the Switcher in the last top-level slot (lguest itself puts it
+        # just below the fixmap, FIXADDR_START - TOTAL_SWITCHER_PAGES * PAGE_SIZE, aligned to
+        # nothing); under PAE that slot is 1 GiB and the Switcher may cross a 2 MiB PTE page.
+        region = (1 << 32) - L.PGDIR_SIZE
         _check_int("switcher_addr", addr, 0, (1 << 32) - 1)
         if addr % PAGE_SIZE:
             raise ValueError(f"switcher_addr={addr:#x} is not page aligned")

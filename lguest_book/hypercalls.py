@@ -199,6 +199,23 @@ def page_fault(cpu: LgCpu, cr2: int, errcode: int) -> tuple[str, int]:
     return "guest", cr2
 
 
+def guest_pa_door(cpu: LgCpu, vaddr: int) -> tuple[bool, int]:
+    """Where the rest of lguest asks for the guest-physical address behind a Guest virtual
+    address (x86/core.c's instruction emulation reads the Guest's code through ``guest_pa``):
+    ``__guest_pa``'s answer, then ``guest_pa`` itself, which kills the Guest if the walk fails.
+    Returns ``(ok, paddr)`` (``paddr`` is 0xffffffff when the walk fails); ``(False, 0)``
+    for a dead guest or an oops."""
+    if cpu.lg.dead is not None:
+        return False, 0
+    try:
+        ok, paddr = pt.__guest_pa(cpu, vaddr)
+        pt.guest_pa(cpu, vaddr)
+    except KernelOops as err:
+        _oops(cpu, "guest_pa", err)
+        return False, 0
+    return ok, paddr
+
+
 def enter_guest(cpu: LgCpu) -> bool:
     """Just before the Switcher runs the Guest on ``host.current_cpu``; False if it can't run."""
     if cpu.lg.dead is not None:

@@ -7,6 +7,10 @@ from the rest of lguest: ``kill_guest``, ``lgread``/``lgwrite`` (core.c), the La
   kernel address, the stack size, and ``dead`` (the first kill reason, or ``None``).
 * :class:`LgCpu` is ``struct lg_cpu``: which slot is current (``cpu_pgd``), whether the
   guest still runs on the made-up linear mapping, its register page, and ``esp1``.
+* :func:`kasprintf` prints a kill message by the kernel's printf rules (lib/vsprintf.c), not
+  Python's or glibc's: ``%#lx`` of 0 is ``0x0``.
+* :func:`pgd_flags`, :func:`pgd_pfn`, :func:`pmd_flags`, :func:`pmd_pfn` are lg.h's own
+  accessors, which hide the kernel's (PSE-aware) ones from page_tables.c.
 
 Nothing here imports page_tables: the model's layers only look down.
 """
@@ -14,10 +18,11 @@ Nothing here imports page_tables: the model's layers only look down.
 from __future__ import annotations
 
 import random
+import re
 from typing import Callable, Iterable
 
 from .host import Host, Launcher, _check_int
-from .x86 import PAGE_SIZE, ULONG_MASK
+from .x86 import PAGE_SHIFT, PAGE_SIZE, ULONG_MASK
 
 PGDIR_SLOTS = 4  # ARRAY_SIZE(lg->pgdirs)
 
@@ -142,24 +147,144 @@ class Lguest:
         return f"<Lguest {self.x86.name} {self.pfn_limit} pages, {state}>"
 
 
-# --- printk formats of kill messages -----------------------------------------------------------
-# kill_guest() takes a printf format.  These give the exact text the C would produce for the
-# conversions lguest uses, so kill reasons compare equal with the C's.
+# --- kill messages: the kernel's printf (lib/vsprintf.c, Linux 4.7) -----------------------------
+# kill_guest() hands its format to kasprintf(), so a kill reason is printed by the kernel's
+# vsnprintf(), not by glibc's.  The two differ where lguest's messages go: the kernel's
+# number() always gives base 16 its "0x" when '#' is asked for, so %#lx of 0 is "0x0"
+# (glibc prints "0"), and %p is the kernel's own (8 zero-padded hex digits on 32-bit x86,
+# "(null)" right-aligned in that width for NULL).  kasprintf() below implements the
+# conversions lguest's messages use, from those rules (written for this project: see
+# https://elixir.bootlin.com/linux/v4.7/source/lib/vsprintf.c, format_decode(), number(),
+# string(), pointer()), on a 32-bit machine: int and long are 32 bits, long long 64.
+_CONVERSION = re.compile(r"%([-+ #0]*)(\d+)?(?:\.(\d+))?(hh|h|ll|l|z)?([diouxXpcs%])")
+_POINTER_WIDTH = 8  # 2 * sizeof(void *) on 32-bit x86
+
+
+def _number(num: int, base: int, signed: bool, flags: str, width: int, precision: int, upper: bool) -> str:
+    """lib/vsprintf.c number(): sign, "0x"/"0" prefix, zero/space padding, digits."""
+    left = "-" in flags
+    zeropad = "0" in flags and not left
+    sign = ""
+    if signed:
+        if num < 0:
+            sign, num = "-", -num
+        elif "+" in flags:
+            sign = "+"
+        elif " " in flags:
+            sign = " "
+    width -= len(sign)
+    prefix = ""
+    if "#" in flags and base != 10:
+        if base == 16:
+            prefix = "0X" if upper else "0x"  # base 16 gets its prefix even for zero
+        elif num != 0:
+            prefix = "0"  # octal: "0" only for a non-zero value
+    width -= len(prefix)
+    digits = {8: f"{num:o}", 10: f"{num:d}", 16: f"{num:X}" if upper else f"{num:x}"}[base]
+    precision = max(precision, len(digits))
+    width -= precision
+    body = sign + prefix + "0" * (precision - len(digits)) + digits
+    if left:
+        return body + " " * max(width, 0)
+    if zeropad:
+        return sign + prefix + "0" * max(width, 0) + "0" * (precision - len(digits)) + digits
+    return " " * max(width, 0) + body
+
+
+def _string(text: str, flags: str, width: int, precision: int) -> str:
+    """lib/vsprintf.c string(): at most ``precision`` characters, padded to ``width``."""
+    if precision >= 0:
+        text = text[:precision]
+    pad = " " * max(width - len(text), 0)
+    return text + pad if "-" in flags else pad + text
+
+
+def kasprintf(fmt: str, *args) -> str:
+    """The text ``kasprintf(GFP_ATOMIC, fmt, args...)`` makes in a 32-bit Linux 4.7 kernel.
+
+    Integers are given as Python ints and converted to the C type the length modifier names
+    (``%i`` of 0xffffffff is ``-1``; ``%lx`` of -1 is ``ffffffff``).  ``%p`` takes an int
+    address (0 is NULL) and prints it the kernel's way; ``%s`` takes a str.
+    """
+    out, pos, args = [], 0, list(args)
+    for m in _CONVERSION.finditer(fmt):
+        out.append(fmt[pos:m.start()])
+        pos = m.end()
+        flags, width, precision, length, conv = m.groups()
+        if conv == "%":
+            out.append("%")
+            continue
+        if not args:
+            raise TypeError(f"kasprintf: too few arguments for {fmt!r}")
+        arg = args.pop(0)
+        width = int(width) if width else -1
+        precision = int(precision) if precision is not None else -1
+        if conv == "s":
+            out.append(_string(str(arg), flags, width, precision))
+        elif conv == "c":
+            out.append(_string(chr(arg & 0xFF), flags, width, -1))
+        elif conv == "p":
+            ptr = arg & ULONG_MASK
+            if not ptr:  # pointer(): NULL prints "(null)" as wide as a pointer
+                out.append(_string("(null)", flags, _POINTER_WIDTH if width < 0 else width, -1))
+            elif width < 0:  # a plain %p: zero-padded to the width of a pointer
+                out.append(_number(ptr, 16, False, flags + "0", _POINTER_WIDTH, -1, False))
+            else:
+                out.append(_number(ptr, 16, False, flags, width, -1, False))
+        else:
+            bits = 64 if length == "ll" else 8 if length == "hh" else 16 if length == "h" else 32
+            value = arg & ((1 << bits) - 1)
+            signed = conv in "di"
+            if signed and value >> (bits - 1):
+                value -= 1 << bits
+            base = {"o": 8, "x": 16, "X": 16}.get(conv, 10)
+            out.append(_number(value, base, signed, flags, width, precision, conv == "X"))
+    if args:
+        raise TypeError(f"kasprintf: too many arguments for {fmt!r}")
+    out.append(fmt[pos:])
+    return "".join(out)
+
+
+# The three conversions the model's kill messages use most, as one-argument helpers.
 def c_hex(value: int) -> str:
-    """``%#lx``: C prints zero as ``0`` (no ``0x``)."""
-    return f"{value:#x}" if value else "0"
+    """``%#lx``: the kernel prints zero as ``0x0`` (base 16 always gets its prefix)."""
+    return kasprintf("%#lx", value)
 
 
 def c_long(value: int) -> str:
     """``%li``/``%i`` of a 32-bit register: printed as a signed number."""
-    value &= ULONG_MASK
-    return str(value - (1 << 32) if value & 0x80000000 else value)
+    return kasprintf("%li", value)
 
 
 def c_ptr(value: int) -> str:
     """The kernel's ``%p`` on 32-bit x86 (Linux 4.7): eight zero-padded hex digits, and
     ``(null)`` right-aligned in the same width for NULL."""
-    return f"{value:08x}" if value else "  (null)"
+    return kasprintf("%p", value)
+
+
+# --- lg.h's own page-table accessors -----------------------------------------------------------
+# drivers/lguest/lg.h replaces the kernel's pgd_flags/pgd_pfn/pmd_flags/pmd_pfn with plain bit
+# arithmetic, whatever the entry's PSE bit says (https://elixir.bootlin.com/linux/v4.7/source/
+# drivers/lguest/lg.h#L148): the flags are the low 12 bits (``val & ~PAGE_MASK``; PAGE_MASK is
+# an unsigned long, so under PAE the high bits of a 64-bit entry are not flags here), and the
+# frame is every bit above them (``val >> PAGE_SHIFT``, a 64-bit value under PAE, neither
+# masked to the physical width nor, for a PSE entry, to 2 MiB).  page_tables.c sees these.
+# The kernel's own versions (arch/x86/include/asm/pgtable_types.h, pgtable.h) are the Layout
+# methods of lguest_book.x86, which the Guest kernel and the readers' walks use.
+def pgd_flags(pgd: int) -> int:
+    return pgd & 0xFFF  # pgd_val(x) & ~PAGE_MASK
+
+
+def pgd_pfn(pgd: int) -> int:
+    return pgd >> PAGE_SHIFT  # pgd_val(x) >> PAGE_SHIFT
+
+
+def pmd_flags(pmd: int) -> int:
+    return pmd & 0xFFF  # pmd_val(x) & ~PAGE_MASK
+
+
+def pmd_pfn(pmd: int) -> int:
+    return pmd >> PAGE_SHIFT  # pmd_val(x) >> PAGE_SHIFT
 
 
 # --- kill_guest (lg.h) ---------------------------------------------------------------------

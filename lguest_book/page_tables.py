@@ -22,6 +22,10 @@ How the C maps onto Python:
 * ``BUG_ON`` and NULL dereferences raise :class:`~lguest_book.host.KernelOops`; the entry
   points of :mod:`lguest_book.hypercalls` turn an oops into a dead Launcher.
 
+* ``pgd_flags``/``pgd_pfn``/``pmd_flags``/``pmd_pfn`` are drivers/lguest/lg.h's own macros
+  (:mod:`lguest_book.lguest`): the low 12 bits, and every bit above them, whatever the PSE bit
+  says.  They hide the kernel's PSE-aware versions (the Layout methods of
+  :mod:`lguest_book.x86`), exactly as lg.h does for page_tables.c.
 * Flag tests.  The C writes ``pte_flags(e) & _PAGE_RW``.  ``pte_flags()`` only clears the
   frame-number bits, which never overlap a flag below bit 12, so where a single low flag is
   tested the Python tests the entry directly (``e & _PAGE_RW``): the same answer, one call
@@ -47,6 +51,10 @@ from .lguest import (
     get_user_u32,
     kill_guest,
     lgread,
+    pgd_flags,
+    pgd_pfn,
+    pmd_flags,
+    pmd_pfn,
     lgwrite,
     put_user_u32,
 )
@@ -149,8 +157,8 @@ def spmd_addr(cpu: LgCpu, spgd: int, vaddr: int) -> tuple[int, int]:
         _check_helper(cpu, vaddr, "spmd_addr", pae_only=True)
     L = cpu.lg.x86
     index = L.pmd_index(vaddr)
-    BUG_ON(not (L.pgd_flags(spgd) & _PAGE_PRESENT), "spmd_addr")
-    return (L.pgd_pfn(spgd), index)
+    BUG_ON(not (pgd_flags(spgd) & _PAGE_PRESENT), "spmd_addr")
+    return (pgd_pfn(spgd), index)
 
 
 def spte_addr(cpu: LgCpu, spgd: int, vaddr: int) -> tuple[int, int]:
@@ -161,8 +169,8 @@ def spte_addr(cpu: LgCpu, spgd: int, vaddr: int) -> tuple[int, int]:
     if L.pae:  # PAE: there is a mid level
         pmd = spmd_addr(cpu, spgd, vaddr)
         spmd = cpu.lg.host.deref(pmd)
-        page = L.pmd_pfn(spmd)
-        BUG_ON(not (L.pmd_flags(spmd) & _PAGE_PRESENT), "spte_addr")
+        page = pmd_pfn(spmd)
+        BUG_ON(not (pmd_flags(spmd) & _PAGE_PRESENT), "spte_addr")
     else:
         page = (spgd & L.PTE_PFN_MASK) >> PAGE_SHIFT  # pgd_pfn(spgd)
         if not spgd & _PAGE_PRESENT:  # BUG_ON: the top-level entry must be present
@@ -184,8 +192,8 @@ def gpmd_addr(gpgd: int, vaddr: int) -> int:
     if vaddr.__class__ is not int or not 0 <= vaddr <= ULONG_MASK or gpgd.__class__ is not int:
         _need_u32("vaddr", vaddr)
         _bad("gpgd", gpgd, "a PAE top-level entry")
-    gpage = (PAE.pgd_pfn(gpgd) << PAGE_SHIFT) & ULONG_MASK
-    BUG_ON(not (PAE.pgd_flags(gpgd) & _PAGE_PRESENT), "gpmd_addr")
+    gpage = (pgd_pfn(gpgd) << PAGE_SHIFT) & ULONG_MASK
+    BUG_ON(not (pgd_flags(gpgd) & _PAGE_PRESENT), "gpmd_addr")
     return (gpage + PAE.pmd_index(vaddr) * PAE.entry_bytes) & ULONG_MASK
 
 
@@ -199,8 +207,8 @@ def gpte_addr(cpu: LgCpu, gentry: int, vaddr: int) -> int:
         _check_helper(cpu, vaddr, "gpte_addr")
     L = cpu.lg.x86
     if L.pae:  # PAE: there is a mid level
-        gpage = (L.pmd_pfn(gentry) << PAGE_SHIFT) & ULONG_MASK
-        BUG_ON(not (L.pmd_flags(gentry) & _PAGE_PRESENT), "gpte_addr")
+        gpage = (pmd_pfn(gentry) << PAGE_SHIFT) & ULONG_MASK
+        BUG_ON(not (pmd_flags(gentry) & _PAGE_PRESENT), "gpte_addr")
     else:
         gpage = gentry & L.PTE_PFN_MASK & ULONG_MASK  # pgd_pfn(gpgd) << PAGE_SHIFT
         if not gentry & _PAGE_PRESENT:  # BUG_ON: the entry must be present
@@ -266,8 +274,8 @@ def check_gpte(cpu: LgCpu, gpte: int) -> bool:
 def check_gpgd(cpu: LgCpu, gpgd: int) -> bool:
     """A Guest top-level entry may only carry CHECK_GPGD_MASK flags and point into its memory."""
     L = cpu.lg.x86
-    if (L.pgd_flags(gpgd) & ~L.CHECK_GPGD_MASK) or (
-        L.pgd_pfn(gpgd) >= cpu.lg.pfn_limit
+    if (pgd_flags(gpgd) & ~L.CHECK_GPGD_MASK) or (
+        pgd_pfn(gpgd) >= cpu.lg.pfn_limit
     ):  # flags outside CHECK_GPGD_MASK, or beyond guest memory
         kill_guest(cpu, "bad page directory entry")
         return False
@@ -279,8 +287,8 @@ def check_gpmd(cpu: LgCpu, gpmd: int) -> bool:
     if cpu.__class__ is not LgCpu or not cpu.lg.x86.pae:
         _check_helper(cpu, 0, "check_gpmd", pae_only=True)
     L = cpu.lg.x86
-    if (L.pmd_flags(gpmd) & ~_PAGE_TABLE) or (
-        L.pmd_pfn(gpmd) >= cpu.lg.pfn_limit
+    if (pmd_flags(gpmd) & ~_PAGE_TABLE) or (
+        pmd_pfn(gpmd) >= cpu.lg.pfn_limit
     ):  # flags outside _PAGE_TABLE, or beyond guest memory
         kill_guest(cpu, "bad page middle directory entry")
         return False
@@ -312,7 +320,7 @@ def find_spte(cpu: LgCpu, vaddr: int, allocate: bool, pgd_flags: int, pmd_flags:
         host.store(spgd, pgd)  # set_pgd
     if L.pae:  # PAE: there is a mid level
         spmd = spmd_addr(cpu, pgd, vaddr)
-        if not (L.pmd_flags(host.deref(spmd)) & _PAGE_PRESENT):  # no shadow mid-level entry
+        if not (host.deref(spmd) & _PAGE_PRESENT):  # pmd_flags(*spmd): the parameter hides lg.h's macro here
             if not allocate:  # the caller only wanted to look
                 return None
             ptepage = host.get_zeroed_page()
@@ -359,7 +367,7 @@ def demand_page(cpu: LgCpu, vaddr: int, errcode: int) -> tuple[bool, int]:
     if L.pae:  # PAE: there is a mid level
         if not cpu.linear_pages:  # real Guest tables to read
             gpmd = lgread(cpu, gpmd_addr(gpgd, vaddr), "pmd_t")
-            if not (L.pmd_flags(gpmd) & _PAGE_PRESENT):  # mid level not present
+            if not (pmd_flags(gpmd) & _PAGE_PRESENT):  # mid level not present
                 return False, 0
             if not check_gpmd(cpu, gpmd):  # weird mid-level entry: killed
                 return False, 0
@@ -388,7 +396,7 @@ def demand_page(cpu: LgCpu, vaddr: int, errcode: int) -> tuple[bool, int]:
     if errcode & 2:  # a write fault
         gpte |= _PAGE_DIRTY  # pte_mkdirty()
 
-    spte = find_spte(cpu, vaddr, True, L.pgd_flags(gpgd), L.pmd_flags(gpmd))
+    spte = find_spte(cpu, vaddr, True, pgd_flags(gpgd), pmd_flags(gpmd))
     if spte is None:  # no shadow PTE
         return False, 0
 
@@ -443,8 +451,8 @@ def release_pmd(host: Host, spmd: tuple[int, int]) -> None:
     if not L.pae:
         raise ValueError("release_pmd() exists only under PAE, and this host is non-PAE")
     pmd = host.deref(spmd)
-    if L.pmd_flags(pmd) & _PAGE_PRESENT:  # a present mid-level entry: release its PTE page
-        ptepage = L.pmd_pfn(pmd)
+    if pmd_flags(pmd) & _PAGE_PRESENT:  # a present mid-level entry: release its PTE page
+        ptepage = pmd_pfn(pmd)
         entries = host.table(ptepage)
         for i in range(L.PTRS_PER_PTE):
             release_pte(host, entries[i])
@@ -456,8 +464,8 @@ def release_pgd(host: Host, spgd: tuple[int, int]) -> None:
     """Release what a present shadow top-level entry points to, then clear the entry."""
     L = host.layout
     pgd = host.deref(spgd)
-    if L.pgd_flags(pgd) & _PAGE_PRESENT:  # a present top-level entry: release what it points to
-        page = L.pgd_pfn(pgd)
+    if pgd_flags(pgd) & _PAGE_PRESENT:  # a present top-level entry: release what it points to
+        page = pgd_pfn(pgd)
         if L.pae:  # PAE: there is a mid level
             for i in range(L.PTRS_PER_PMD):
                 release_pmd(host, (page, i))
@@ -495,11 +503,11 @@ def __guest_pa(cpu: LgCpu, vaddr: int) -> tuple[bool, int]:
     if cpu.linear_pages:  # not set up yet: identity
         return True, vaddr
     gpgd = lgread(cpu, gpgd_addr(cpu, vaddr), "pgd_t")
-    if not (L.pgd_flags(gpgd) & _PAGE_PRESENT):  # top level not present
+    if not (pgd_flags(gpgd) & _PAGE_PRESENT):  # top level not present
         return False, ULONG_MASK
     if L.pae:  # PAE: there is a mid level
         gpmd = lgread(cpu, gpmd_addr(gpgd, vaddr), "pmd_t")
-        if not (L.pmd_flags(gpmd) & _PAGE_PRESENT):  # mid level not present
+        if not (pmd_flags(gpmd) & _PAGE_PRESENT):  # mid level not present
             return False, ULONG_MASK
         gpte = lgread(cpu, gpte_addr(cpu, gpmd, vaddr), "pte_t")
     else:
@@ -645,10 +653,10 @@ def __guest_set_pte(cpu: LgCpu, idx: int, vaddr: int, gpte: int) -> None:
     host = lg.host
     L = lg.x86
     spgd = spgd_addr(cpu, idx, vaddr)
-    if L.pgd_flags(host.deref(spgd)) & _PAGE_PRESENT:  # a shadow top-level entry exists
+    if pgd_flags(host.deref(spgd)) & _PAGE_PRESENT:  # a shadow top-level entry exists
         if L.pae:  # PAE: there is a mid level
             spmd = spmd_addr(cpu, host.deref(spgd), vaddr)
-            if not (L.pmd_flags(host.deref(spmd)) & _PAGE_PRESENT):  # no shadow mid-level entry
+            if not (pmd_flags(host.deref(spmd)) & _PAGE_PRESENT):  # no shadow mid-level entry
                 return
         spte = spte_addr(cpu, host.deref(spgd), vaddr)
         release_pte(host, host.deref(spte))

@@ -138,6 +138,9 @@ class Layout:
     def pte_pfn(self, pte: int) -> int:
         return ((pte & self.PTE_PFN_MASK) >> PAGE_SHIFT) & ULONG_MASK
 
+    # The kernel's pgd_flags/pgd_pfn/pmd_flags/pmd_pfn (pgtable_types.h, pgtable.h), used by the
+    # Guest kernel and the readers' walks.  page_tables.c does not see these: drivers/lguest/lg.h
+    # replaces them with plain bit arithmetic (lguest_book.lguest.pgd_flags and the others).
     def pgd_flags(self, pgd: int) -> int:
         return pgd & self.PTE_FLAGS_MASK
 

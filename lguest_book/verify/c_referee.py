@@ -8,7 +8,7 @@ store into guest memory, a hypercall, a page-fault trap, entering the Guest, tea
 recorded and replayed into the C.  After every operation both machines are compared:
 
 * what each door returned (the fault's outcome and its cr2 or device address, whether the
-  Guest could be entered);
+  Guest could be entered, ``guest_pa``'s ``(ok, paddr)``);
 * why the Guest died, if it did (a host oops on both sides counts as the same death);
 * ``cpu_pgd``, ``linear_pages``, and the four pgdir slots (allocated, gpgdir,
   switcher_mapped, last_host_cpu);
@@ -17,6 +17,11 @@ recorded and replayed into the C.  After every operation both machines are compa
   numbers differ between the two hosts, so frames are compared by what they are;
 * every page reference count, again by owner; refcount anomalies;
 * the contents of every guest page (CRC-32), which catches every Accessed/Dirty write-back.
+
+The shims are written from Linux 4.7's own definitions, not from the model (see
+``shim/ASSUMPTIONS.md``).  What is run: the everyday scripted workloads, the special ones of
+:func:`~lguest_book.verify.workload.special` (what the random generator rarely makes), one run
+per allocation point with that allocation failing, and seeded random sequences.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ from pathlib import Path
 
 from .. import hypercalls as hc
 from ..guest import Guest
-from ..lguest import PrandomSource
+from ..lguest import PrandomSource, pgd_flags, pgd_pfn, pmd_flags, pmd_pfn
 from . import extract
 from .report import Report
 from .workload import MEM_PAGES, NR_CPUS, apply
@@ -116,8 +121,8 @@ class _Recorder:
         self.calls: list[tuple] = []
 
     def __enter__(self):
-        self._saved = (hc.do_hcall, hc.page_fault, hc.enter_guest, hc.teardown)
-        do_hcall, page_fault, enter_guest, teardown = self._saved
+        self._saved = (hc.do_hcall, hc.page_fault, hc.enter_guest, hc.teardown, hc.guest_pa_door)
+        do_hcall, page_fault, enter_guest, teardown, guest_pa_door = self._saved
         calls = self.calls
 
         def rec_hcall(cpu, call, a1=0, a2=0, a3=0, a4=0):
@@ -138,7 +143,13 @@ class _Recorder:
             calls.append(("teardown",))
             return teardown(lg)
 
-        hc.do_hcall, hc.page_fault, hc.enter_guest, hc.teardown = rec_hcall, rec_fault, rec_enter, rec_teardown
+        def rec_gpa(cpu, vaddr):
+            result = guest_pa_door(cpu, vaddr)
+            calls.append(("gpa", vaddr, result))
+            return result
+
+        hc.do_hcall, hc.page_fault, hc.enter_guest, hc.teardown, hc.guest_pa_door = (
+            rec_hcall, rec_fault, rec_enter, rec_teardown, rec_gpa)
         g = self.g
         original = Guest.write_phys
 
@@ -163,7 +174,7 @@ class _Recorder:
         return self
 
     def __exit__(self, *exc):
-        hc.do_hcall, hc.page_fault, hc.enter_guest, hc.teardown = self._saved
+        hc.do_hcall, hc.page_fault, hc.enter_guest, hc.teardown, hc.guest_pa_door = self._saved
         del self.g.write_phys
         self.g._walk = self._walk
         return False
@@ -194,8 +205,8 @@ def model_state(g: Guest) -> dict:
                 v = top[i]
                 if not v:
                     continue
-                frame = L.pgd_pfn(v)
-                entries.append((i, -1, -1, "pgd", own(frame), L.pgd_flags(v)))
+                frame = pgd_pfn(v)  # lg.h's accessors, as the C's dump reads them
+                entries.append((i, -1, -1, "pgd", own(frame), pgd_flags(v)))
                 if not v & 1 or own(frame)[0] != "o" or host.is_free(frame):
                     continue
                 if L.pae:
@@ -204,8 +215,8 @@ def model_state(g: Guest) -> dict:
                         m = mids[j]
                         if not m:
                             continue
-                        mf = L.pmd_pfn(m)
-                        entries.append((i, j, -1, "pmd", own(mf), L.pmd_flags(m)))
+                        mf = pmd_pfn(m)
+                        entries.append((i, j, -1, "pmd", own(mf), pmd_flags(m)))
                         if not m & 1 or own(mf)[0] != "o" or host.is_free(mf):
                             continue
                         ptes = host.peek_table(mf)
@@ -277,15 +288,17 @@ class Pair:
     pae: bool
     seed: int
     c: CMachine
+    guest: dict = field(default_factory=dict)
     operations: int = 0
     log: list = field(default_factory=list)
 
     def __post_init__(self):
         rng = random.Random(self.seed)
         values = [rng.getrandbits(32) for _ in range(PRANDOM_VALUES)]
-        self.g = Guest(pae=self.pae, mem_pages=MEM_PAGES, nr_cpus=NR_CPUS, prandom=PrandomSource(values=values), boot=False)
-        lg = self.g.lg
-        self.c.cmd(f"new {MEM_PAGES} {NR_CPUS} {self.g.host.switcher_addr} {lg.mem_base} {lg.device_limit}")
+        config = {"mem_pages": MEM_PAGES, "nr_cpus": NR_CPUS, **self.guest}
+        self.g = Guest(pae=self.pae, prandom=PrandomSource(values=values), boot=False, **config)
+        lg, host = self.g.lg, self.g.host
+        self.c.cmd(f"new {lg.pfn_limit} {host.nr_cpus} {host.switcher_addr} {lg.mem_base} {lg.device_limit}")
         for v in values:
             self.c.cmd(f"rand {v}")
         launched = int(self.c.cmd("launch"))
@@ -325,6 +338,11 @@ class Pair:
                 return f"entering the guest: model {call[1]}, C {bool(int(got))}"
         elif kind == "teardown":
             self.c.cmd("teardown")
+        elif kind == "gpa":
+            _, vaddr, (ok, paddr) = call
+            got_ok, got_paddr = (int(x) for x in self.c.cmd(f"gpa {vaddr}").split())
+            if (bool(got_ok), got_paddr) != (ok, paddr):
+                return f"guest_pa({vaddr:#x}): model ({ok}, {paddr:#x}), C ({bool(got_ok)}, {got_paddr:#x})"
         elif kind == "walk":
             _, vaddr, write, user, result = call
             done, err = (int(x) for x in self.c.cmd(f"walk {vaddr} {int(write)} {int(user)}").split())
@@ -336,18 +354,24 @@ class Pair:
 
     def apply(self, op: tuple) -> str | None:
         if op[0] == "cpu":
-            self.c.cmd(f"cpu {op[1] % NR_CPUS}")
+            self.c.cmd(f"cpu {op[1] % self.g.host.nr_cpus}")
         elif op[0] == "fail_alloc":
             self.c.cmd(f"fail {op[1]} {op[2]}")
         return self.step(repr(op), lambda g: apply(g, op))
 
 
-def run_sequence(c: CMachine, pae: bool, ops: list[tuple], seed: int = 0) -> tuple[int, str | None]:
-    """Boot, run ``ops``, shut down, on both; returns (operations compared, divergence or None)."""
-    pair = Pair(pae, seed, c)
+def run_sequence(c: CMachine, pae: bool, ops: list[tuple], seed: int = 0, guest: dict | None = None,
+                 before_boot: list[tuple] = ()) -> tuple[int, str | None]:
+    """Launch, run ``before_boot``, boot, run ``ops``, shut down, on both; returns (operations
+    compared, divergence or None).  ``guest`` configures the Guest (see Workload)."""
+    pair = Pair(pae, seed, c, dict(guest or {}))
     problem = pair.step("launch", lambda g: None)
     if problem:
         return pair.operations, problem
+    for op in before_boot:
+        problem = pair.apply(op)
+        if problem:
+            return pair.operations, problem + "\n  before boot: " + repr(list(before_boot))
     problem = pair.step("boot", lambda g: (g.boot(), g.procs.append(g.swapper)))
     if problem:
         return pair.operations, problem
@@ -359,23 +383,88 @@ def run_sequence(c: CMachine, pae: bool, ops: list[tuple], seed: int = 0) -> tup
     return pair.operations, problem
 
 
-def run(pae: bool, sequences: int = 50, seed: int = 0, source: str | Path | None = None, length: int = 20) -> Report:
-    """``sequences`` seeded random sequences plus every scripted workload, for one layout."""
-    from .workload import random_ops, scripted
+def run_launch_failure(c: CMachine, pae: bool, n: int, seed: int = 7) -> str | None:
+    """The Launcher creates a Guest while the ``n``-th page allocation of that launch fails (the
+    register page, the first top level, the Switcher's shadow pages): compare what launch
+    returned and what was left allocated, then after the Launcher closes the Guest."""
+    from types import SimpleNamespace
 
+    from ..host import Host
+    from ..lguest import Lguest
+    from ..x86 import layout_for
+
+    rng = random.Random(seed)
+    values = [rng.getrandbits(32) for _ in range(PRANDOM_VALUES)]
+    L = layout_for(pae)
+    host = Host(L, nr_cpus=NR_CPUS)
+    lg = Lguest(host, MEM_PAGES, prandom=PrandomSource(values=values))
+    c.cmd(f"new {lg.pfn_limit} {host.nr_cpus} {host.switcher_addr} {lg.mem_base} {lg.device_limit}")
+    for v in values:
+        c.cmd(f"rand {v}")
+    host.fail_allocations(1, after=n)
+    c.cmd(f"fail 1 {n}")
+    model_err = hc.launch(lg)
+    c_err = int(c.cmd("launch"))
+    label = f"launch with allocation #{n} failing"
+    if model_err != c_err:
+        return f"{label}: launch returned {model_err} in the model, {c_err} in the C"
+    view = SimpleNamespace(lg=lg, host=host, x86=L)
+    diff = difference(model_state(view), c.state())
+    if diff:
+        return f"{label}: {diff}"
+    hc.teardown(lg)
+    c.cmd("teardown")
+    diff = difference(model_state(view), c.state())
+    return f"{label}, after teardown: {diff}" if diff else None
+
+
+LAUNCH_ALLOCATIONS = 6  # more than launch asks for in either layout (3 without PAE, 4 with)
+
+
+def run_workload(c: CMachine, pae: bool, w, seed: int = 7) -> tuple[int, str | None]:
+    """Run one :class:`~lguest_book.verify.workload.Workload` on both."""
+    return run_sequence(c, pae, w.ops, seed=seed, guest=w.guest, before_boot=w.before_boot)
+
+
+def workloads(pae: bool, sequences: int = 50, seed: int = 0, length: int = 20) -> list:
+    """What ``lguest-book verify`` runs for one layout, in order: the everyday scripted
+    workloads, the special ones, one per allocation point, then ``sequences`` random ones."""
+    from .workload import Workload, allocation_failures, random_ops, scripted, special
+
+    rng = random.Random(seed)
+    work = [Workload(name, ops) for name, ops in scripted(pae).items()]
+    work += special(pae) + allocation_failures(pae)
+    work += [Workload(f"random #{i}", random_ops(rng, pae, length, hostile=i % 2 == 0)) for i in range(sequences)]
+    return work
+
+
+def run(pae: bool, sequences: int = 50, seed: int = 0, source: str | Path | None = None, length: int = 20,
+        progress=None) -> Report:
+    """Every workload of :func:`workloads` for one layout.  ``progress(done, total, name)`` is
+    called before each one."""
     exe = build(pae, source)
     c = CMachine(exe)
     report = Report("compiled page_tables.c", "PAE" if pae else "non-PAE", 0, 0, [])
+    rng = random.Random(seed ^ 0x5EED)
     try:
-        rng = random.Random(seed)
-        work = [(name, ops) for name, ops in scripted(pae).items()]
-        work += [(f"random #{i}", random_ops(rng, pae, length, hostile=i % 2 == 0)) for i in range(sequences)]
-        for name, ops in work:
-            n, problem = run_sequence(c, pae, ops, seed=rng.randrange(1 << 30))
+        work = workloads(pae, sequences, seed, length)
+        total = LAUNCH_ALLOCATIONS + len(work)
+        for n in range(LAUNCH_ALLOCATIONS):
+            if progress:
+                progress(n, total, f"launch with allocation #{n} failing")
+            problem = run_launch_failure(c, pae, n)
+            report.sequences += 1
+            report.operations += 2
+            if problem:
+                report.divergences.append(problem)
+        for done, w in enumerate(work, start=LAUNCH_ALLOCATIONS):
+            if progress:
+                progress(done, total, w.name)
+            n, problem = run_workload(c, pae, w, seed=rng.randrange(1 << 30))
             report.sequences += 1
             report.operations += n
             if problem:
-                report.divergences.append(f"{name}: {problem}")
+                report.divergences.append(f"{w.name}: {problem}")
     finally:
         c.close()
     return report

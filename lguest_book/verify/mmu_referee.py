@@ -159,14 +159,16 @@ def _prepare(pae: bool, seed: int) -> Guest:
     return g
 
 
-def run(pae: bool, sequences: int = 20, seed: int = 0, length: int = 25) -> Report:
+def run(pae: bool, sequences: int = 20, seed: int = 0, length: int = 25, progress=None) -> Report:
     """Scripted workloads and ``sequences`` seeded random ones; after each, the hardware walks
-    every cached top level."""
+    every cached top level.  ``progress(done, total, name)`` is called before each one."""
     report = Report("Unicorn MMU (QEMU i386)", "PAE" if pae else "non-PAE", 0, 0, [])
     rng = random.Random(seed)
     work = list(scripted(pae).items())
     work += [(f"random #{i}", random_ops(rng, pae, length, hostile=i % 2 == 0)) for i in range(sequences)]
-    for name, ops in work:
+    for done, (name, ops) in enumerate(work):
+        if progress:
+            progress(done, len(work), name)
         g = _prepare(pae, rng.randrange(1 << 30))
         for op in ops:
             apply(g, op)

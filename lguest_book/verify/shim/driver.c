@@ -7,9 +7,12 @@
  * lg.h pulls in lguest_shim.h, and <build>/page_tables.c is the extracted C.
  *
  * One command per line on stdin, one answer per line on stdout ("ok ..." or "err ...").
- * What the rest of lguest does around page_tables.c (the hypercall dispatch, the page-fault
- * trap, entering the Guest, launch and teardown) is mirrored from lguest_book/hypercalls.py,
- * so that the model and the C are driven through the same doors.
+ * The kernel functions it supplies (the allocator, get_user_pages_fast, lgread/lgwrite,
+ * kill_guest with the kernel's printf, pin_stack_pages) are written from Linux 4.7's own
+ * definitions; see ASSUMPTIONS.md.  What the rest of lguest does around page_tables.c (the
+ * hypercall dispatch, the page-fault trap, guest_pa, entering the Guest, launch and teardown)
+ * is mirrored from lguest_book/hypercalls.py, so that the model and the C are driven through
+ * the same doors.
  */
 #include "lguest_shim.h"
 #include <setjmp.h>
@@ -17,6 +20,16 @@
 #include <unistd.h>
 
 #include "page_tables.c"
+
+static int kvsnprintf(char *buf, size_t size, const char *fmt, va_list ap);
+static int kvsnprintf_wrap(char *buf, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	int n = kvsnprintf(buf, 512, fmt, ap);
+	va_end(ap);
+	return n;
+}
 
 /* ---- the host ---------------------------------------------------------------------------- */
 struct page mem_map[HOST_FRAMES];
@@ -170,64 +183,287 @@ static int copy_to_launcher(unsigned long uaddr, const void *src, unsigned len)
 	return 0;
 }
 
+/* mm/gup.c get_user_pages_fast(): pin nr_pages pages of the current process from start,
+ * faulting them in as needed (the Launcher's guest memory is an ordinary writable anonymous
+ * mapping: a first touch gets a zeroed page); returns how many were pinned, or -EFAULT when
+ * the first is not mapped at all.  Each pinned page carries one more reference. */
 int get_user_pages_fast(unsigned long start, int nr_pages, int write, struct page **pages)
 {
-	long f = launcher_page(start, 1);
-	if (f <= 0)
-		return 0;
-	get_page(&mem_map[f]);
-	pages[0] = &mem_map[f];
-	return 1;
+	int i;
+	for (i = 0; i < nr_pages; i++) {
+		long f = launcher_page(start + i * PAGE_SIZE, 1);
+		if (f <= 0)
+			break;
+		get_page(&mem_map[f]);
+		pages[i] = &mem_map[f];
+	}
+	return i ? i : -EFAULT;
 }
 
-static bool lguest_address_ok(const struct lguest *lg, unsigned long addr, unsigned long len)
+/* core.c lguest_address_ok(): the access ends within guest memory and does not wrap, all in
+ * unsigned long (32-bit) arithmetic. */
+bool lguest_address_ok(const struct lguest *lg, unsigned long addr, unsigned long len)
 {
 	return addr + len <= lg->pfn_limit * PAGE_SIZE && (addr + len >= addr);
 }
 
+/* core.c __lgread(): a refused or faulting copy reads as zeroes and kills the Guest. */
 void __lgread(struct lg_cpu *cpu, void *b, unsigned long addr, unsigned bytes)
 {
-	if (!lguest_address_ok(cpu->lg, addr, bytes) || copy_from_launcher(b, mem_base() + addr, bytes)) {
+	if (!lguest_address_ok(cpu->lg, addr, bytes)
+	    || copy_from_launcher(b, (unsigned long)cpu->lg->mem_base + addr, bytes) != 0) {
 		memset(b, 0, bytes);
 		kill_guest(cpu, "bad read address %#lx len %u", addr, bytes);
 	}
 }
 
+/* core.c __lgwrite() */
 void __lgwrite(struct lg_cpu *cpu, unsigned long addr, const void *b, unsigned bytes)
 {
-	if (!lguest_address_ok(cpu->lg, addr, bytes) || copy_to_launcher(mem_base() + addr, b, bytes))
+	if (!lguest_address_ok(cpu->lg, addr, bytes)
+	    || copy_to_launcher((unsigned long)cpu->lg->mem_base + addr, b, bytes) != 0)
 		kill_guest(cpu, "bad write address %#lx len %u", addr, bytes);
 }
 
-int shim_get_user(u32 *x, unsigned long uaddr) { return copy_from_launcher(x, uaddr, 4) ? -14 : 0; }
-int shim_put_user(u32 x, unsigned long uaddr) { return copy_to_launcher(uaddr, &x, 4) ? -14 : 0; }
+int shim_get_user(u32 *x, unsigned long uaddr) { return copy_from_launcher(x, uaddr, 4) ? -EFAULT : 0; }
+int shim_put_user(u32 x, unsigned long uaddr) { return copy_to_launcher(uaddr, &x, 4) ? -EFAULT : 0; }
 
+/* ---- the kernel's printf (lib/vsprintf.c, Linux 4.7), for kill_guest ---------------------------
+ * Written for this project from the rules of vsprintf.c's format_decode(), number(), string()
+ * and pointer(); glibc's printf is never used for a kill message, because it differs exactly
+ * where lguest's messages go (glibc prints %#lx of 0 as "0"; the kernel as "0x0").
+ * On this 32-bit machine int and long are 32 bits, long long 64, pointers 32. */
+enum { K_LEFT = 1, K_PLUS = 2, K_SPACE = 4, K_SPECIAL = 8, K_ZEROPAD = 16, K_SIGN = 32, K_SMALL = 64 };
+
+struct kbuf { char *p; size_t room; };
+static void kput(struct kbuf *b, char c) { if (b->room > 1) { *b->p++ = c; b->room--; } }
+
+/* number(): sign, then the prefix ("0x" for base 16 whenever '#' is given, even for zero;
+ * "0" for base 8 unless the value is zero), then zero or space padding to the width (the
+ * prefix and sign count in it), then precision zeroes, then the digits. */
+static void knumber(struct kbuf *b, unsigned long long num, int base, int flags, int width, int precision)
+{
+	char tmp[24], sign = 0;
+	int i = 0, need_pfx = (flags & K_SPECIAL) && base != 10, is_zero = num == 0;
+	const char *digits = (flags & K_SMALL) ? "0123456789abcdef" : "0123456789ABCDEF";
+	if (flags & K_LEFT)
+		flags &= ~K_ZEROPAD;
+	if (flags & K_SIGN) {
+		if ((signed long long)num < 0) {
+			sign = '-';
+			num = -(signed long long)num;
+			width--;
+		} else if (flags & K_PLUS) {
+			sign = '+';
+			width--;
+		} else if (flags & K_SPACE) {
+			sign = ' ';
+			width--;
+		}
+	}
+	if (need_pfx)
+		width -= base == 16 ? 2 : !is_zero;
+	do {
+		tmp[i++] = digits[num % base];
+		num /= base;
+	} while (num);
+	if (i > precision)
+		precision = i;
+	width -= precision;
+	if (!(flags & (K_ZEROPAD | K_LEFT)))
+		while (--width >= 0)
+			kput(b, ' ');
+	if (sign)
+		kput(b, sign);
+	if (need_pfx) {
+		if (base == 16 || !is_zero)
+			kput(b, '0');
+		if (base == 16)
+			kput(b, (flags & K_SMALL) ? 'x' : 'X');
+	}
+	if (!(flags & K_LEFT))
+		while (--width >= 0)
+			kput(b, (flags & K_ZEROPAD) ? '0' : ' ');
+	while (i <= --precision)
+		kput(b, '0');
+	while (--i >= 0)
+		kput(b, tmp[i]);
+	while (--width >= 0)
+		kput(b, ' ');
+}
+
+/* string(): at most precision characters, padded with spaces to the width. */
+static void kstring(struct kbuf *b, const char *s, int flags, int width, int precision)
+{
+	int len = 0;
+	while (s[len] && (precision < 0 || len < precision))
+		len++;
+	if (!(flags & K_LEFT))
+		while (len < width--)
+			kput(b, ' ');
+	for (int i = 0; i < len; i++)
+		kput(b, s[i]);
+	while (len < width--)
+		kput(b, ' ');
+}
+
+static int kvsnprintf(char *buf, size_t size, const char *fmt, va_list ap)
+{
+	struct kbuf b = { buf, size };
+	for (; *fmt; fmt++) {
+		int flags = 0, width = -1, precision = -1, qualifier = 0, base = 10;
+		unsigned long long num;
+		if (*fmt != '%') {
+			kput(&b, *fmt);
+			continue;
+		}
+		for (;;) { /* flags */
+			char c = *++fmt;
+			if (c == '-') flags |= K_LEFT;
+			else if (c == '+') flags |= K_PLUS;
+			else if (c == ' ') flags |= K_SPACE;
+			else if (c == '#') flags |= K_SPECIAL;
+			else if (c == '0') flags |= K_ZEROPAD;
+			else break;
+		}
+		if (*fmt >= '0' && *fmt <= '9') {
+			width = 0;
+			while (*fmt >= '0' && *fmt <= '9')
+				width = width * 10 + *fmt++ - '0';
+		} else if (*fmt == '*') {
+			width = va_arg(ap, int);
+			if (width < 0) {
+				width = -width;
+				flags |= K_LEFT;
+			}
+			fmt++;
+		}
+		if (*fmt == '.') {
+			fmt++;
+			precision = 0;
+			if (*fmt == '*') {
+				precision = va_arg(ap, int);
+				fmt++;
+			} else
+				while (*fmt >= '0' && *fmt <= '9')
+					precision = precision * 10 + *fmt++ - '0';
+			if (precision < 0)
+				precision = 0;
+		}
+		if (*fmt == 'h' || *fmt == 'l' || *fmt == 'z') {
+			qualifier = *fmt++;
+			if (qualifier == 'l' && *fmt == 'l') { qualifier = 'L'; fmt++; }
+			else if (qualifier == 'h' && *fmt == 'h') { qualifier = 'H'; fmt++; }
+		}
+		switch (*fmt) {
+		case '%':
+			kput(&b, '%');
+			continue;
+		case 'c':
+			kstring(&b, (char[2]){ (char)va_arg(ap, int), 0 }, flags, width, -1);
+			continue;
+		case 's':
+			kstring(&b, va_arg(ap, const char *), flags, width, precision);
+			continue;
+		case 'p': { /* pointer(): a plain %p (no extension letter follows in lguest's messages) */
+			void *ptr = va_arg(ap, void *);
+			if (!ptr) {
+				kstring(&b, "(null)", flags, width < 0 ? (int)(2 * sizeof(void *)) : width, -1);
+				continue;
+			}
+			flags |= K_SMALL;
+			if (width < 0) {
+				width = 2 * sizeof(void *);
+				flags |= K_ZEROPAD;
+			}
+			knumber(&b, (unsigned long)ptr, 16, flags, width, precision);
+			continue;
+		}
+		case 'o': base = 8; break;
+		case 'x': flags |= K_SMALL; /* fall through */
+		case 'X': base = 16; break;
+		case 'd': case 'i': flags |= K_SIGN; break;
+		case 'u': break;
+		default: /* not a conversion the kernel knows: it prints the '%' and the rest as text */
+			kput(&b, '%');
+			if (!*fmt)
+				goto done;
+			kput(&b, *fmt);
+			continue;
+		}
+		if (qualifier == 'L')
+			num = va_arg(ap, unsigned long long);
+		else if (qualifier == 'l' || qualifier == 'z')
+			num = (flags & K_SIGN) ? (unsigned long long)(long long)va_arg(ap, long) : va_arg(ap, unsigned long);
+		else if (qualifier == 'H')
+			num = (flags & K_SIGN) ? (unsigned long long)(long long)(signed char)va_arg(ap, int) : (unsigned char)va_arg(ap, int);
+		else if (qualifier == 'h')
+			num = (flags & K_SIGN) ? (unsigned long long)(long long)(short)va_arg(ap, int) : (unsigned short)va_arg(ap, int);
+		else
+			num = (flags & K_SIGN) ? (unsigned long long)(long long)va_arg(ap, int) : va_arg(ap, unsigned int);
+		knumber(&b, num, base, flags, width, precision);
+	}
+done:
+	if (size)
+		*b.p = 0;
+	return (int)(b.p - buf);
+}
+
+/* lg.h kill_guest(): only the first reason is kept; it is kasprintf(GFP_ATOMIC, fmt, ...). */
 void kill_guest(struct lg_cpu *cpu, const char *fmt, ...)
 {
-	char buf[256];
+	char buf[512];
 	va_list ap;
 	if (cpu->lg->dead)
 		return;
 	va_start(ap, fmt);
-	if (strcmp(fmt, "bad guest page %p") == 0) { /* the kernel's %p: 8 hex digits, or (null) */
-		void *p = va_arg(ap, void *);
-		if (p)
-			snprintf(buf, sizeof(buf), "bad guest page %08lx", (unsigned long)p);
-		else
-			snprintf(buf, sizeof(buf), "bad guest page   (null)");
-	} else {
-		vsnprintf(buf, sizeof(buf), fmt, ap);
-	}
+	kvsnprintf(buf, sizeof(buf), fmt, ap);
 	va_end(ap);
 	cpu->lg->dead = strdup(buf);
 }
 
-/* from interrupts_and_traps.c, with the model's cap (see page_tables.pin_stack_pages) */
+/* interrupts_and_traps.c pin_stack_pages(): pin esp1 - 1 - i * PAGE_SIZE for each stack page.
+ * SIMPLIFICATION: stack_pages comes from the Guest (more than 2 kills it but is kept), so the
+ * C may loop up to 2**32 times; past 2**20 pages the addresses repeat (32-bit wrap) and pinning
+ * a page a second time changes nothing, so the loop stops there. */
 void pin_stack_pages(struct lg_cpu *cpu)
 {
 	unsigned int i;
 	for (i = 0; i < cpu->lg->stack_pages && i < (1u << 20); i++)
 		pin_page(cpu, cpu->esp1 - 1 - i * PAGE_SIZE);
+}
+
+/* "kfmt FORMAT ARG...": the kernel's printf of one format, for the tests of kvsnprintf. */
+static void kfmt_command(const char *line)
+{
+	char fmt[256], out[512];
+	unsigned long long a[4] = {0};
+	int n = sscanf(line, "%*s %255s %llu %llu %llu %llu", fmt, &a[0], &a[1], &a[2], &a[3]);
+	for (char *p = fmt; *p; p++)
+		if (*p == '_')
+			*p = ' '; /* the format travels with spaces as '_' */
+	(void)n;
+	/* Every argument goes as the C type its conversion names. */
+	unsigned long long *arg = a;
+	char *q = fmt, tmp[512], *o = out;
+	out[0] = 0;
+	while (*q) {
+		char *pct = strchr(q, '%');
+		if (!pct) { strcpy(o, q); break; }
+		memcpy(o, q, pct - q); o += pct - q; *o = 0;
+		char *end = pct + 1;
+		while (*end && strchr("-+ #0123456789.hlz", *end)) end++;
+		char conv = *end, spec[64];
+		snprintf(spec, sizeof(spec), "%.*s", (int)(end - pct + 1), pct);
+		if (conv == '%') kvsnprintf_wrap(tmp, spec);
+		else if (conv == 'p') kvsnprintf_wrap(tmp, spec, (void *)(unsigned long)*arg++);
+		else if (strstr(spec, "ll")) kvsnprintf_wrap(tmp, spec, *arg++);
+		else if (strchr(spec, 'l')) kvsnprintf_wrap(tmp, spec, (unsigned long)*arg++);
+		else kvsnprintf_wrap(tmp, spec, (unsigned int)*arg++);
+		strcpy(o, tmp); o += strlen(tmp);
+		q = conv ? end + 1 : end;
+	}
+	printf("ok %s\n", out);
 }
 
 /* ---- the doors: mirrored from lguest_book/hypercalls.py ---------------------------------- */
@@ -414,13 +650,13 @@ static int hw_walk(struct lg_cpu *cpu, u32 vaddr, int write, int user, int *err)
 static int launch(void)
 {
 	struct lg_cpu *cpu = &the_lg.cpus[0];
-	cpu->regs_page = get_zeroed_page(GFP_KERNEL);
+	cpu->regs_page = (void *)get_zeroed_page(GFP_KERNEL);
 	if (!cpu->regs_page)
 		return -ENOMEM;
 	int err = init_guest_pagetable(&the_lg);
 	if (err) {
-		free_page(cpu->regs_page);
-		cpu->regs_page = 0;
+		free_page((unsigned long)cpu->regs_page);
+		cpu->regs_page = NULL;
 	}
 	return err;
 }
@@ -432,8 +668,8 @@ static void teardown(void)
 		free_guest_pagetable(&the_lg);
 	else
 		oops_kill(cpu);
-	free_page(cpu->regs_page);
-	cpu->regs_page = 0;
+	free_page((unsigned long)cpu->regs_page);
+	cpu->regs_page = NULL;
 }
 
 /* ---- the state, as JSON ----------------------------------------------------------------- */
@@ -647,6 +883,24 @@ int main(void)
 		} else if (!strcmp(cmd, "teardown")) {
 			teardown();
 			printf("ok\n");
+		} else if (!strcmp(cmd, "kfmt")) {
+			kfmt_command(line);
+		} else if (!strcmp(cmd, "gpa")) { /* gpa vaddr: the door to guest_pa (see guest_pa_door) */
+			static unsigned long paddr; /* static: kept across the longjmp of an oops */
+			static bool ok;
+			paddr = 0;
+			ok = false;
+			if (!the_lg.dead) {
+				if (sigsetjmp(oops_jmp, 1)) {
+					oops_kill(cpu);
+					ok = false;
+					paddr = 0;
+				} else {
+					ok = __guest_pa(cpu, a[0], &paddr);
+					guest_pa(cpu, a[0]);
+				}
+			}
+			printf("ok %d %lu\n", ok, paddr);
 		} else if (!strcmp(cmd, "state")) {
 			dump_state();
 		} else {
