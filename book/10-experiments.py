@@ -159,8 +159,8 @@ r2.figures[0]
 # **What it says.**  Random is not simply worse.  On a cyclic schedule one process larger than
 # the cache — the kernel's own top level counts too — LRU and FIFO evict exactly the top level
 # needed next and miss on *every* switch; random misses on fewer than half.  With locality,
-# random and LRU come close, and both are far from the optimal choice; doubling the cache buys
-# more than changing the policy.  The author's "easy" choice holds up better than the
+# random and LRU come close, and both are far from the optimal choice; a bigger cache buys more
+# than a better policy.  The author's "easy" choice holds up better than the
 # comment's modesty suggests.
 
 # %%
@@ -291,6 +291,9 @@ stored("m007-prefault")
 # %% [markdown]
 # `lguest-book experiment run m007-prefault --out results` regenerates it.
 #
+# Prefaulted entries are read-only (the Host cannot know that the Guest will write), so a
+# first write still faults: prefaulting saves read faults only.
+#
 # **Limits.**  The prefaulting variant is careful in a way a hasty one might not be: it never
 # prefaults an entry the Guest has not made present, because `demand_page` kills a Guest for a
 # bad entry, and a Host must not kill a Guest for an entry it never used.
@@ -319,6 +322,8 @@ print(r6.table(["workload", "layout", "shadow_exits", "nested_exits", "shadow_tl
 print()
 print("\n".join(r6.summary))
 assert r6.findings["nested_fewer_exits"]
+crossing = {r["workload"]: r["crossover_exit_cost"] for r in r6.rows if r["layout"] == "non-PAE"}
+assert crossing["switch-heavy"] < crossing["big-random"]   # busy page tables cross lowest, TLB-hungry highest
 assert all(r["refs_per_miss_nested"] == (8 if r["layout"] == "non-PAE" else 15) for r in r6.rows)
 r6.figures[0]
 
@@ -331,9 +336,10 @@ stored("h490-nested")
 # **What it says.**  Nested paging removes most exits, on every workload; it pays for that with
 # walks four or five times as long.  The crossover — the exit cost above which the hardware wins
 # — is lowest for workloads busy with their page tables and highest for those that overflow the
-# TLB.  A real world switch costs far more than a handful of memory references, which is H:490's
-# point; real hardware also caches parts of the nested walk (Bhargava et al. 2008), which this
-# model does not.
+# TLB.  Where a real exit falls on this axis is a property of the processor, not of the model
+# (Adams & Agesen 2006 measured it for the processors of their day); the figure lets you read the
+# answer off for any value.  Real hardware also caches parts of the nested walk (Bhargava et al.
+# 2008), which this model does not: that moves every nested line down.
 
 # %% [markdown]
 # ## Exercises
