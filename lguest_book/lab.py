@@ -431,20 +431,21 @@ def first_broken(steps, promise: str | None = None, **kw) -> Broken | None:
     return None
 
 
-def shrink(steps: list[Step], promise: str, *, budget: float = 10.0, **kw) -> list[Step]:
+def shrink(steps: list[Step], promise: str, *, tries: int = 300, **kw) -> list[Step]:
     """A shorter list of steps that still breaks ``promise`` (delta debugging: drop chunks
-    while the promise still breaks; at most ``budget`` seconds)."""
-    deadline = time.monotonic() + budget
+    while the promise still breaks; at most ``tries`` replays, so the answer is the same on
+    every machine)."""
     steps = list(steps)
     b = first_broken(steps, promise, **kw)
     if b is None:
         return steps
     steps = steps[: b.step + 1] if b.action != "teardown" else steps
     chunk = max(1, len(steps) // 2)
-    while chunk >= 1 and time.monotonic() < deadline:
+    while chunk >= 1 and tries > 0:
         i, changed = 0, False
-        while i < len(steps) and time.monotonic() < deadline:
+        while i < len(steps) and tries > 0:
             candidate = steps[:i] + steps[i + chunk:]
+            tries -= 1
             if candidate and first_broken(candidate, promise, **kw) is not None:
                 steps, changed = candidate, True
             else:
@@ -452,6 +453,50 @@ def shrink(steps: list[Step], promise: str, *, budget: float = 10.0, **kw) -> li
         if not changed:
             chunk //= 2
     return steps
+
+
+def picture(b: Broken, steps: list[Step] | None = None, **kw):
+    """Reference counts just before and just after the step that broke the promise, for
+    every frame the step changed (a figure)."""
+    from .plots import new_figure
+
+    steps = list(b.replay if b.replay is not None else steps or [])
+    upto = len(steps) - 1 if b.action != "teardown" else len(steps)
+    before = replay(steps[:upto], check=False, teardown=False, **kw)
+    after = replay(steps[:upto], check=False, teardown=False, **kw)
+    counts_before = li.refcounts(before.guest)
+    if b.action == "teardown":
+        after.guest.shutdown()
+    else:
+        after.do(steps[upto].name, *steps[upto].args)
+    counts_after = li.refcounts(after.guest)
+    L = before.guest.x86
+    frames = sorted(f for f in set(counts_before) | set(counts_after)
+                    if counts_before.get(f, (0,))[0] != counts_after.get(f, (0,))[0])
+    for gpfn, frame in li.guest_frames(after.guest).items():
+        if frame not in counts_after and frame not in frames:
+            frames.append(frame)
+
+    def label(f):
+        owner = (counts_before.get(f) or counts_after.get(f) or (0, ("free", None)))[1]
+        who = owner[0] if owner[1] is None else f"{owner[0]} {owner[1] if owner[0] != 'guest' else fmt.frame(owner[1], L)}"
+        return f"{fmt.frame(f, L)}\n{who}"
+
+    fig = new_figure((max(4.0, 0.9 * len(frames) + 2), 3.2))
+    ax = fig.add_subplot()
+    xs = range(len(frames))
+    ax.bar([x - 0.2 for x in xs], [counts_before.get(f, (0,))[0] for f in frames], 0.4, label="before", color="tab:blue")
+    after_counts = [counts_after.get(f, (0,))[0] for f in frames]
+    ax.bar([x + 0.2 for x in xs], after_counts, 0.4, label="after",
+           color=["tab:red" if c <= 0 else "tab:orange" for c in after_counts])
+    ax.axhline(0, color="black", linewidth=0.8)
+    ax.set_xticks(list(xs), [label(f) for f in frames], fontsize=7)
+    ax.set_ylabel("reference count")
+    ax.set_title(f"{b.promise}: {b.action}", fontsize=9)
+    ax.legend(fontsize=7)
+    fig.frames = frames  # what the picture shows, for a cell to assert
+    fig.after_counts = dict(zip(frames, after_counts))
+    return fig
 
 
 # =============================================================================================
@@ -817,9 +862,11 @@ class FuzzReport:
     runs: int
     steps: int
     found: dict  # promise -> Broken (with a minimal replay)
+    seed: int = 0
+    pae: bool = False
 
     def __str__(self) -> str:
-        lines = [f"{self.runs} random hostile Guests, {self.steps} steps in {self.seconds:.1f} s"]
+        lines = [f"{self.runs} random hostile Guests ({self.steps} steps, seed {self.seed})"]
         for promise in PROMISES:
             b = self.found.get(promise)
             lines.append(f"- {promise}: " + ("kept" if b is None else "BROKEN"))
@@ -830,30 +877,43 @@ class FuzzReport:
     __repr__ = __str__
 
 
-def fuzz(seconds: float = 5.0, *, seed: int = 0, pae: bool = False, steps_per_run: int = 25,
-         shrink_budget: float = 3.0, progress=None) -> FuzzReport:
-    """Run random hostile Guests for ``seconds``; keep the first break of each promise, shrunk
-    to a minimal replay.  ``progress(done, total)`` is called as time passes."""
+def fuzz(seconds: float = 5.0, *, runs: int | None = None, seed: int = 0, pae: bool = False,
+         steps_per_run: int = 25, progress=None) -> FuzzReport:
+    """Run random hostile Guests for ``seconds`` (or exactly ``runs`` of them, which makes the
+    result the same on every machine); keep the first break of each promise, shrunk to a
+    minimal replay.  ``progress(done, total)`` is called as it goes."""
     if not isinstance(seconds, (int, float)) or not 0 < seconds <= 3600:
         raise ValueError(f"seconds={seconds!r} must be a number of seconds between 0 and 3600")
+    if runs is not None and (runs.__class__ is not int or not 1 <= runs <= 1_000_000):
+        raise ValueError(f"runs={runs!r} must be a whole number from 1 to 1000000")
     rng = random.Random(seed)
     start = time.monotonic()
     found: dict = {}
-    runs = total_steps = 0
-    while time.monotonic() - start < seconds and len(found) < len(PROMISES):
+    done = total_steps = 0
+    while (done < runs if runs is not None else time.monotonic() - start < seconds) and len(found) < len(PROMISES):
         steps = random_steps(rng, steps_per_run, pae)
         a = replay(steps, pae=pae, seed=seed)
-        runs += 1
+        done += 1
         total_steps += len(steps)
         for b in a.broken:
             if b.promise not in found:
-                b.replay = shrink(a.steps, b.promise, budget=shrink_budget, pae=pae, seed=seed)
+                b.replay = shrink(a.steps, b.promise, pae=pae, seed=seed)
                 found[b.promise] = b
         if progress is not None:
-            progress(min(seconds, time.monotonic() - start), seconds)
+            progress(done, runs) if runs is not None else progress(min(seconds, time.monotonic() - start), seconds)
     if progress is not None:
-        progress(seconds, seconds)
-    return FuzzReport(time.monotonic() - start, runs, total_steps, found)
+        progress(1, 1)
+    return FuzzReport(time.monotonic() - start, done, total_steps, found, seed, pae)
+
+
+def check_attack(challenge: str, attack: Callable) -> Attempt:
+    """For a notebook: run the attack, print what happened, fail (AssertionError) unless it
+    achieved the challenge."""
+    result = attempt(challenge, attack)
+    print(result)
+    if not result.succeeded:
+        raise AssertionError(f"{challenge}: not achieved — {result.why}")
+    return result
 
 
 @contextmanager
@@ -870,7 +930,7 @@ class Reattack:
     rows: list[dict]
     fuzz_before: FuzzReport
     fuzz_after: FuzzReport
-    differences: list[str]
+    differences: list[tuple[bool, int, int, Step]]  # (pae, run, step index, step) where the Hosts first differ
     compared_steps: int
 
     def __str__(self) -> str:
@@ -879,9 +939,9 @@ class Reattack:
             lines.append(f"{r['challenge']:<22}  {'succeeds' if r['before'] else 'fails':<12}  {'succeeds' if r['after'] else 'fails'}")
         restored = [p for p in PROMISES if p in self.fuzz_before.found and p not in self.fuzz_after.found]
         lines.append(f"promises the fuzzer broke before and not after: {', '.join(restored) or 'none'}")
-        lines.append(f"the patched Host differs from the unpatched one on {len(self.differences)} of "
-                     f"{self.compared_steps} steps of well-behaved and random Guests")
-        lines += [f"  {d}" for d in self.differences[:5]]
+        lines.append(f"the patched Host first differs from the unpatched one at {len(self.differences)} of "
+                     f"{self.compared_steps} steps (the known attacks, then random Guests):")
+        lines += [f"  {'PAE' if pae else 'non-PAE'} run {run}, step {i}: {step}" for pae, run, i, step in self.differences[:5]]
         return "\n".join(lines)
 
     __repr__ = __str__
@@ -893,7 +953,8 @@ def _host_state(g: Guest):
             tuple(sorted((f, c) for f, (c, _) in li.refcounts(g).items())))
 
 
-def reattack(patches: dict[str, Callable], *, seconds: float = 3.0, seed: int = 0, compare_runs: int = 40) -> Reattack:
+def reattack(patches: dict[str, Callable], *, seconds: float = 3.0, runs: int | None = None, seed: int = 0,
+             compare_runs: int = 40) -> Reattack:
     """Every known attack and a fuzzing campaign, on the unpatched and the patched Host; and
     the two Hosts compared step by step on random Guests (where the patch changes nothing the
     C does elsewhere, they agree on every step that does not walk into the flaw)."""
@@ -903,23 +964,26 @@ def reattack(patches: dict[str, Callable], *, seconds: float = 3.0, seed: int = 
         with patched(patches):
             after = attempt(cid, attack).succeeded
         rows.append({"challenge": cid, "before": before, "after": after})
-    fuzz_before = fuzz(seconds, seed=seed)
+    fuzz_before = fuzz(seconds, runs=runs, seed=seed)
     with patched(patches):
-        fuzz_after = fuzz(seconds, seed=seed)
+        fuzz_after = fuzz(seconds, runs=runs, seed=seed)
     differences, compared = [], 0
     rng = random.Random(seed + 1)
-    for run in range(compare_runs):
-        steps = random_steps(rng, 20, pae=bool(run % 2))
-        plain = Attacker(pae=bool(run % 2), seed=seed, check=False)
+    # The known attacks (on the Host each one needs), then random Guests of both layouts.
+    cases = [(CHALLENGES[cid].pae, _host(CHALLENGES[cid]), attempt(cid, KNOWN_ATTACKS[cid]).steps)
+             for cid in KNOWN_ATTACKS]
+    cases += [(bool(run % 2), {}, random_steps(rng, 20, pae=bool(run % 2))) for run in range(compare_runs)]
+    for run, (pae, host, steps) in enumerate(cases):
+        plain = Attacker(pae=pae, seed=seed, check=False, **host)
         with patched(patches):
-            fixed = Attacker(pae=bool(run % 2), seed=seed, check=False)
+            fixed = Attacker(pae=pae, seed=seed, check=False, **host)
         for i, step in enumerate(steps):
             plain.do(step.name, *step.args)
             with patched(patches):
                 fixed.do(step.name, *step.args)
             compared += 1
             if _host_state(plain.guest) != _host_state(fixed.guest):
-                differences.append(f"run {run}, step {i}: {step}")
+                differences.append((pae, run, i, step))
                 break
     return Reattack(rows, fuzz_before, fuzz_after, differences, compared)
 
@@ -980,5 +1044,45 @@ def grade_source(challenge: str, source: str, *, function: str = "attack", timeo
     return result
 
 
-__all__ = ["Attacker", "Step", "PROMISES", "Broken", "CHALLENGES", "Challenge", "attempt", "hints", "replay",
+__all__ = ["picture", "check_attack", "Attacker", "Step", "PROMISES", "Broken", "CHALLENGES", "Challenge", "attempt", "hints", "replay",
            "shrink", "fuzz", "FuzzReport", "patched", "reattack", "KNOWN_ATTACKS", "grade_source", "random_steps"]
+
+
+# =============================================================================================
+# A widget: the challenges and their hint ladders
+# =============================================================================================
+def hint_ladder(challenge: str = "foreign-put"):
+    """Pick a challenge, read its goal, and climb its hint ladder one rung at a time."""
+    import ipywidgets as w
+
+    if challenge not in CHALLENGES:
+        raise ValueError(f"no challenge named {challenge!r}; there are: {', '.join(CHALLENGES)}")
+    choose = w.Dropdown(options=list(CHALLENGES), value=challenge, description="challenge")
+    more = w.Button(description="next hint")
+    text = w.HTML()
+    level = {"n": 0}
+
+    def show():
+        c = CHALLENGES[choose.value]
+        rungs = "".join(f"<li>{h}</li>" for h in c.hints[: level["n"]])
+        setting = f"<p><i>On {c.setting}.</i></p>" if c.setting else ""
+        shown = f"{level['n']} of {len(c.hints)} hints"
+        text.value = (f"<p><b>{c.goal}</b> ({c.where})</p>{setting}<ol>{rungs}</ol><p>{shown}</p>")
+        more.disabled = level["n"] >= len(c.hints)
+        panel.description = f"Hint ladder: {c.id} — {c.goal} ({shown} shown)"
+
+    def on_choose(change):
+        level["n"] = 0
+        show()
+
+    def on_more(_):
+        level["n"] += 1
+        show()
+
+    panel = w.VBox([w.HBox([choose, more]), text])
+    choose.observe(on_choose, names="value")
+    more.on_click(on_more)
+    show()
+    from .experiments import _Described
+
+    return _Described(panel)
