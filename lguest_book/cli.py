@@ -253,6 +253,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ops", type=int, default=1_000_000, help="operations for `experiment bench`")
     p.set_defaults(func=cmd_experiment)
 
+    p = sub.add_parser("lab", help="the hostile-guest lab (chapter 11): challenges, hints, grading, fuzzing")
+    p.add_argument("action", choices=("challenges", "hint", "grade", "fuzz"))
+    p.add_argument("challenge", nargs="?", help="a challenge (see `lab challenges`)")
+    p.add_argument("file", nargs="?", help="grade: a Python file defining attack(a)")
+    p.add_argument("--level", type=int, default=1, help="hint: how many rungs of the ladder")
+    p.add_argument("--seconds", type=float, default=10.0, help="fuzz: how long")
+    p.add_argument("--runs", type=int, help="fuzz: exactly this many random Guests instead")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--pae", action="store_true", help="fuzz: PAE Guests")
+    p.set_defaults(func=cmd_lab)
+
     p = sub.add_parser("open", help="open the book in JupyterLab")
     p.add_argument("--book", default=os.environ.get("LGUEST_BOOK_DIR", "book"))
     p.add_argument("--no-browser", action="store_true")
@@ -282,6 +293,41 @@ def cmd_practice(args) -> int:
     if args.answer:
         print(f"\nanswer: {prob.explain()}")
     return 0
+
+
+def cmd_lab(args) -> int:
+    from . import lab
+
+    def fail(message: str) -> int:
+        print(f"lguest-book lab {args.action}: {message}", file=sys.stderr)
+        return 2
+
+    if args.action == "challenges":
+        for c in lab.CHALLENGES.values():
+            print(f"{c.id:22} {c.where:32} {c.goal}")
+        return 0
+    if args.action == "fuzz":
+        try:
+            report = lab.fuzz(args.seconds, runs=args.runs, seed=args.seed, pae=args.pae)
+        except ValueError as err:
+            return fail(str(err))
+        print(report)
+        return 0
+    if args.challenge not in lab.CHALLENGES:
+        return fail(f"no challenge named {args.challenge!r}; there are: {', '.join(lab.CHALLENGES)}")
+    if args.action == "hint":
+        if args.level < 1:
+            return fail(f"--level {args.level} must be at least 1")
+        print(lab.hints(args.challenge, args.level))
+        return 0
+    if not args.file:
+        return fail("name the file that defines attack(a)")
+    path = Path(args.file)
+    if not path.is_file():
+        return fail(f"no file {path}")
+    result = lab.grade_source(args.challenge, path.read_text())
+    print(result)
+    return 0 if result.succeeded else 1
 
 
 def cmd_experiment(args) -> int:

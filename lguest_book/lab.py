@@ -337,15 +337,13 @@ class PromiseWatch:
         slots = li.pgdir_cache(g)
         maps = {e["slot"]: li.shadow_mappings(g, e["slot"]) for e in slots if e["allocated"]}
         evidence = list(new_anomalies)
-        for frame, (count, owner) in before.items():
-            if owner[0] in ("switcher", "regs", "host") and after.get(frame, (0, None))[0] < count:
-                evidence.append(f"{owner[0]} frame {fmt.frame(frame, g.x86)}: references {count} -> "
-                                f"{after.get(frame, (0, None))[0]}")
         switcher_addr = li.limits(g)["switcher_addr"]
         foreign = []
+        mapped: dict[int, int] = {}
         for slot, mapping in maps.items():
             for vaddr, pte in mapping.items():
                 frame = g.x86.pte_pfn(pte)
+                mapped[frame] = mapped.get(frame, 0) + 1
                 kind = after[frame][1][0] if frame in after else "free"
                 if kind == "guest":
                     continue
@@ -353,6 +351,18 @@ class PromiseWatch:
                     evidence.append(f"slot {slot} maps {fmt.vaddr(vaddr)} to frame {fmt.frame(frame, g.x86)}, which is free")
                 elif not (vaddr >= switcher_addr and kind in ("switcher", "regs")):
                     foreign.append(f"slot {slot}: {fmt.vaddr(vaddr)} -> frame {fmt.frame(frame, g.x86)} ({kind})")
+        # Every reference the Host holds is accounted for: one per shadow PTE that maps the
+        # frame, plus the one the Launcher (guest pages), lguest (Switcher pages) or the CPU
+        # (its register page) keeps.  Fewer, and a frame can be freed while still mapped.
+        for frame, count in mapped.items():
+            have, owner = after.get(frame, (0, ("free", None)))
+            held = 1 if owner[0] in ("guest", "switcher", "regs") else 0
+            if have < count + held:
+                evidence.append(f"{owner[0]} frame {fmt.frame(frame, g.x86)} has {have} references, but {count} "
+                                f"shadow entr{'y maps' if count == 1 else 'ies map'} it" + (" (+1 its owner keeps)" if held else ""))
+        for frame, (have, owner) in after.items():
+            if owner[0] in ("switcher", "regs") and frame not in mapped and have < 1:
+                evidence.append(f"{owner[0]} frame {fmt.frame(frame, g.x86)} has {have} references (its owner keeps 1)")
         if evidence:
             found.append(Broken("no-leak", index, str(step), evidence))
         if foreign:
