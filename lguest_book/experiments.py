@@ -31,12 +31,11 @@ import sys
 import time
 from collections import OrderedDict
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 from . import exercises
-from . import fmt
 from . import inspect as li
 from . import lguest as _lguest
 from . import page_tables as pt
@@ -168,10 +167,6 @@ def pgdir_slots(n: int):
         yield n
     finally:
         pt.PGDIR_SLOTS, _lguest.PGDIR_SLOTS = saved
-
-
-def _slots(g: Guest) -> int:
-    return len(g.lg.pgdirs)
 
 
 def rebuilding_new_pgdir(reference: Callable) -> Callable:
@@ -796,7 +791,6 @@ def _nested(quick: bool, seed: int, progress) -> Result:
                      "refs_per_miss_shadow": walk_shadow, "refs_per_miss_nested": walk_nested,
                      "crossover_exit_cost": crossover})
         progress(len(rows), len(jobs))
-    by = {(r["workload"], r["layout"]): r for r in rows}
     findings = {
         "nested_fewer_exits": all(r["nested_exits"] < r["shadow_exits"] for r in rows),
         "crossover": {f"{r['workload']}/{r['layout']}": r["crossover_exit_cost"] for r in rows},
@@ -807,7 +801,7 @@ def _nested(quick: bool, seed: int, progress) -> Result:
     summary = [
         "Nested paging takes fewer exits than shadow paging on every workload here "
         + ("(true)." if findings["nested_fewer_exits"] else "(NOT true here)."),
-        f"Each of its TLB misses costs up to (n+1)(m+1)-1 memory references: 8 without PAE, 15 with PAE, against 2 or 3.",
+        "Each of its TLB misses costs up to (n+1)(m+1)-1 memory references: 8 without PAE, 15 with PAE, against 2 or 3.",
         f"Nested paging wins once an exit costs more than {order[0]['crossover_exit_cost']:.1f} memory references "
         f"({order[0]['workload']}, {order[0]['layout']}) to {order[-1]['crossover_exit_cost']:.1f} "
         f"({order[-1]['workload']}, {order[-1]['layout']}). The exit cost is a parameter of the hardware, not "
@@ -868,7 +862,7 @@ def bench_workload(ops: int = 1_000_000, seed: int = 0, pae: bool = False, progr
 
 
 __all__ = ["EXPERIMENTS", "Experiment", "Result", "run", "names", "bench_workload", "pgdir_slots",
-           "PolicySource", "rebuilding_new_pgdir", "prefaulting_demand_page", "tlb_misses", "lowmem_limit", "fmt"]
+           "PolicySource", "rebuilding_new_pgdir", "prefaulting_demand_page", "tlb_misses", "lowmem_limit"]
 
 
 # =============================================================================================
