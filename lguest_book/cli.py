@@ -247,6 +247,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--answer", action="store_true", help="also show the answer (computed by the model)")
     p.set_defaults(func=cmd_practice)
 
+    p = sub.add_parser("experiment", help="measure a claim of the C's comments (chapter 10)")
+    p.add_argument("action", choices=("list", "run", "bench"))
+    p.add_argument("name", nargs="?", help="the experiment to run (see `experiment list`), or `all`")
+    p.add_argument("--quick", action="store_true", help="the chapter's small sizes (about a second each)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="lguest-book-results", help="where to write the CSV, summary and PNG files")
+    p.add_argument("--ops", type=int, default=1_000_000, help="operations for `experiment bench`")
+    p.set_defaults(func=cmd_experiment)
+
+    p = sub.add_parser("lab", help="the hostile-guest lab (chapter 11): challenges, hints, grading, fuzzing")
+    p.add_argument("action", choices=("challenges", "hint", "grade", "fuzz"))
+    p.add_argument("challenge", nargs="?", help="a challenge (see `lab challenges`)")
+    p.add_argument("file", nargs="?", help="grade: a Python file defining attack(a)")
+    p.add_argument("--level", type=int, default=1, help="hint: how many rungs of the ladder")
+    p.add_argument("--seconds", type=float, default=10.0, help="fuzz: how long")
+    p.add_argument("--runs", type=int, help="fuzz: exactly this many random Guests instead")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--pae", action="store_true", help="fuzz: PAE Guests")
+    p.set_defaults(func=cmd_lab)
+
     p = sub.add_parser("open", help="open the book in JupyterLab")
     p.add_argument("--book", default=os.environ.get("LGUEST_BOOK_DIR", "book"))
     p.add_argument("--no-browser", action="store_true")
@@ -275,6 +295,83 @@ def cmd_practice(args) -> int:
     print(prob)
     if args.answer:
         print(f"\nanswer: {prob.explain()}")
+    return 0
+
+
+def cmd_lab(args) -> int:
+    from . import lab
+
+    def fail(message: str) -> int:
+        print(f"lguest-book lab {args.action}: {message}", file=sys.stderr)
+        return 2
+
+    if args.action == "challenges":
+        for c in lab.CHALLENGES.values():
+            print(f"{c.id:22} {c.where:32} {c.goal}")
+        return 0
+    if args.action == "fuzz":
+        try:
+            report = lab.fuzz(args.seconds, runs=args.runs, seed=args.seed, pae=args.pae)
+        except ValueError as err:
+            return fail(str(err))
+        print(report)
+        return 0
+    if args.challenge not in lab.CHALLENGES:
+        return fail(f"no challenge named {args.challenge!r}; there are: {', '.join(lab.CHALLENGES)}")
+    if args.action == "hint":
+        if args.level < 1:
+            return fail(f"--level {args.level} must be at least 1")
+        print(lab.hints(args.challenge, args.level))
+        return 0
+    if not args.file:
+        return fail("name the file that defines attack(a)")
+    path = Path(args.file)
+    if not path.is_file():
+        return fail(f"no file {path}")
+    result = lab.grade_source(args.challenge, path.read_text())
+    print(result)
+    return 0 if result.succeeded else 1
+
+
+def cmd_experiment(args) -> int:
+    from . import experiments
+
+    if args.action == "list":
+        for exp in experiments.EXPERIMENTS.values():
+            print(f"{exp.name:<22} {exp.marker:<6} {exp.question}")
+        return 0
+    if args.action == "bench":
+        if args.ops < 1:
+            print(f"lguest-book experiment bench: --ops {args.ops} must be at least 1", file=sys.stderr)
+            return 2
+        result = experiments.bench_workload(args.ops, seed=args.seed, progress=experiments.Progress(sys.stderr, "workload"))
+        print(f"{result['ops']} Guest operations in {result['total_s']:.1f} s ({result['ops_per_s']:,.0f}/s; "
+              f"generating {result['generate_s']:.1f} s, running {result['run_s']:.1f} s); "
+              f"{result['faults']} faults, {result['exits']} exits")
+        return 0
+    if not args.name:
+        print("lguest-book experiment run: name an experiment (see `lguest-book experiment list`) or `all`", file=sys.stderr)
+        return 2
+    todo = experiments.names() if args.name == "all" else [args.name]
+    for name in todo:
+        if name not in experiments.EXPERIMENTS:
+            print(f"lguest-book experiment run: no experiment named {name!r}; there are: "
+                  f"{', '.join(experiments.names())}", file=sys.stderr)
+            return 2
+    if not 0 <= args.seed < 1 << 32:
+        print(f"lguest-book experiment run: --seed {args.seed} must be from 0 to 2**32-1", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        print(f"lguest-book experiment run: --out {out} is a file, not a directory", file=sys.stderr)
+        return 2
+    for name in todo:
+        result = experiments.run(name, quick=args.quick, seed=args.seed, progress=experiments.Progress(sys.stderr, name))
+        paths = result.write(out)
+        print(f"{name} ({'quick' if args.quick else 'full'} size, seed {args.seed}, {result.seconds:.1f} s):")
+        for line in result.summary:
+            print(f"  {line}")
+        print(f"  wrote {', '.join(str(p) for p in paths)}")
     return 0
 
 

@@ -378,6 +378,15 @@ class Guest:
         self.set_pte(vaddr, pte, proc)
         return pte
 
+    def pte_address(self, vaddr: int, proc: Process | None = None) -> int:
+        """Guest-physical address of the PTE for ``vaddr`` (kernel addresses: swapper's
+        tables; user addresses: ``proc`` or the current process), making the PTE page if
+        there is none (and telling the host about the new directory entry, as Linux does).
+        Storing into it with :meth:`write_entry` changes the mapping *without* a SET_PTE."""
+        _check_int("vaddr", vaddr, 0, ULONG_MASK)
+        space = self._space(vaddr, proc)
+        return self._pte_slot(space, vaddr, kernel=vaddr >= self.kernel_address)
+
     def unmap(self, vaddr: int, proc: Process | None = None) -> None:
         """Clear the PTE for ``vaddr`` and tell the host."""
         self.set_pte(vaddr, 0, proc)

@@ -359,3 +359,17 @@ def source_line(lineno: int) -> str:
     from . import page_tables
 
     return linecache.getline(page_tables.__file__, lineno).rstrip() if lineno > 0 else ""
+
+
+# --- the Host's own record of trouble -------------------------------------------------------------
+def health(obj) -> dict:
+    """What the Host noticed going wrong: reference-count ``anomalies`` (a put_page below
+    zero: Linux's "Bad page state") and ``oopses`` (a BUG_ON or NULL dereference in the
+    Host), oldest first, as lists of sentences."""
+    host = _lg(obj).host
+    return {"anomalies": list(host.anomalies), "oopses": list(host.oopses)}
+
+
+def guest_frames(obj) -> dict[int, int]:
+    """{guest page: host frame} for every page of Guest memory the Launcher has backed."""
+    return {i: f for i, f in enumerate(_lg(obj).launcher.frames) if f > 0}

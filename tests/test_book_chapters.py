@@ -12,8 +12,9 @@ from lguest_book import page_tables as pt
 CHAPTERS = book.chapters()
 
 
-def test_the_book_has_its_ten_chapters():
-    assert [nb.name[:2] for nb in CHAPTERS] == [f"{i:02d}" for i in range(10)]
+def test_the_book_has_its_chapters_numbered_from_zero():
+    assert len(CHAPTERS) >= 11
+    assert [nb.name[:2] for nb in CHAPTERS] == [f"{i:02d}" for i in range(len(CHAPTERS))]
 
 
 @pytest.mark.parametrize("notebook", CHAPTERS, ids=[nb.stem for nb in CHAPTERS])

@@ -1,0 +1,268 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     notebook_metadata_filter: kernelspec,jupytext,-jupytext.text_representation.jupytext_version
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Chapter 11 — The hostile-guest lab
+#
+# page_tables.c opens (P:700) by warning that the Guest's page tables can be neither trusted nor
+# used: every entry must be checked and converted before the CPU may follow it.  The chapters so
+# far showed where the checks hold, and six places where the C itself breaks its promises.  In
+# this lab you stop reading about attacks and make them: you are the Guest, and the Host is the
+# one under test.
+#
+# ## What you will learn
+#
+# - exactly what a Guest kernel can do to the Host: store anything in its own memory, make any
+#   hypercall with any arguments, touch any address — and nothing more;
+# - the five promises the Host makes, and how to check them after every single step;
+# - how to turn a hunch into an attack, and a failed run into a minimal replay;
+# - how to patch the Host, prove the patch restores a promise, and check it changes nothing else;
+# - how fuzzing finds what you did not think of, and why one challenge here cannot be won.
+
+# %%
+from lguest_book import lab
+from lguest_book.x86 import _PAGE_ACCESSED, _PAGE_PRESENT, _PAGE_RW, _PAGE_USER
+
+for name, text in lab.PROMISES.items():
+    print(f"{name:16} {text}")
+
+# %% [markdown]
+# ## The attacker
+#
+# An `Attacker` is a booted Guest kernel with no scruples.  Its *steps* are the only things a
+# Guest can do — `poke` (store an entry anywhere in its own memory), `hypercall` (any call, any
+# registers; with shorthands `set_pte`, `set_pgd`, `set_pmd`, `new_pgtable`, `flush`,
+# `set_stack`, `lguest_init`), `touch` — plus what a Linux Guest builds from them (`map`,
+# `new_process`, `switch_to`, `alloc_page`).  Reading its own memory (`peek`,
+# `entry_address`, `limits`) is free.  After every step the Host runs the Guest again and the
+# promises are checked.  An honest Guest breaks none:
+
+# %%
+a = lab.Attacker()
+proc = a.new_process()
+a.switch_to(proc)
+page = a.alloc_page()
+a.map(0x08048000, page)
+print(a.touch(0x08048000, write=True, user=True))
+print(a)
+print("steps:", "; ".join(str(s) for s in a.steps))
+assert a.broken == []
+
+# %% [markdown]
+# Every step is plain data — a name and integers — so an attack can be replayed exactly on a fresh
+# machine, shrunk, or graded somewhere the attacker's code never runs:
+
+# %%
+again = lab.replay(a.steps)
+assert [str(s) for s in again.steps] == [str(s) for s in a.steps] and again.broken == []
+print(again)
+
+# %% [markdown]
+# ## What a broken promise looks like
+#
+# Chapter 4 showed `guest_set_pgd`'s bound test (`idx > PTRS_PER_PGD`, so index `PTRS_PER_PGD`
+# itself passes).  Here is the attack written as steps, on the Host the flaw needs (one whose
+# Switcher sits near the very top of memory, and whose random choices all come out 0), and what
+# the promise checker reports:
+
+# %%
+result = lab.attempt("foreign-put", lab.KNOWN_ATTACKS["foreign-put"])
+print(result)
+broken = next(b for b in result.broken if b.promise == "no-leak" and b.action != "teardown")
+broken.replay = lab.shrink(result.steps, "no-leak", **lab._host(lab.CHALLENGES["foreign-put"]))
+print(broken)
+assert result.succeeded and "put_page on frame" in broken.evidence[0]
+
+# %% [markdown]
+# The picture shows the reference counts of every frame the breaking step changed, before and
+# after it: the Switcher's page (the Host's, not the Guest's) falls below zero.
+
+# %%
+fig = lab.picture(broken, **lab._host(lab.CHALLENGES["foreign-put"]))
+negative = [f for f, c in fig.after_counts.items() if c < 0]
+assert negative, "the picture shows a count below zero"
+fig
+
+# %% [markdown]
+# ## The challenges
+#
+# Each challenge is a goal with a checker and a ladder of hints; most are the flaws the book
+# taught, one (`amplify`) is not in the book at all, and one (`foreign-map`) cannot be done.
+
+# %%
+for c in lab.CHALLENGES.values():
+    print(f"{c.id:22} {c.where:32} {c.goal}")
+assert sum(not c.possible for c in lab.CHALLENGES.values()) == 1
+assert any(c.where == "not yet in the book" for c in lab.CHALLENGES.values())
+
+# %% [markdown]
+# Climb a ladder one rung at a time (the widget), or ask for hints in code: `lab.hints("amplify", 2)`.
+
+# %%
+lab.hint_ladder("amplify")
+
+# %% [markdown]
+# ### Your turn: crash the Host
+#
+# Write `attack(a)` that makes the Host oops while the Guest is alive.  Use the hint ladder if
+# you need it.  `lab.check_attack` runs it on a fresh Guest, checks the promises after every
+# step, and says whether you succeeded.
+#
+# <details><summary>A worked answer</summary>
+#
+# Two processes, both cached; switch to the second, so the first is cached but not current. A
+# SET_PGD on the first one's Switcher entry makes the Host release that entry — but its
+# `switcher_mapped` flag stays true, because `guest_set_pgd` re-maps the Switcher only in the
+# *current* top level (H:400).  Switching back to the first process then runs
+# `map_switcher_in_guest` on a top level whose Switcher PTE page is gone, and
+# `remove_switcher_percpu_map` dereferences NULL (H:481).  The code is
+# `lab.KNOWN_ATTACKS["crash-host"]`.
+# </details>
+
+# %%
+def attack(a):
+    first = a.new_process()
+    second = a.new_process()
+    a.switch_to(first)
+    a.switch_to(second)
+    g = a.guest
+    a.set_pgd(a.gpgdir(first), g.x86.pgd_index(g.host.switcher_addr))
+    a.switch_to(first)
+
+crashed = lab.check_attack("crash-host", attack)
+assert any(b.promise == "no-oops" for b in crashed.broken)
+
+# %% [markdown]
+# ### Graded challenge: amplify (not yet in the book)
+#
+# A shadow PTE page costs the Host a whole page of its own memory.  Write `attack(a)` that makes
+# the Host hold 64 more pages of shadow tables than it did at boot, while your user space maps a
+# single page of memory.  Nothing of the Guest's memory needs to grow: think about what the Host
+# shadows *per top-level entry*.  (In the classroom edition this cell is graded: your answer is
+# run in a separate process that can only hand back the steps it took, and those steps are
+# replayed and judged on a pristine Host.)
+
+# %% nbgrader={"grade": false, "grade_id": "ch11-amplify-answer", "locked": false, "schema_version": 3, "solution": true, "task": false}
+def attack(a):
+    ### BEGIN SOLUTION
+    g = a.guest
+    L = g.x86
+    table, data = a.alloc_page(), a.alloc_page()
+    a.poke(table << 12, (data << 12) | _PAGE_PRESENT | _PAGE_RW | _PAGE_USER | _PAGE_ACCESSED)
+    a.switch_to(a.new_process())
+    for i in range(64):  # 64 user top-level entries, all pointing at one PTE page
+        a.poke(a.gpgdir() + i * 4, (table << 12) | 0x067)
+    for i in range(64):
+        a.touch(i << L.PMD_SHIFT, user=True)
+    ### END SOLUTION
+
+# %% nbgrader={"grade": true, "grade_id": "ch11-amplify-check", "locked": true, "points": 3, "schema_version": 3, "solution": false, "task": false}
+from lguest_book import lab
+
+lab.check_attack("amplify", attack)
+
+# %% [markdown]
+# ## The challenge that cannot be won
+#
+# `foreign-map` asks for a shadow PTE that maps a host frame outside the Guest's memory.  Argue
+# from the C why no Guest can get one, then let the fuzzer and the property tests (promise 2 in
+# `tests/test_properties.py`) back you up.
+#
+# <details><summary>The argument</summary>
+#
+# Every present shadow PTE is written by `gpte_to_spte` (H:340), whose frame comes from
+# `get_pfn` (H:350): the Launcher's `get_user_pages_fast` on `mem_base + gpfn * PAGE_SIZE`, so it
+# is a page of the Launcher's mapping of Guest memory or nothing.  The Guest's frame number is
+# bounded first: `check_gpte` (H:330) kills a Guest whose PTE names a page at or beyond
+# `pfn_limit`, and I/O pages never get a shadow entry.  The only other shadow PTEs are the
+# Switcher's, made by the Host itself (H:480, H:501).  The flaws that corrupt reference counts
+# (`foreign-put`, `freed-while-mapped`) release frames; none of them *installs* one.
+# </details>
+
+# %%
+report = lab.fuzz(runs=60, seed=3)
+print(report)
+assert "own-memory" not in report.found    # 60 hostile Guests: nobody reached a foreign frame
+assert "no-leak" in report.found            # ... but the fuzzer rediscovers a known flaw
+
+# %% [markdown]
+# The fuzzer ran random hostile Guests (the property tests' generator, in the lab's vocabulary)
+# and kept the first break of each promise, shrunk to a minimal replay.  `lab.fuzz(seconds=60)`
+# runs for a minute instead of a fixed number of Guests.
+
+# %% [markdown]
+# ## Patch the Host, and re-attack
+#
+# The lab ends as a security fix does: patch, prove the patch, and prove it breaks nothing else.
+# Here is a fix of `guest_set_pgd`'s bound: the same function with `>=` where the C has `>`.
+# `lab.reattack` runs every known attack and the fuzzer against the unpatched and the patched
+# Host, and compares the two Hosts step by step on random Guests.
+
+# %%
+from lguest_book import page_tables as pt
+from lguest_book.lguest import kill_guest
+
+def guest_set_pgd(lg, gpgdir, idx):
+    cpu0 = lg.cpus[0]
+    if idx >= lg.x86.PTRS_PER_PGD:           # the fix: one past the end is out of bounds too
+        kill_guest(cpu0, f"Attempt to set pgd {idx}/{lg.x86.PTRS_PER_PGD}")
+        return
+    slot = pt.find_pgdir(lg, gpgdir)
+    if slot < len(lg.pgdirs):
+        pt.release_pgd(lg.host, lg.host.entry_ptr(lg.pgdirs[slot].pgdir, idx))
+        if not pt.allocate_switcher_mapping(cpu0):
+            kill_guest(cpu0, "Cannot populate switcher mapping")
+        lg.pgdirs[slot].last_host_cpu = -1
+
+fix = lab.reattack({"guest_set_pgd": guest_set_pgd}, runs=30, compare_runs=30)
+print(fix)
+rows = {r["challenge"]: r for r in fix.rows}
+assert rows["foreign-put"]["before"] and not rows["foreign-put"]["after"]   # the attack no longer works
+assert all(r["before"] == r["after"] for c, r in rows.items() if c != "foreign-put")  # the others are untouched
+from lguest_book import hypercalls as hc
+one_past_the_end = {False: 1024, True: 4}
+assert fix.differences                                                    # the random Guests did try it...
+assert all(step.name == "hypercall" and step.args[0] == hc.LHCALL_SET_PGD and step.args[2] == one_past_the_end[pae]
+           for pae, run, i, step in fix.differences)                       # ...and nothing else differs
+
+# %% [markdown]
+# ## Exercises
+#
+# 1. *Predict, then run.*  With the fix above, what does a Guest that makes SET_PGD with index
+#    `PTRS_PER_PGD` see now?  Check with an `Attacker`.
+#
+#    <details><summary>Answer</summary>It is killed ("Attempt to set pgd 1024/1024"), as a Guest
+#    asking for 1025 always was.</details>
+#
+# 2. Fix `pinned-after-teardown`: which test is missing in `__guest_set_pte`?  Patch it, then
+#    `lab.reattack({"__guest_set_pte": yours})`.  Does your fix also change `clean-writable`?
+#
+#    <details><summary>Hint</summary>The shortcut converts any entry with Accessed or Dirty set,
+#    present or not.</details>
+#
+# 3. Write an attack that breaks `dead-stays-dead`.  If you cannot, say which lines of
+#    hypercalls.c and core.c stop you (the model follows them: `do_hcall` and `enter_guest`).
+#
+# 4. Run `lab.fuzz(seconds=60, pae=True)`.  Which promises break under PAE, and which flaw is
+#    behind each minimal replay?
+
+# %% [markdown]
+# ## References
+#
+# - The lguest sources at v4.7: [page_tables.c](https://elixir.bootlin.com/linux/v4.7/source/drivers/lguest/page_tables.c),
+#   [hypercalls.c](https://elixir.bootlin.com/linux/v4.7/source/drivers/lguest/hypercalls.c).
+# - A. Zeller and R. Hildebrandt, "Simplifying and isolating failure-inducing input", IEEE TSE
+#   28(2), 2002 (delta debugging, which `lab.shrink` uses).
+# - OSTEP, the virtual machine monitor appendix (why the Guest must not be trusted).

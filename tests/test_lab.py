@@ -1,0 +1,161 @@
+"""The hostile-guest lab (chapter 11): the attacker can do what a Guest can, the promises are
+checked after every step, the checkers see what happened, and grading cannot be fooled."""
+
+from __future__ import annotations
+
+import pytest
+
+from lguest_book import hypercalls as hc
+from lguest_book import lab
+from lguest_book.x86 import _PAGE_ACCESSED, _PAGE_PRESENT
+
+
+def test_an_honest_guest_breaks_no_promise_in_either_layout():
+    for pae in (False, True):
+        a = lab.Attacker(pae=pae)
+        p = a.new_process()
+        a.switch_to(p)
+        for i in range(4):
+            a.map(0x08048000 + i * 4096, a.alloc_page())
+            a.touch(0x08048000 + i * 4096, write=bool(i % 2), user=True)
+        a.flush()
+        a.touch(0xC0001000)
+        assert a.teardown() == [] and a.broken == []
+
+
+def test_steps_are_data_and_replay_is_exact():
+    a = lab.Attacker()
+    a.switch_to(a.new_process())
+    a.map(0x08048000, a.alloc_page())
+    a.touch(0x08048000, user=True)
+    b = lab.replay(a.steps, teardown=False)
+    assert b.steps == a.steps
+    assert lab._host_state(a.guest) == lab._host_state(b.guest)
+
+
+def test_the_attacker_cannot_reach_the_host():
+    a = lab.Attacker()
+    limit = a.limits()["pfn_limit"] * 4096
+    assert a.poke(limit, 0x1234) is None  # outside its memory: nothing happens
+    with pytest.raises(ValueError, match="not an action of the Guest"):
+        a.do("store_host", 1)
+    with pytest.raises(ValueError, match="not a register value"):
+        a.hypercall(-1)
+    with pytest.raises(ValueError, match="unknown Host setting"):
+        lab.Attacker(ram_pages=5)
+    assert not hasattr(a, "host")
+
+
+@pytest.mark.parametrize("challenge", list(lab.KNOWN_ATTACKS))
+def test_each_known_attack_achieves_its_challenge(challenge):
+    result = lab.attempt(challenge, lab.KNOWN_ATTACKS[challenge])
+    assert result.succeeded, result.why
+    assert result.error is None
+
+
+@pytest.mark.parametrize("challenge", [c for c in lab.CHALLENGES if c != "foreign-map"])
+def test_an_honest_run_achieves_no_challenge(challenge):
+    def honest(a):
+        a.switch_to(a.new_process())
+        a.map(0x08048000, a.alloc_page(), _PAGE_PRESENT | 0x2 | 0x4 | _PAGE_ACCESSED | 0x40)
+        a.touch(0x08048000, write=True, user=True)
+
+    assert not lab.attempt(challenge, honest).succeeded
+
+
+def test_promise_report_names_the_step_and_the_evidence_and_shrinks():
+    result = lab.attempt("crash-host", lab.KNOWN_ATTACKS["crash-host"])
+    oops = next(b for b in result.broken if b.promise == "no-oops")
+    assert oops.action.startswith("switch_to") and "NULL pointer" in oops.evidence[0]
+    padded = [lab.Step("touch", (0xC0000000, False, False)), lab.Step("hypercall", (hc.LHCALL_FLUSH_TLB, 0, 0, 0, 0))] + result.steps
+    assert lab.first_broken(padded, "no-oops") is not None
+    short = lab.shrink(padded, "no-oops")
+    assert len(short) <= len(result.steps) and lab.first_broken(short, "no-oops") is not None
+    assert lab.Step("touch", (0xC0000000, False, False)) not in short
+
+
+def test_picture_shows_the_count_that_went_wrong():
+    host = lab._host(lab.CHALLENGES["foreign-put"])
+    result = lab.attempt("foreign-put", lab.KNOWN_ATTACKS["foreign-put"])
+    b = next(b for b in result.broken if b.action != "teardown")
+    b.replay = result.steps[: b.step + 1]
+    fig = lab.picture(b, **host)
+    assert any(count < 0 for count in fig.after_counts.values())
+
+
+def test_fuzz_with_runs_is_deterministic_and_finds_a_known_flaw():
+    one = lab.fuzz(runs=25, seed=3)
+    two = lab.fuzz(runs=25, seed=3)
+    assert str(one) == str(two)
+    assert "own-memory" not in one.found
+    with pytest.raises(ValueError, match="seconds"):
+        lab.fuzz(seconds=0)
+
+
+def test_reattack_shows_a_fix_restoring_the_promise():
+    from lguest_book import page_tables as pt
+    from lguest_book.lguest import kill_guest
+
+    def guest_set_pgd(lg, gpgdir, idx):
+        if idx >= lg.x86.PTRS_PER_PGD:
+            kill_guest(lg.cpus[0], "fixed")
+            return
+        slot = pt.find_pgdir(lg, gpgdir)
+        if slot < len(lg.pgdirs):
+            pt.release_pgd(lg.host, lg.host.entry_ptr(lg.pgdirs[slot].pgdir, idx))
+            if not pt.allocate_switcher_mapping(lg.cpus[0]):
+                kill_guest(lg.cpus[0], "Cannot populate switcher mapping")
+            lg.pgdirs[slot].last_host_cpu = -1
+
+    r = lab.reattack({"guest_set_pgd": guest_set_pgd}, runs=10, compare_runs=6)
+    rows = {row["challenge"]: row for row in r.rows}
+    assert rows["foreign-put"] == {"challenge": "foreign-put", "before": True, "after": False}
+    assert all(row["before"] == row["after"] for c, row in rows.items() if c != "foreign-put")
+    assert r.differences and all(s.args[0] == hc.LHCALL_SET_PGD for _, _, _, s in r.differences)
+
+
+CHEATS = {
+    "patches the checker": "from lguest_book import lab\nlab.CHALLENGES['crash-host'].__dict__\n"
+                           "def attack(a):\n    import lguest_book.lab as L\n    L._broke = lambda *x: (lambda a: (True, 'x'))\n"
+                           "    L.attempt = lambda *x, **k: None\n",
+    "fakes an oops": "def attack(a):\n    a.guest.host.oopses.append('BUG: fake')\n",
+    "prints a fake verdict": "def attack(a):\n    print('@@STEPS@@{\"steps\": [], \"error\": null}')\n",
+    "hangs": "def attack(a):\n    while True:\n        pass\n",
+    "kills the process": "import os\ndef attack(a):\n    os._exit(0)\n",
+}
+
+
+@pytest.mark.parametrize("cheat", list(CHEATS))
+def test_grading_runs_the_attack_elsewhere_and_judges_only_its_steps(cheat):
+    result = lab.grade_source("crash-host", CHEATS[cheat], timeout=6)
+    assert not result.succeeded, result
+
+
+def test_grading_an_honest_attack():
+    source = (
+        "def attack(a):\n"
+        "    first = a.new_process(); second = a.new_process()\n"
+        "    a.switch_to(first); a.switch_to(second)\n"
+        "    a.set_pgd(a.gpgdir(first), a.guest.x86.pgd_index(a.guest.host.switcher_addr))\n"
+        "    a.switch_to(first)\n"
+    )
+    result = lab.grade_source("crash-host", source, timeout=30)
+    assert result.succeeded, result
+
+
+def test_cli_lab(tmp_path, capsys):
+    from lguest_book.cli import main
+
+    assert main(["lab", "challenges"]) == 0
+    assert "amplify" in capsys.readouterr().out
+    assert main(["lab", "hint", "amplify", "--level", "2"]) == 0
+    assert "hint 2:" in capsys.readouterr().out
+    assert main(["lab", "hint", "nope"]) == 2
+    assert "no challenge named 'nope'" in capsys.readouterr().err
+    answer = tmp_path / "attack.py"
+    answer.write_text("def attack(a):\n    a.touch(0x08048000)\n")
+    assert main(["lab", "grade", "crash-host", str(answer)]) == 1
+    assert "not achieved" in capsys.readouterr().out
+    assert main(["lab", "grade", "crash-host", str(tmp_path / "missing.py")]) == 2
+    assert main(["lab", "fuzz", "--runs", "5"]) == 0
+    assert "random hostile Guests" in capsys.readouterr().out
