@@ -73,6 +73,8 @@ def decode(x):
 
 def shown(x) -> str:
     """A decoded value as a check's message shows it."""
+    if x == ("missing", ""):
+        return "no result (your answer's process did not report one)"
     if isinstance(x, tuple) and len(x) == 2 and x[0] in ("raised", "object") and isinstance(x[1], str):
         return f"an exception ({x[1]})" if x[0] == "raised" else f"an object of type {x[1]}"
     if isinstance(x, bool) or x is None:

@@ -248,11 +248,11 @@ def autograde(course: Path | str, assignment: str, student: str | None = None) -
     return _nbgrader(_course(course), *args)
 
 
-def feedback(course: Path | str, assignment: str) -> list[Path]:
+def feedback(course: Path | str, assignment: str, student: str | None = None) -> list[Path]:
     """``nbgrader generate_feedback``: one HTML page per student and notebook in ``feedback/``."""
     course = _course(course)
-    _nbgrader(course, "generate_feedback", assignment, "--force")
-    return sorted((course / "feedback").glob(f"*/{assignment}/*.html"))
+    _nbgrader(course, "generate_feedback", assignment, "--force", *([f"--student={student}"] if student else []))
+    return sorted((course / "feedback").glob(f"{student or '*'}/{assignment}/*.html"))
 
 
 def export(course: Path | str, to: Path | str) -> Path:

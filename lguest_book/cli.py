@@ -276,7 +276,7 @@ def _classroom_parsers(steps) -> None:
         course_flag(q)
         if name == "collect":
             q.add_argument("--zip", nargs="+", default=[], metavar="FILE", help="zip files of submissions (nbgrader zip_collect)")
-        if name == "autograde":
+        if name in ("autograde", "feedback"):
             q.add_argument("--student", help="only this student")
         q.set_defaults(func=cmd_classroom)
     q = steps.add_parser("export", help="nbgrader export: every grade as CSV")
@@ -350,7 +350,7 @@ def _classroom_step(classroom, args) -> int:
             say(f"  {r['student']:<20} {_points(r['score'])}/{_points(r['max'])}{mark}")
         return 0
     if args.action == "feedback":
-        pages = classroom.feedback(course, args.assignment)
+        pages = classroom.feedback(course, args.assignment, args.student)
         say(f"feedback for {args.assignment}: {len(pages)} HTML page(s) in {Path(course).resolve() / 'feedback'}")
         for page in pages:
             say(f"  {page.relative_to(Path(course).resolve())}")

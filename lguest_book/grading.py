@@ -289,7 +289,7 @@ class Grader:
         passed, failures = 0, []
         for i, case in enumerate(cases):
             a = _gradebox.decode(want["cases"][i])
-            b = _gradebox.decode(got_cases[i]) if i < len(got_cases) else ("object", "nothing")
+            b = _gradebox.decode(got_cases[i]) if i < len(got_cases) else ("missing", "")
             if a == b:
                 passed += 1
             else:
