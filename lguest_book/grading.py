@@ -35,6 +35,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -663,3 +664,89 @@ if NbGraderPreprocessor is not None:
         cell = new_code_cell(source)
         ClearHiddenTests()._remove_hidden_test_region(cell)
         return cell.source
+
+
+# =============================================================================================
+# How fast a class is graded
+# =============================================================================================
+def bench(students: int = 60, assignment: str = "ch03", jobs: int = 0, keep: str | None = None) -> dict:
+    """Autograde ``students`` submissions of one chapter with real nbgrader, timed.
+
+    The class: three in five answer with the instructor's solution, one in five hands in the
+    untouched student version, one in five imports the model's own function.  Every answer's
+    text differs (a comment with the student's number), so each one really runs in the
+    sandbox.  Returns the timings and whether every score came out as expected."""
+    import time
+
+    import nbformat
+
+    from . import classroom
+
+    if students < 1:
+        raise ValueError(f"students={students}: grade at least one")
+    chapter = [p for p in classroom.graded_chapters() if classroom.assignment_id(p) == assignment]
+    if not chapter:
+        raise ValueError(f"assignment={assignment!r}: the graded chapters are "
+                         f"{', '.join(classroom.assignment_id(p) for p in classroom.graded_chapters())}")
+    nb_path = chapter[0]
+    root = Path(keep).resolve() if keep else Path(tempfile.mkdtemp(prefix="lguest-bench-grading-"))
+    try:
+        start = time.perf_counter()
+        classroom.make_course(root, notebooks=[nb_path], force=bool(keep))
+        if jobs:
+            with (root / "nbgrader_config.py").open("a") as f:
+                f.write(f"c.SecureGrade.jobs = {int(jobs)}\n")
+        released = classroom.generate(root, assignment) / nb_path.name
+        setup = time.perf_counter() - start
+        release_nb = nbformat.read(released, 4)
+        solution = next(c.source for c in nbformat.read(root / "source" / assignment / nb_path.name, 4).cells
+                        if c.metadata.get("nbgrader", {}).get("solution"))
+        grade_id = next(c.metadata["nbgrader"]["grade_id"] for c in release_nb.cells
+                        if c.metadata.get("nbgrader", {}).get("grade"))
+        eid = checks_in(next(c.source for c in release_nb.cells if c.metadata.get("nbgrader", {}).get("grade")))[0].exercise
+        source_file, own = withheld(eid)
+        module = "lguest_book." + source_file.stem
+        target = _exercises().EXERCISES[eid].target
+        expected = {}
+        for n in range(students):
+            student = f"student{n:03d}"
+            nb = nbformat.from_dict(json.loads(json.dumps(release_nb)))
+            cell = next(c for c in nb.cells if c.metadata.get("nbgrader", {}).get("solution"))
+            kind = ("honest", "honest", "honest", "blank", "cheat")[n % 5]
+            if kind == "honest":
+                cell.source = f"# {student}\n" + re.sub(r"[ \t]*### (BEGIN|END) SOLUTION[ \t]*\n", "", solution)
+            elif kind == "blank":
+                cell.source = f"# {student}\n" + cell.source
+            else:
+                cell.source = f"# {student}\nfrom {module} import {own} as {target}\n"
+            folder = root / "submitted" / student / assignment
+            folder.mkdir(parents=True, exist_ok=True)
+            nbformat.write(nb, folder / nb_path.name)
+            expected[student] = kind == "honest"
+        start = time.perf_counter()
+        done = classroom.autograde(root, assignment)
+        seconds = time.perf_counter() - start
+        wrong = []
+        for student, full in expected.items():
+            got = classroom.scores(root, assignment, student)[grade_id]
+            if (got[0] == got[1]) != full:
+                wrong.append(f"{student}: {got[0]:g}/{got[1]:g}")
+        return {"assignment": assignment, "students": students, "seconds": seconds, "setup_seconds": setup,
+                "per_student": seconds / students, "cpus": os.cpu_count(), "jobs": jobs or os.cpu_count(),
+                "correct": not wrong, "wrong": wrong, "warnings": classroom.warnings_of(done),
+                "course": str(root) if keep else None}
+    finally:
+        if not keep:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+def format_bench(r: dict) -> str:
+    lines = [f"autograded {r['students']} submissions of {r['assignment']} in {r['seconds']:.1f} s "
+             f"({r['per_student']:.2f} s each; {r['jobs']} at once on {r['cpus']} CPU(s); "
+             f"course and release took {r['setup_seconds']:.1f} s more)",
+             "scores: " + ("all as expected (honest full, blank and cheating 0)" if r["correct"]
+                           else "WRONG for " + ", ".join(r["wrong"]))]
+    lines += [f"nbgrader: {w}" for w in r["warnings"]]
+    if r.get("course"):
+        lines.append(f"course kept in {r['course']}")
+    return "\n".join(lines)
