@@ -138,16 +138,18 @@ class Verdict:
         return "\n".join(self.lines)
 
 
-def _limits(cpu_seconds: int) -> None:  # pragma: no cover - runs in the child before exec
-    import resource
-
-    os.setsid()
-    for what, value in ((resource.RLIMIT_CPU, cpu_seconds), (resource.RLIMIT_AS, MEMORY_LIMIT),
-                        (resource.RLIMIT_FSIZE, 0), (resource.RLIMIT_CORE, 0), (resource.RLIMIT_NOFILE, 64)):
-        try:
-            resource.setrlimit(what, (value, value))
-        except (ValueError, OSError):
-            pass
+def _limits_code(cpu_seconds: int) -> str:
+    """Python that sets the sandbox's resource limits (run first thing in the sandbox, before
+    any answer; the sandbox's audit hook then refuses to change them): CPU time, memory, no
+    file may be written, no core dump, few descriptors."""
+    return (
+        "import resource\n"
+        f"for what, value in ((resource.RLIMIT_CPU, {int(cpu_seconds)}), (resource.RLIMIT_AS, {MEMORY_LIMIT}),\n"
+        "                    (resource.RLIMIT_FSIZE, 0), (resource.RLIMIT_CORE, 0), (resource.RLIMIT_NOFILE, 64)):\n"
+        "    try:\n"
+        "        resource.setrlimit(what, (value, value))\n"
+        "    except (ValueError, OSError):\n"
+        "        pass\n")
 
 
 class Grader:
@@ -234,13 +236,14 @@ class Grader:
         job = {"exercise": exercise_id, "name": name, "source": source, "hidden": hiddens,
                "time_limit": self.time_limit, "readable": [str(copy)], "result_fd": write_end,
                "denied": _denied()}
-        boot = f"import sys; sys.path.insert(0, {str(copy)!r}); from lguest_book._gradebox import main; main()"
+        boot = (_limits_code(int(self.timeout) + 1)
+                + f"import sys\nsys.path.insert(0, {str(copy)!r})\nfrom lguest_book._gradebox import main\nmain()\n")
         workdir = tempfile.mkdtemp(dir=self._tmp, prefix="run-")
         try:
             proc = subprocess.Popen(
                 [self.python, "-I", "-S", "-B", "-c", boot], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL, cwd=workdir, pass_fds=(write_end,), close_fds=True,
-                preexec_fn=lambda: _limits(int(self.timeout) + 1), env={"PATH": "/usr/bin:/bin", "LC_ALL": "C.UTF-8"})
+                start_new_session=True, env={"PATH": "/usr/bin:/bin", "LC_ALL": "C.UTF-8"})
         finally:
             os.close(write_end)
         chunks: list[bytes] = []

@@ -75,6 +75,8 @@ CHEATS = {
     "kill-kernel": (body("import os, signal\nos.kill(os.getpid(), signal.SIGKILL)\n"), "import os\nos._exit(1)\n", "refuses os.kill"),
     "exit-process": (body("import os\nos._exit(3)\n"), None, "stopped the grader's process"),
     "hang": (body("import signal\nsignal.signal(signal.SIGALRM, signal.SIG_IGN)\nwhile True:\n    pass\n"), None, "did not finish"),
+    "memory-bomb": (body("hog = bytearray(8 << 30)\n"), None, "MemoryError"),
+    "ctypes": (body("import ctypes\nctypes.CDLL(None)\n"), None, "refuses to import ctypes"),
     "tampered-cells": ("", "TAMPER", "NotImplementedError"),
 }
 
