@@ -52,6 +52,8 @@ c = get_config()
 c.CourseDirectory.course_id = "lguest-book"
 c.CourseDirectory.root = {root!r}
 c.CourseDirectory.db_url = "sqlite:///" + {db!r}
+# `nbgrader validate` still runs a notebook in a kernel (autograde does not, see below).
+c.ExecutePreprocessor.timeout = 300
 c.ClearSolutions.code_stub = {{"python": "# YOUR CODE HERE\\nraise NotImplementedError()"}}
 
 # Grading the student's code cannot reach (lguest_book/grading.py).  Autograde does not run

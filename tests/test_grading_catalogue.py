@@ -164,6 +164,10 @@ def test_every_cheat_scores_zero_and_is_told_why(graded, student):
     verdict = _verdict(course, student)
     assert not verdict["ok"]
     assert CHEATS[student][2] in verdict["text"], verdict["text"]
+    # what the student's feedback will show: the grade cell's stored error
+    cell = next(c for c in nbformat.read(course / "autograded" / student / "ch03" / CH3.name, 4).cells
+                if c.metadata.get("nbgrader", {}).get("grade"))
+    assert cell.outputs[0].output_type == "error" and CHEATS[student][2] in cell.outputs[0].evalue
 
 
 @pytest.mark.parametrize("student", sorted(HONEST))
@@ -202,14 +206,13 @@ def test_a_normal_run_logs_no_warning_but_the_tampered_notebook(graded):
 
 def test_feedback_pages_and_csv_export(graded):
     course, _ = graded
-    for student in ("honest-walrus", "import-reference"):  # one page each (nbconvert is slow)
-        assert main(["classroom", "feedback", "ch03", "--course", str(course), "--student", student]) == 0
+    # one student's page (each nbgrader call costs seconds): an honest answer's verdict shows,
+    # the hidden tests' text does not
+    assert main(["classroom", "feedback", "ch03", "--course", str(course), "--student", "honest-walrus"]) == 0
     pages = sorted((course / "feedback").glob("*/ch03/*.html"))
-    assert [p.parent.parent.name for p in pages] == ["honest-walrus", "import-reference"]
-    honest = (course / "feedback" / "honest-walrus" / "ch03" / CH3.name.replace(".ipynb", ".html")).read_text()
-    assert "hidden checks ✓ ch3-page-writable" in honest and "hidden=True" not in honest
-    cheat = (course / "feedback" / "import-reference" / "ch03" / CH3.name.replace(".ipynb", ".html")).read_text()
-    assert "withheld while grading" in cheat
+    assert [p.parent.parent.name for p in pages] == ["honest-walrus"]
+    honest = pages[0].read_text()
+    assert "hidden checks ✓ ch3-page-writable: 15/15 checks passed" in honest and "hidden=True" not in honest
     assert main(["classroom", "export", "--course", str(course), "--to", "grades.csv"]) == 0
     rows = {r["student_id"]: r for r in csv.DictReader((course / "grades.csv").open())}
     assert float(rows["honest-helpers"]["score"]) == 2.0 and float(rows["hang"]["score"]) == 0.0
