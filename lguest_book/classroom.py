@@ -414,12 +414,34 @@ def hide_answer_sources(nb):
             note["id"] = cell.get("id", f"answer-{i}")
             note.metadata["tags"] = [ANSWER_TAG + "-hidden"]
             nb.cells[i] = note
+    for i in reversed(range(len(nb.cells))):
+        meta = nb.cells[i].get("metadata", {}).get("nbgrader", {})
+        before = nb.cells[i - 1].get("metadata", {}).get("tags", []) if i else []
+        if meta.get("solution") and not meta.get("grade") and nb.cells[i].get("cell_type") == "code" \
+                and "grading-note" not in before:
+            nb.cells.insert(i, _grading_note(nb.cells[i].get("id", str(i))))
     for i, _target, _line in leaks(nb, lines):
         cell = nb.cells[i]
         if cell.get("cell_type") == "code" and not cell.get("metadata", {}).get("nbgrader", {}).get("grade_id"):
             cell.outputs = []
             cell.execution_count = None
     return nb
+
+
+GRADING_NOTE = (
+    "*How this exercise is graded.*  The check below runs in your notebook as you work.  When your "
+    "instructor grades it, only **the text of the next cell** is run, in a fresh process of its own "
+    "where the model's own version of the function you write is withheld, and compared with the "
+    "model: so keep in that cell every import your answer needs, and write the function yourself.")
+
+
+def _grading_note(cell_id: str):
+    import nbformat
+
+    note = nbformat.v4.new_markdown_cell(GRADING_NOTE)
+    note["id"] = f"note-{cell_id}"[:64]
+    note.metadata["tags"] = ["grading-note"]
+    return note
 
 
 def hide_answer_sources_file(src: Path | str, dst: Path | str) -> Path:
