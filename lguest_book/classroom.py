@@ -4,15 +4,18 @@ The graded exercises live in the chapters themselves, in nbgrader's own format: 
 cell (metadata ``nbgrader.solution``) whose answer sits between ``### BEGIN SOLUTION`` and
 ``### END SOLUTION``, and a locked grading cell (``nbgrader.grade``, with points) that calls
 :func:`lguest_book.exercises.check`, with the instructor's extra checks between
-``### BEGIN HIDDEN TESTS`` and ``### END HIDDEN TESTS``.  So nbgrader's commands work on them
-unchanged:
+``### BEGIN HIDDEN TESTS`` and ``### END HIDDEN TESTS``.  So nbgrader's commands work on them:
 
 * :func:`make_course` lays out an nbgrader course: ``source/chNN/NN-name.ipynb`` for every
-  chapter with graded cells, ``nbgrader_config.py`` (offline, sqlite gradebook inside the course).
-* :func:`generate` and :func:`autograde` run ``nbgrader generate_assignment`` and
-  ``nbgrader autograde`` in it; :func:`scores` reads the gradebook.
+  chapter with graded cells (the student edition: cells showing the model's source of a
+  function under exercise replaced by its task), and ``nbgrader_config.py`` (offline, sqlite
+  gradebook inside the course) whose autograde step is :class:`lguest_book.grading.SecureGrade`:
+  the verdicts are decided outside the students' code.
+* :func:`generate`, :func:`release`, :func:`collect` (exchange or LMS zip files),
+  :func:`autograde`, :func:`feedback`, :func:`export` run nbgrader's steps with this
+  environment's nbgrader; :func:`scores` and :func:`report` read the results.
 * :func:`student_copy` makes the self-study version without any nbgrader machinery:
-  solutions replaced by nbgrader's stub, hidden tests removed, checks kept.
+  solutions replaced by nbgrader's stub, hidden tests removed, checks kept, answer sources hidden.
 """
 
 from __future__ import annotations

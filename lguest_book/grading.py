@@ -166,6 +166,9 @@ class Grader:
         self._expected: dict[tuple[str, bool], dict] = {}
         self._cache: dict[str, Verdict] = {}
         self._lock = threading.Lock()
+        import atexit
+
+        atexit.register(self.close)
 
     def close(self) -> None:
         shutil.rmtree(self._tmp, ignore_errors=True)
