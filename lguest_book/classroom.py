@@ -165,6 +165,9 @@ def _course(course: Path | str) -> Path:
     return course
 
 
+WARNINGS: list[str] = []  # every warning nbgrader logged in this process's steps (none in a normal run)
+
+
 def _nbgrader(course: Path, *args: str, timeout: float = 1800) -> subprocess.CompletedProcess:
     """Run ``nbgrader ARGS`` in ``course`` with this environment's nbgrader, activated or not.
     Returns the finished process; its warnings and errors are in ``.stderr``."""
@@ -179,6 +182,7 @@ def _nbgrader(course: Path, *args: str, timeout: float = 1800) -> subprocess.Com
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     env.setdefault("PYTHONWARNINGS", "")
     done = subprocess.run(cmd, cwd=course, capture_output=True, text=True, timeout=timeout, env=env)
+    WARNINGS.extend(warnings_of(done))
     if done.returncode != 0:
         errors = [line for line in (done.stdout + done.stderr).splitlines() if "ERROR" in line or "Error" in line]
         detail = "\n".join(errors[-8:]) or (done.stdout + done.stderr)[-2000:]

@@ -303,6 +303,10 @@ def cmd_classroom(args) -> int:
     except (classroom.CourseError, classroom.NbgraderError, ValueError) as err:
         print(f"lguest-book classroom {args.action}: {err}", file=sys.stderr)
         return 2
+    finally:
+        for line in classroom.WARNINGS:  # nbgrader's own warnings, if any, are the instructor's to see
+            print(f"nbgrader: {line}", file=sys.stderr)
+        classroom.WARNINGS.clear()
 
 
 def _classroom_step(classroom, args) -> int:
@@ -338,9 +342,7 @@ def _classroom_step(classroom, args) -> int:
         say(f"collected {args.assignment} from {where}: {len(students)} submission(s) in submitted/: {', '.join(students) or 'none'}")
         return 0
     if args.action == "autograde":
-        done = classroom.autograde(course, args.assignment, args.student)
-        for line in classroom.warnings_of(done):
-            print(line, file=sys.stderr)
+        classroom.autograde(course, args.assignment, args.student)
         rows = classroom.report(course, args.assignment)
         if args.student:
             rows = [r for r in rows if r["student"] == args.student]
