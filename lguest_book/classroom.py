@@ -190,10 +190,16 @@ def _nbgrader(course: Path, *args: str, timeout: float = 1800) -> subprocess.Com
     return done
 
 
+# nbgrader logs these at WARNING level while doing what it was asked: zip_collect making the
+# folders it extracts into, autograde --force replacing an earlier grading of a submission.
+ROUTINE = ("Directory not found. Creating:", "Removing existing assignment:")
+
+
 def warnings_of(done: subprocess.CompletedProcess) -> list[str]:
-    """The WARNING and ERROR lines nbgrader logged (none in a normal run)."""
+    """The WARNING and ERROR lines nbgrader logged, but its :data:`ROUTINE` notices (none in
+    a normal run)."""
     return [line for line in (done.stdout + done.stderr).splitlines()
-            if "WARNING" in line or "ERROR" in line or "Warning:" in line]
+            if ("WARNING" in line or "ERROR" in line or "Warning:" in line) and not any(r in line for r in ROUTINE)]
 
 
 def generate(course: Path | str, assignment: str) -> Path:

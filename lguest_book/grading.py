@@ -519,7 +519,7 @@ def gradable(nb) -> list[tuple[int, str, list[Check]]]:
     return out
 
 
-def grade_notebook(nb, grader: Grader, student: str = "?") -> dict:
+def grade_notebook(nb, grader: Grader, student: str = "?", logger: logging.Logger | None = None) -> dict:
     """Write the verdict of every grade cell of ``nb`` into its outputs; returns
     {grade_id: {"ok", "text", "flags"}} (also kept in the notebook's metadata)."""
     import nbformat
@@ -543,7 +543,7 @@ def grade_notebook(nb, grader: Grader, student: str = "?") -> dict:
         cell.execution_count = 1
         results[grade_id] = {"ok": ok, "text": text, "flags": flags}
         for flag in flags:
-            log.warning("flagged for the instructor: student %s, %s: %s", student, grade_id, flag)
+            (logger or log).warning("flagged for the instructor: student %s, %s: %s", student, grade_id, flag)
     nb.metadata["lguest_book_grading"] = results
     return results
 
@@ -579,7 +579,7 @@ if NbGraderPreprocessor is not None:
             grader = self._grader()
             info = resources.get("nbgrader", {})
             self._prefetch(grader, nb, info.get("assignment"), info.get("notebook"))
-            grade_notebook(nb, grader, student=str(info.get("student", "?")))
+            grade_notebook(nb, grader, student=str(info.get("student", "?")), logger=self.log)
             return nb, resources
 
         def _prefetch(self, grader: Grader, nb, assignment: str | None, notebook: str | None) -> None:

@@ -142,7 +142,9 @@ def graded(tmp_path_factory):
         for name, answer in HONEST.items():
             z.writestr(f"export/{name}/{CH3.name}", nbformat.writes(_submission(released, solution, answer, None)))
         z.writestr(f"export/blank_{CH3.name}", nbformat.writes(released))
+    classroom.WARNINGS.clear()
     assert main(["classroom", "collect", "ch03", "--course", str(course), "--zip", str(archive)]) == 0
+    assert classroom.WARNINGS == []  # main() printed and cleared them: none in a normal run
     assert classroom.submitted(course, "ch03") == sorted([*CHEATS, *HONEST, "blank"])
     done = classroom.autograde(course, "ch03")
     return course, done
