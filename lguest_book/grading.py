@@ -531,7 +531,12 @@ def grade_notebook(nb, grader: Grader, student: str = "?", logger: logging.Logge
         groups: dict[tuple[str, str], list[Check]] = {}
         for c in checks:
             groups.setdefault((c.exercise, c.name), []).append(c)
-        verdicts = [grader.grade(answer, group) for group in groups.values()] or [grader.grade(answer, [])]
+        try:
+            verdicts = [grader.grade(answer, group) for group in groups.values()] or [grader.grade(answer, [])]
+        except Exception as err:  # noqa: BLE001 - a fault of the grader: 0, said plainly, never more
+            (logger or log).error("grading %s of student %s failed: %s", grade_id, student, err)
+            verdicts = [Verdict(False, [f"✗ the grader itself failed on this cell ({type(err).__name__}: {err}); "
+                                        "ask your instructor to grade it by hand"])]
         ok = all(v.ok for v in verdicts)
         text = "\n".join(v.text for v in verdicts)
         flags = [f for v in verdicts for f in v.flags]

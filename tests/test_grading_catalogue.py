@@ -5,7 +5,9 @@ export, report).  Every cheat scores 0, with feedback saying why; every honest a
 full marks; a copy of the model's own function scores what its code earns and is flagged in
 the instructor's report."""
 
+import contextlib
 import csv
+import io
 import json
 import zipfile
 from pathlib import Path
@@ -142,9 +144,10 @@ def graded(tmp_path_factory):
         for name, answer in HONEST.items():
             z.writestr(f"export/{name}/{CH3.name}", nbformat.writes(_submission(released, solution, answer, None)))
         z.writestr(f"export/blank_{CH3.name}", nbformat.writes(released))
-    classroom.WARNINGS.clear()
-    assert main(["classroom", "collect", "ch03", "--course", str(course), "--zip", str(archive)]) == 0
-    assert classroom.WARNINGS == []  # main() printed and cleared them: none in a normal run
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        assert main(["classroom", "collect", "ch03", "--course", str(course), "--zip", str(archive)]) == 0
+    assert err.getvalue() == ""  # no warning in a normal run
     assert classroom.submitted(course, "ch03") == sorted([*CHEATS, *HONEST, "blank"])
     done = classroom.autograde(course, "ch03")
     return course, done
@@ -229,3 +232,17 @@ def test_the_release_shows_no_line_of_the_function_under_exercise(graded):
     assert "left out of the student edition" in text
     # the instructor's book keeps the model's source
     assert classroom.leaks(nbformat.read(CH3, 4))
+
+
+def test_cut_out_keeps_the_signature_and_every_other_line_where_it_was():
+    source = grading.PACKAGE_DIR.joinpath("page_tables.py").read_text()
+    cut = grading.cut_out(source, "page_writable")
+    assert len(cut.splitlines()) == len(source.splitlines())
+    before, after = source.splitlines(), cut.splitlines()
+    changed = [i for i, (a, b) in enumerate(zip(before, after)) if a != b]
+    start = next(i for i, line in enumerate(before) if line.startswith("def page_writable("))
+    assert changed and start <= min(changed) and max(changed) < start + 15
+    assert "def page_writable(cpu: LgCpu, vaddr: int):" in cut  # the signature stays: arity is still checked
+    assert "withheld while grading" in cut
+    with pytest.raises(ValueError, match="no top-level function"):
+        grading.cut_out(source, "no_such_function")
