@@ -558,7 +558,6 @@ def grade_notebook(nb, grader: Grader, student: str = "?", logger: logging.Logge
 # =============================================================================================
 try:
     from nbgrader.preprocessors import NbGraderPreprocessor, OverwriteCells
-    from nbgrader import utils as _nbutils
     from traitlets import Float, Int
 except ImportError:  # pragma: no cover - nbgrader is the classroom extra
     NbGraderPreprocessor = OverwriteCells = None

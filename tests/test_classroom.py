@@ -4,7 +4,6 @@ refusals.  (The real nbgrader round trip, with the cheating catalogue, is
 tests/test_grading_catalogue.py.)"""
 
 import re
-import shutil
 from pathlib import Path
 
 import nbformat
