@@ -621,9 +621,14 @@ if NbGraderPreprocessor is not None:
                     work.extend((answer, g) for g in groups.values())
             if len(work) < 2:
                 return
+            import time
+
             jobs = self.jobs or os.cpu_count() or 1
+            start = time.perf_counter()
             with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
                 list(pool.map(lambda w: grader.grade(*w), work))
+            self.log.info("SecureGrade: graded %d answers of %s in %.1f s, %d at once", len(work), notebook,
+                          time.perf_counter() - start, jobs)
 
     class RestoreCells(OverwriteCells):
         """nbgrader's ``OverwriteCells``, without its false alarm and with two more repairs.

@@ -133,7 +133,7 @@ def _submission(released: nbformat.NotebookNode, solution: nbformat.NotebookNode
 def graded(tmp_path_factory):
     root = tmp_path_factory.mktemp("catalogue")
     course = root / "course"
-    assert classroom.make_course(course, notebooks=[CH3], time_limit=5.0, timeout=12.0) == ["ch03"]
+    assert classroom.make_course(course, notebooks=[CH3], time_limit=4.0, timeout=8.0) == ["ch03"]
     assert main(["classroom", "generate", "ch03", "--course", str(course)]) == 0
     released = nbformat.read(course / "release" / "ch03" / CH3.name, 4)
     solution = nbformat.read(course / "source" / "ch03" / CH3.name, 4)
