@@ -223,7 +223,10 @@ class Grader:
             return Verdict(False, [f"✗ {exercise_id}: the grader could not read what your answer did"] + notes, flags)
         lines, ok = [], True
         for hidden, run in zip(hiddens, runs):
-            passed, total, failures = self.compare(exercise_id, hidden, run)
+            try:
+                passed, total, failures = self.compare(exercise_id, hidden, run)
+            except (RecursionError, TypeError, ValueError, KeyError, AttributeError):  # malformed observations
+                passed, total, failures = 0, 1, ["the grader could not read what your answer did"]
             good = not failures and passed == total
             ok &= good
             head = ("hidden checks " if hidden else "") + ("✓ " if good else "✗ ") + f"{exercise_id}: {passed}/{total} checks passed"
@@ -273,7 +276,7 @@ class Grader:
             return {}, f"your answer stopped the grader's process ({how}) before the checks finished"
         try:
             report = json.loads(data.decode("utf-8", "replace"))
-        except ValueError:
+        except (ValueError, RecursionError):
             return {}, "the grader could not read what your answer did (did it write to the grader's channel or exit early?)"
         if not isinstance(report, dict):
             return {}, "the grader could not read what your answer did"
