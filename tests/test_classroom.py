@@ -40,21 +40,26 @@ def test_every_chapter_grades_its_own_solution_full_and_the_stub_zero():
     round trip is tests/test_grading_catalogue.py."""
     from lguest_book.grading import Grader, gradable
 
+    import concurrent.futures
+
     grader = Grader(time_limit=10, timeout=60)
     try:
+        jobs = []
         for nb_path in GRADED:
-            nb = nbformat.read(nb_path, 4)
-            cells = gradable(nb)
+            cells = gradable(nbformat.read(nb_path, 4))
             assert cells, nb_path
             for _index, answer, checks in cells:
                 assert {c.hidden for c in checks} == {False, True}, (nb_path.name, checks)
-                good = grader.grade(answer, checks)
-                assert good.ok, (nb_path.name, good.text)
-                assert "hidden checks ✓" in good.text
-                stub = grader.grade(classroom.strip_solutions(answer), checks)
-                assert not stub.ok and "NotImplementedError" in stub.text, (nb_path.name, stub.text)
-        wrong = grader.grade("def page_writable(cpu, vaddr):\n    return True  # never looks\n",
-                             [c for _i, _a, cs in gradable(nbformat.read(GRADED[2], 4)) for c in cs])
+                jobs.append((nb_path.name, answer, checks))
+        wrong_checks = [c for _i, _a, cs in gradable(nbformat.read(GRADED[2], 4)) for c in cs]
+        with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:  # as autograde does
+            good = list(pool.map(lambda j: grader.grade(j[1], j[2]), jobs))
+            stub = list(pool.map(lambda j: grader.grade(classroom.strip_solutions(j[1]), j[2]), jobs))
+            wrong = pool.submit(grader.grade, "def page_writable(cpu, vaddr):\n    return True  # never looks\n",
+                                wrong_checks).result()
+        for (name, _answer, _checks), g, st in zip(jobs, good, stub):
+            assert g.ok and "hidden checks ✓" in g.text, (name, g.text)
+            assert not st.ok and "NotImplementedError" in st.text, (name, st.text)
         assert not wrong.ok and "page_writable(0x8049000) after a read: expected False, got True" in wrong.text
     finally:
         grader.close()
