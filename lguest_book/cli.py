@@ -9,6 +9,8 @@
     lguest-book verify [...]              check the model against the referees
     lguest-book open                      open the book in JupyterLab
     lguest-book classroom course DIR      an nbgrader course made from the book's graded chapters
+    lguest-book classroom generate|release|collect|autograde|feedback|export|report ...
+                                          the course's nbgrader cycle (see --help)
     lguest-book classroom student-copy    self-study copies of the book: solutions stripped
     lguest-book practice KIND [--seed N] [--answer]
                                           a practice problem (walk, fault, evict, set_pte)
@@ -234,12 +236,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--book", default=os.environ.get("LGUEST_BOOK_DIR", "book"))
     p.set_defaults(func=cmd_book)
 
-    p = sub.add_parser("classroom", help="nbgrader course, or self-study copies of the book")
-    p.add_argument("action", choices=("course", "student-copy"))
-    p.add_argument("dir", nargs="?", default="lguest-course", help="where to make the course (course)")
-    p.add_argument("--out", default="student-book", help="where to put the copies (student-copy)")
-    p.add_argument("--book", default=os.environ.get("LGUEST_BOOK_DIR", str(Path(__file__).resolve().parent.parent / "book")))
-    p.set_defaults(func=cmd_classroom)
+    p = sub.add_parser("classroom", help="an nbgrader course from the book, or self-study copies")
+    _classroom_parsers(p.add_subparsers(dest="action", required=True, metavar="STEP"))
 
     p = sub.add_parser("practice", help="a seeded practice problem, answer on request")
     p.add_argument("kind", choices=("walk", "fault", "evict", "set_pte"))
@@ -274,18 +272,136 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_BOOK_DIR = os.environ.get("LGUEST_BOOK_DIR", str(Path(__file__).resolve().parent.parent / "book"))
+
+
+def _classroom_parsers(steps) -> None:
+    """The steps of ``lguest-book classroom``, in nbgrader's vocabulary (each one line of help).
+    Another step is one more ``steps.add_parser(...)`` with ``set_defaults(func=...)``."""
+    def course_flag(q):
+        q.add_argument("--course", default=".", help="the course directory (default: the current one)")
+
+    q = steps.add_parser("course", help="make an nbgrader course from the book's graded chapters")
+    q.add_argument("dir", nargs="?", default="lguest-course", help="where to make it (default: lguest-course)")
+    q.add_argument("--force", action="store_true", help="refresh an existing course's config and source/ notebooks")
+    q.add_argument("--exchange", help="nbgrader's exchange folder, for release/fetch/submit/collect")
+    q.add_argument("--time-limit", type=float, default=10.0, help="seconds for each run of an exercise's checks")
+    q.add_argument("--book", default=_BOOK_DIR)
+    q.set_defaults(func=cmd_classroom)
+    for name, what in (("generate", "nbgrader generate_assignment: the student version in release/"),
+                       ("release", "generate, then nbgrader release_assignment to the exchange"),
+                       ("collect", "submissions into submitted/: from the exchange, or --zip files from an LMS"),
+                       ("autograde", "nbgrader autograde (the verdicts are decided outside the students' code)"),
+                       ("feedback", "nbgrader generate_feedback: an HTML page per student in feedback/"),
+                       ("report", "per student: score, failed cells, and answers flagged as copies of the model")):
+        q = steps.add_parser(name, help=what)
+        q.add_argument("assignment", help="an assignment id, e.g. ch03")
+        course_flag(q)
+        if name == "collect":
+            q.add_argument("--zip", nargs="+", default=[], metavar="FILE", help="zip files of submissions (nbgrader zip_collect)")
+        if name in ("autograde", "feedback"):
+            q.add_argument("--student", help="only this student")
+        q.set_defaults(func=cmd_classroom)
+    q = steps.add_parser("export", help="nbgrader export: every grade as CSV")
+    course_flag(q)
+    q.add_argument("--to", default="grades.csv", help="the CSV file (default: grades.csv in the course)")
+    q.set_defaults(func=cmd_classroom)
+    q = steps.add_parser("student-copy", help="self-study copies of the book: solutions and answer sources stripped")
+    q.add_argument("--out", default="student-book", help="where to put the copies")
+    q.add_argument("--book", default=_BOOK_DIR)
+    q.set_defaults(func=cmd_classroom)
+    q = steps.add_parser("bench-grading", help="time autograding a class of submissions of one chapter")
+    q.add_argument("--students", type=int, default=60)
+    q.add_argument("--assignment", default="ch03")
+    q.add_argument("--jobs", type=int, default=0, help="answers graded at once (0: one per CPU)")
+    q.add_argument("--keep", help="make the course here and keep it")
+    q.set_defaults(func=cmd_classroom)
+
+
 def cmd_classroom(args) -> int:
     from . import classroom
 
+    try:
+        return _classroom_step(classroom, args)
+    except (classroom.CourseError, classroom.NbgraderError, ValueError) as err:
+        print(f"lguest-book classroom {args.action}: {err}", file=sys.stderr)
+        return 2
+    finally:
+        for line in classroom.WARNINGS:  # nbgrader's own warnings, if any, are the instructor's to see
+            print(f"nbgrader: {line}", file=sys.stderr)
+        classroom.WARNINGS.clear()
+
+
+def _classroom_step(classroom, args) -> int:
+    say = print
     if args.action == "course":
-        ids = classroom.make_course(args.dir, args.book)
-        print(f"nbgrader course in {args.dir}: assignments {', '.join(ids)}")
-        print(f"next: cd {args.dir} && nbgrader generate_assignment {ids[0]}   (student version in release/)")
-        print(f"      collect submissions in submitted/<student>/{ids[0]}/, then: nbgrader autograde {ids[0]}")
+        ids = classroom.make_course(args.dir, args.book, force=args.force, exchange=args.exchange,
+                                    time_limit=args.time_limit)
+        say(f"nbgrader course in {args.dir}: assignments {', '.join(ids)} (source/<id>/, nbgrader_config.py, gradebook.db)")
+        say(f"next: lguest-book classroom generate {ids[0]} --course {args.dir}")
         return 0
-    out = classroom.student_copies(args.out, args.book)
-    print(f"{len(out)} chapters copied to {args.out} (graded solutions stripped, checks kept)")
-    return 0
+    if args.action == "student-copy":
+        out = classroom.student_copies(args.out, args.book)
+        say(f"{len(out)} chapters copied to {args.out} (graded solutions and their model sources stripped, checks kept)")
+        return 0
+    if args.action == "bench-grading":
+        from . import grading
+
+        result = grading.bench(students=args.students, assignment=args.assignment, jobs=args.jobs, keep=args.keep)
+        say(grading.format_bench(result))
+        return 0 if result["correct"] else 1
+    course = args.course
+    if args.action in ("generate", "release"):
+        step = classroom.generate if args.action == "generate" else classroom.release
+        folder = step(course, args.assignment)
+        names = ", ".join(p.name for p in sorted(folder.glob("*.ipynb")))
+        say(f"student version of {args.assignment} in {folder}: {names}")
+        if args.action == "release":
+            say("released to the exchange: students can fetch it (nbgrader fetch_assignment, or the Assignments tab)")
+        return 0
+    if args.action == "collect":
+        students = classroom.collect(course, args.assignment, args.zip)
+        where = "the zip files" if args.zip else "the exchange"
+        say(f"collected {args.assignment} from {where}: {len(students)} submission(s) in submitted/: {', '.join(students) or 'none'}")
+        return 0
+    if args.action == "autograde":
+        classroom.autograde(course, args.assignment, args.student)
+        rows = classroom.report(course, args.assignment)
+        if args.student:
+            rows = [r for r in rows if r["student"] == args.student]
+        say(f"autograded {args.assignment}: {len(rows)} submission(s)")
+        for r in rows:
+            mark = "  FLAGGED" if r["flags"] else ""
+            say(f"  {r['student']:<20} {_points(r['score'])}/{_points(r['max'])}{mark}")
+        return 0
+    if args.action == "feedback":
+        pages = classroom.feedback(course, args.assignment, args.student)
+        say(f"feedback for {args.assignment}: {len(pages)} HTML page(s) in {Path(course).resolve() / 'feedback'}")
+        for page in pages:
+            say(f"  {page.relative_to(Path(course).resolve())}")
+        return 0
+    if args.action == "export":
+        to = Path(args.to) if Path(args.to).is_absolute() else Path(course).resolve() / args.to
+        path = classroom.export(course, to)
+        rows = max(0, len(path.read_text().splitlines()) - 1)
+        say(f"exported {rows} grade row(s) to {path} (CSV: assignment, student, score, max score, ...)")
+        return 0
+    if args.action == "report":
+        rows = classroom.report(course, args.assignment)
+        say(f"{args.assignment}: {len(rows)} autograded submission(s)")
+        for r in rows:
+            say(f"  {r['student']:<20} {_points(r['score'])}/{_points(r['max'])}"
+                + (f"  failed: {', '.join(r['failed'])}" if r["failed"] else ""))
+            for flag in r["flags"]:
+                say(f"      FLAG {flag}")
+        flagged = sum(1 for r in rows if r["flags"])
+        say(f"{flagged} submission(s) flagged as copies of the model's own function (not zeroed: review them)")
+        return 0
+    raise ValueError(f"unknown step {args.action!r}")  # pragma: no cover - argparse refuses it first
+
+
+def _points(x) -> str:
+    return "-" if x is None else f"{x:g}"
 
 
 def cmd_practice(args) -> int:

@@ -17,6 +17,16 @@
 # `lguest_book.exercises.check`; the instructor's extra checks sit between
 # `### BEGIN HIDDEN TESTS` and `### END HIDDEN TESTS`).  Register the exercise itself
 # (its cases and workloads) in `lguest_book/exercises.py`.
+#
+# How autograde grades it (`lguest_book/grading.py`): the check cell is never trusted to run
+# in the student's kernel.  The grader reads the `exercises.check(...)` calls from the
+# instructor's text of the grade cell, runs the *text* of the solution cell(s) above it in a
+# sandboxed process where the model's own version of the function is withheld, and compares
+# what the answer did with the model.  So the answer cell must be self-contained (its imports
+# inside it), and a grade cell must call `exercises.check(ID, NAME)` (and
+# `exercises.check(ID, NAME, hidden=True)` in its hidden region) with literal arguments.  A
+# twin cell that prints the function under exercise (`twin("page_writable")`, or any cell
+# tagged `answer-source`) is replaced in the student edition by the exercise's task.
 
 # %% [markdown]
 # ### Graded exercise: is this stack page writable? (H:360)
