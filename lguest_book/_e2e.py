@@ -112,7 +112,38 @@ def jupyterlab(folder: Path, timeout: float = 60.0):
         shutil.rmtree(home, ignore_errors=True)
 
 
-def run_stepper_in_browser(screenshot: Path, steps: int = 5, timeout_ms: int = 90_000) -> dict:
+# Press the button labelled args[1] args[2] times; after each press wait until the widget
+# args[0] shows something new and the browser has painted it; return the times (ms).
+_MEASURE = """async ([selector, label, times]) => {
+  const out = document.querySelector(selector);
+  const button = () => [...document.querySelectorAll('button')].find(b => b.textContent.trim() === label);
+  const took = [];
+  for (let i = 0; i < times; i++) {
+    const b = button();
+    if (!b || b.disabled) break;
+    const before = out.innerHTML;
+    const changed = new Promise(resolve => {
+      const seen = new MutationObserver(() => { if (out.innerHTML !== before) { seen.disconnect(); resolve(); } });
+      seen.observe(out, {subtree: true, childList: true, characterData: true, attributes: true});
+    });
+    const t0 = performance.now();
+    b.click();
+    await changed;
+    await new Promise(resolve => requestAnimationFrame(() => setTimeout(resolve, 0)));
+    took.push(performance.now() - t0);
+    await new Promise(resolve => setTimeout(resolve, 30));
+  }
+  return took;
+}"""
+
+
+def median(values):
+    values = sorted(values)
+    n = len(values)
+    return (values[n // 2] if n % 2 else (values[n // 2 - 1] + values[n // 2]) / 2) if n else float("nan")
+
+
+def run_stepper_in_browser(screenshot: Path, steps: int = 5, timeout_ms: int = 90_000, measure: bool = False) -> dict:
     """Open a notebook that shows a FaultStepper, run it, press Step ``steps`` times, and
     save a screenshot.  Returns what the page showed (texts, image size)."""
     from playwright.sync_api import sync_playwright
@@ -151,19 +182,23 @@ def run_stepper_in_browser(screenshot: Path, steps: int = 5, timeout_ms: int = 9
                         " return e && e.innerText.includes('step ' + k + ' of'); }", arg=k)
                 shown = text.inner_text()
                 source = page.locator(".lgb-source").first.inner_text()
-                img = page.locator("img.lgb-plot").first
-                img.wait_for()
-                page.wait_for_function(
-                    "() => { const i = document.querySelector('img.lgb-plot'); return i && i.complete && i.naturalWidth > 0; }")
-                size = page.evaluate("() => { const i = document.querySelector('img.lgb-plot');"
-                                     " return [i.naturalWidth, i.naturalHeight]; }")
-                img.scroll_into_view_if_needed()
+                picture = page.locator(".lgb-plot").first
+                picture.wait_for()
+                marked = picture.inner_text()
+                size = page.evaluate("() => { const r = document.querySelector('.lgb-plot').getBoundingClientRect();"
+                                     " return [r.width, r.height]; }")
                 page.locator(".lgb-step-text").first.scroll_into_view_if_needed()
                 screenshot.parent.mkdir(parents=True, exist_ok=True)
                 page.screenshot(path=str(screenshot), full_page=False)
+                latencies = []
+                if measure:
+                    # click-to-picture: from the click to the new picture painted, timed in the page
+                    for label, times in (("Step", 20), ("Back", 8), ("Next change", 3), ("Next decision", 3)):
+                        latencies += page.evaluate(_MEASURE, [".lgb-stepper", label, times])
             finally:
                 browser.close()
-        return {"first": first, "text": shown, "source": source, "image_size": tuple(size), "screenshot": str(screenshot)}
+        return {"first": first, "text": shown, "source": source, "picture": marked, "image_size": tuple(size),
+                "screenshot": str(screenshot), "latencies": latencies}
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 

@@ -14,22 +14,12 @@ public methods.
 from __future__ import annotations
 
 import copy
-import io
 from dataclasses import dataclass
 
+from . import fmt
 from . import inspect as li
 from . import plots
 from .trace import Tracer
-
-
-_DPI = 80
-_FIG_SIZE = (6.4, 4.2)  # inches: 512 x 336 pixels at _DPI
-
-
-def _png(fig) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=_DPI)  # small: the widget redraws on every step
-    return buf.getvalue()
 
 
 class _Shown:
@@ -43,6 +33,170 @@ class _Shown:
 
     def __repr__(self) -> str:
         return self.summary()
+
+
+# =============================================================================================
+# HTML pieces shared by the widgets (inline styles: they render the same in JupyterLab and in
+# a static HTML export of the saved widget state)
+# =============================================================================================
+_LEVEL_COLOURS = {"pgd": "#56B4E9", "pmd": "#F0E442", "pte": "#009E73", "page": "#E0E0E0"}
+_HI = "#D55E00"  # vermilion: the entry this step read or wrote / what changed
+_FONT = "font-family:var(--jp-code-font-family,monospace);font-size:13px;line-height:1.35"
+
+
+def _esc(text) -> str:
+    import html
+
+    return html.escape(str(text), quote=False)
+
+
+def _box(title: str, body: str, colour: str, highlight: str = "") -> str:
+    border = f"3px solid {_HI}" if highlight else "1px solid #555"
+    tag = (f"<div style='color:{_HI};font-weight:bold'>{_esc(highlight)}</div>" if highlight else "")
+    return (f"<div style='display:inline-block;vertical-align:middle;border:{border};border-radius:4px;"
+            f"margin:2px;min-width:150px;background:#fff'>"
+            f"<div style='background:{colour};padding:1px 6px;font-weight:bold'>{_esc(title)}</div>"
+            f"<div style='padding:2px 6px'>{body}{tag}</div></div>")
+
+
+_ARROW = "<span style='display:inline-block;vertical-align:middle;font-size:20px;padding:0 2px'>&#10132;</span>"
+
+
+class _WalkPicture:
+    """The two walks of one address (shadow and Guest) at one state, as data: what a step's
+    picture draws.  Built once per table state; drawn as HTML with the step's entry marked."""
+
+    def __init__(self, guest, vaddr: int):
+        L = li.layout(guest)
+        self.layout = L
+        self.vaddr = vaddr
+        self.slot = li.current_slot(guest)
+        self.linear = bool(li.limits(guest)["linear_pages"])
+        self.shadow = li.walk_shadow(guest, vaddr)
+        self.guest = [] if self.linear else li.walk_guest(guest, vaddr)
+        cache = li.pgdir_cache(guest)[self.slot]
+        self.shadow_top = cache["frame"]
+        self.guest_top = cache["gpgdir"]
+
+    def html(self, mark=None, mark_text: str = "") -> str:
+        """``mark``: ("shadow", (frame, index)) or ("guest", guest-physical address): the entry
+        to outline, labelled ``mark_text``."""
+        L = self.layout
+        fields = [("pgd", L.pgd_index(self.vaddr))] + ([("pmd", L.pmd_index(self.vaddr))] if L.pae else [])
+        fields.append(("pte", L.pte_index(self.vaddr)))
+        split = " ".join(f"<span style='background:{_LEVEL_COLOURS[lev]};padding:0 4px'>"
+                         f"{'PDPT' if (lev == 'pgd' and L.pae) else lev.upper()} {fmt.index(i)}</span>"
+                         for lev, i in fields)
+        split += f" <span style='background:#eee;padding:0 4px'>offset {self.vaddr & 0xFFF:#05x}</span>"
+        rows = [f"<div>{_esc(fmt.vaddr(self.vaddr))} = {split}</div>"]
+        rows.append(self._walk_html("shadow", mark, mark_text))
+        rows.append(self._walk_html("guest", mark, mark_text))
+        return "".join(rows)
+
+    def _walk_html(self, which: str, mark, mark_text: str) -> str:
+        L = self.layout
+        steps = self.shadow if which == "shadow" else self.guest
+        label = (f"shadow walk (slot {self.slot}, host frames)" if which == "shadow"
+                 else "Guest's walk (guest-physical)")
+        out = [f"<div style='margin-top:4px'><b>{label}</b><br>"]
+        if which == "guest" and self.linear:
+            out.append("<i>linear mode: the Guest has no page tables yet</i></div>")
+            return "".join(out)
+        if not steps:
+            out.append("<i>no top level in this slot</i></div>")
+            return "".join(out)
+        parts = []
+        for st in steps:
+            if which == "shadow":
+                frame, idx = st.where
+                title = f"{'PDPT' if (st.level == 'pgd' and L.pae) else st.level.upper()} page, frame {fmt.frame(frame, L)}"
+                hit = mark is not None and mark[0] == "shadow" and tuple(mark[1]) == (frame, idx)
+            else:
+                page = st.where & ~0xFFF
+                title = (f"{'PDPT' if (st.level == 'pgd' and L.pae) else st.level.upper()} at "
+                         f"{fmt.paddr(st.where - st.index * L.entry_bytes if st.level != 'pgd' else self.guest_top, L)}")
+                hit = mark is not None and mark[0] == "guest" and mark[1] == st.where
+                del page
+            flags = "|".join(L.flag_names(st.value)) if st.value else "empty"
+            body = (f"[{fmt.index(st.index)}] {fmt.entry(st.value, L)}<br>"
+                    f"<span style='color:{'#000' if st.present else _HI}'>{_esc(flags)}"
+                    f"{'' if st.present else ' — not present: the walk stops'}</span>")
+            parts.append(_box(title, body, _LEVEL_COLOURS[st.level], mark_text if hit else ""))
+        last = steps[-1]
+        if last.present and last.level == "pte":
+            pfn = L.pte_pfn(last.value)
+            what = "host" if which == "shadow" else "guest"
+            parts.append(_box("page", f"{what} frame {fmt.frame(pfn, L)}<br>"
+                              f"+ {self.vaddr & 0xFFF:#05x}", _LEVEL_COLOURS["page"]))
+        elif which == "shadow" and not last.present:
+            parts.append("<span style='vertical-align:middle;color:#D55E00'>page fault: demand_page() runs</span>")
+        out.append(_ARROW.join(parts))
+        out.append("</div>")
+        return "".join(out)
+
+    def marked(self, mark) -> bool:
+        """Is ``mark`` one of the entries drawn?"""
+        if mark is None:
+            return False
+        if mark[0] == "shadow":
+            return any(tuple(mark[1]) == st.where for st in self.shadow)
+        return any(mark[1] == st.where for st in self.guest)
+
+
+# --- the C beside the Python, live only ----------------------------------------------------------
+def c_source_path(path=None):
+    """The C source to show beside the Python, if the reader has it: ``path``, else the file
+    named by the environment variable ``LGUEST_BOOK_C_SOURCE``; None if neither exists.
+    (The book never stores the kernel's text: it is read only at run time.)"""
+    import os
+
+    path = path or os.environ.get("LGUEST_BOOK_C_SOURCE")
+    if path and os.path.isfile(path):
+        return path
+    return None
+
+
+class _CSource:
+    """Find the C statement that best matches a line of the port (by shared words), inside
+    the C function of the same name.  Works on page_tables.c or on cregit's one-line-per-
+    function text."""
+
+    def __init__(self, path: str):
+        import re
+
+        self.path = path
+        text = open(path, encoding="utf-8", errors="replace").read()
+        self.lines = text.splitlines()
+        self._re = re
+        self._funcs: dict[str, tuple[int, int]] = {}
+        starts = []
+        for n, line in enumerate(self.lines, start=1):
+            m = re.match(r"^[a-z_][\w \*]*?\b([a-z_]\w*)\s*\(", line)
+            if m and (not line.rstrip().endswith(";") or "{" in line) and m.group(1) not in ("if", "for", "while"):
+                starts.append((m.group(1), n))
+        for k, (name, n) in enumerate(starts):
+            end = starts[k + 1][1] - 1 if k + 1 < len(starts) else len(self.lines)
+            self._funcs.setdefault(name, (n, end))
+
+    def find(self, func: str, python_line: str):
+        """(line number, statement) or None."""
+        span = self._funcs.get(func)
+        if span is None or not python_line.strip():
+            return None
+        words = set(self._re.findall(r"[A-Za-z_]\w+", python_line)) - {"if", "not", "and", "or", "return",
+                                                                        "None", "True", "False", "self", "L"}
+        best = None
+        for n in range(span[0], span[1] + 1):
+            for stmt in self._re.split(r"(?<=[;{}])\s+", self.lines[n - 1]):
+                code = self._re.sub(r"/\*.*?\*/", "", stmt).strip()
+                if not code:
+                    continue
+                score = len(words & set(self._re.findall(r"[A-Za-z_]\w+", code)))
+                if best is None or score > best[0]:
+                    best = (score, n, code)
+        if best is None or best[0] == 0:
+            return None
+        return best[1], best[2][:160]
 
 
 # =============================================================================================
@@ -62,14 +216,43 @@ class FaultStep:
     text: str
     lineno: int  # the line of page_tables.py running (0 if none)
     events: int  # how many trace events had happened when this step was complete
+    where: tuple | None = None  # the entry read or written: ("shadow", (frame, index)) or ("guest", paddr)
+    in_func: str = ""  # the function of the port whose line ``lineno`` is
 
     @property
     def source_line(self) -> str:
         return li.source_line(self.lineno)
 
+    @property
+    def changes(self) -> bool:
+        """Does this step change a table (or the Guest's life)?"""
+        return self.kind in ("enter", "write", "alloc", "kill")
+
 
 _C_CALLS = frozenset(("demand_page", "find_spte", "gpte_to_spte", "get_pfn", "check_gpte", "check_gpgd",
                       "check_gpmd", "gpte_in_iomem", "release_pte"))
+_ENTRY_ARGS = frozenset(("gpte", "pte", "gpgd", "gpmd", "spte", "val", "value"))
+
+
+def _describe(L, value: int) -> str:
+    """An entry read aloud, numbers by :mod:`fmt`: ``frame 0x00300 P|RW|U``."""
+    if not value:
+        return "empty"
+    return f"frame {fmt.frame(L.pte_pfn(value), L)} {'|'.join(L.flag_names(value)) or 'no flags'}"
+
+
+def _arg(L, name: str, value) -> str:
+    if isinstance(value, bool) or not isinstance(value, int):
+        return f"{name}={value}"
+    if name == "vaddr":
+        return f"{name}={fmt.vaddr(value)}"
+    if name in _ENTRY_ARGS:
+        return f"{name}={fmt.entry(value, L)}"
+    if name.endswith("pfn"):
+        return f"{name}={fmt.frame(value, L)}"
+    if name in ("write", "allocate", "errcode"):
+        return f"{name}={value}"
+    return f"{name}={value:#x}"
 
 
 class _CountingTracer(Tracer):
@@ -95,23 +278,33 @@ class FaultStepper(_Shown):
     The Guest accesses ``vaddr`` (a write if ``write``, from user mode if ``user``) with
     ``Guest.touch()``; each page fault the access raises makes the Host call
     ``demand_page()`` (an access the shadow already maps raises none).
-    ``steps`` lists what happens; ``step()``/``back()``/``run_to_end()``/``go(k)`` move the
-    position; ``state_at(k)`` is a copy of the Guest as it stands after step ``k`` (the model
-    frozen mid-fault), and ``figure()`` draws the shadow and Guest walks of ``vaddr`` then.
+    ``steps`` lists what happens; ``step()``/``back()``/``next_decision()``/``next_change()``/
+    ``run_to_end()``/``go(k)`` move the position; ``state_at(k)`` is a copy of the Guest as it
+    stands after step ``k`` (the model frozen mid-fault).  The picture (:meth:`picture_html`)
+    draws the shadow and Guest walks of ``vaddr`` then, with the entry the step read or wrote
+    outlined; every step's picture is made when the fault is recorded, so moving costs only
+    sending it.  ``figure(k)`` draws the same walks with matplotlib.
+
+    ``c_source``: a path to page_tables.c (or cregit's text of it), or the environment
+    variable ``LGUEST_BOOK_C_SOURCE``: then the C statement that matches the current Python
+    line is shown beside it — live only; it is never part of the text form.
     The Guest passed in is never changed.
     """
 
-    def __init__(self, guest, vaddr: int, *, write: bool = False, user: bool = False):
+    def __init__(self, guest, vaddr: int, *, write: bool = False, user: bool = False, c_source=None):
         self._guest = guest
         self._view = None
+        path = c_source_path(c_source)
+        self._c = _CSource(path) if path else None
         self.reset(vaddr, write, user)
 
     # --- recording ------------------------------------------------------------------------
     def reset(self, vaddr: int | None = None, write: bool | None = None, user: bool | None = None) -> None:
         """Start again, optionally with another address or access."""
         if vaddr is not None:
-            if not isinstance(vaddr, int) or not 0 <= vaddr <= 0xFFFFFFFF:
-                raise ValueError(f"vaddr={vaddr!r} is not a 32-bit address")
+            if not isinstance(vaddr, int) or isinstance(vaddr, bool) or not 0 <= vaddr <= 0xFFFFFFFF:
+                shown = f"{vaddr:#x}" if isinstance(vaddr, int) else repr(vaddr)
+                raise ValueError(f"vaddr {shown} is not a 32-bit address: give a number from 0 to 0xffffffff")
             self.vaddr = vaddr
         if write is not None:
             self.write = bool(write)
@@ -120,9 +313,10 @@ class FaultStepper(_Shown):
         # the error code of a not-present fault for this access (a protection fault adds 1)
         self.errcode = (2 if self.write else 0) | (4 if self.user else 0)
         self._base = copy.deepcopy(self._guest)
-        self._pngs: dict[int, bytes] = {}  # picture of the walks, by the last table-changing step
-        self._canvas = None  # the figure the widget redraws into
         self.steps = self._record()
+        self._pictures = {key: _WalkPicture(self.state_at(key), self.vaddr)
+                          for key in sorted({self.changed_at(k) for k in range(len(self.steps))})}
+        self._html = [self._step_html(k) for k in range(len(self.steps))]
         self.position = 0
         self._refresh()
 
@@ -142,14 +336,15 @@ class FaultStepper(_Shown):
         L = li.layout(guest)
         mode = "from user mode" if self.user else "from the kernel"
         steps = [FaultStep(0, "access", "", f"The Guest makes a {'write' if self.write else 'read'} of "
-                           f"{self.vaddr:#x} {mode}.", 0, 0)]
+                           f"{fmt.vaddr(self.vaddr)} {mode}.", 0, 0)]
         faults = 0
         switcher = None  # while map_switcher_in_guest runs: [depth, shadow entries it stored]
         stack: list[list] = []  # [function, line it is running] for each active traced call
         pending: list = []  # calls whose step is complete only when they return
         for n, e in enumerate(trace, start=1):
-            kind = text = None
+            kind = text = where = None
             line = stack[-1][1] if stack else 0
+            in_func = stack[-1][0] if stack else ""
             # Entering the Guest maps the Switcher first: one step, not its every detail.
             if switcher is None and e.kind == "call" and e.func == "map_switcher_in_guest":
                 switcher = [e.depth, 0]
@@ -174,47 +369,54 @@ class FaultStepper(_Shown):
                 if e.func == "demand_page":
                     faults += 1
                     code = e.args.get("errcode", self.errcode)
+                    bits = ", ".join(("protection" if code & 1 else "not present", "write" if code & 2 else "read",
+                                      "user" if code & 4 else "kernel"))
                     kind, text = "fault", (f"The CPU faults{'' if faults == 1 else f' again (fault {faults})'}: "
-                                           f"error code {code} at {self.vaddr:#x}. The Host calls demand_page().")
+                                           f"error code {code} ({bits}) at {fmt.vaddr(self.vaddr)}. "
+                                           f"The Host calls demand_page().")
                 elif e.func in _C_CALLS:
-                    shown = ", ".join(f"{k}={v:#x}" if isinstance(v, int) and not isinstance(v, bool) else f"{k}={v}"
-                                      for k, v in e.args.items() if k not in ("cpu", "lg", "host", "mm"))
+                    shown = ", ".join(_arg(L, k, v) for k, v in e.args.items() if k not in ("cpu", "lg", "host", "mm"))
                     kind, text = "call", f"{e.func}({shown})"
                 elif e.func == "lgread":
-                    pending.append((e, line, "read", None))
+                    pending.append((e, line, in_func, "read", None, ("guest", e.args["addr"])))
                 elif e.func == "store":
                     frame, index = e.args["ptr"]
-                    pending.append((e, line, "write", f"wrote shadow entry {index} of frame {frame:#x}: "
-                                    f"{(e.old or 0):#x} → {e.args['value']:#x} ({L.describe(e.args['value'])})"))
+                    pending.append((e, line, in_func, "write",
+                                    f"wrote the shadow entry at {fmt.ptr(frame, index, L)}: {fmt.entry(e.old or 0, L)} → "
+                                    f"{fmt.entry(e.args['value'], L)} ({_describe(L, e.args['value'])})",
+                                    ("shadow", (frame, index))))
                 elif e.func == "lgwrite":
-                    pending.append((e, line, "write", f"wrote back the Guest's PTE at {e.args['addr']:#x}: "
-                                    f"{(e.old or 0):#x} → {e.args['value']:#x} ({L.describe(e.args['value'])})"))
+                    pending.append((e, line, in_func, "write",
+                                    f"wrote back the Guest's PTE at {fmt.paddr(e.args['addr'], L)}: "
+                                    f"{fmt.entry(e.old or 0, L)} → {fmt.entry(e.args['value'], L)} "
+                                    f"({_describe(L, e.args['value'])})", ("guest", e.args["addr"])))
                 elif e.func == "get_zeroed_page":
-                    pending.append((e, line, "alloc", None))
+                    pending.append((e, line, in_func, "alloc", None, None))
                 elif e.func == "kill_guest":
-                    pending.append((e, line, "kill", f"kill_guest: {e.args['reason']!r}"))
+                    pending.append((e, line, in_func, "kill", f"kill_guest: {e.args['reason']!r}", None))
             elif e.kind in ("return", "raise"):
                 if stack:
                     stack.pop()
                 if pending and pending[-1][0].func == e.func:
-                    call, line, kind, text = pending.pop()
+                    call, line, in_func, kind, text, where = pending.pop()
                     if kind == "read":
-                        text = (f"read the Guest's {call.args['type_name']} at {call.args['addr']:#x}: "
-                                f"{e.value:#x} ({L.describe(e.value)})")
+                        text = (f"read the Guest's {call.args['type_name']} at {fmt.paddr(call.args['addr'], L)}: "
+                                f"{fmt.entry(e.value or 0, L)} ({_describe(L, e.value or 0)})")
                     elif kind == "alloc":
-                        text = f"allocated a zeroed host page: frame {e.value:#x}" if e.value else "the page allocation FAILED"
+                        text = (f"allocated a zeroed host page: frame {fmt.frame(e.value, L)}" if e.value
+                                else "the page allocation FAILED")
             elif e.kind == "decision":
-                kind, text, line = "check", f"{e.func}: {e.label}? {'yes' if e.outcome else 'no'}", e.lineno
+                kind, text, line, in_func = "check", f"{e.func}: {e.label}? {'yes' if e.outcome else 'no'}", e.lineno, e.func
             if kind is not None:
-                steps.append(FaultStep(len(steps), kind, e.func, text, line, n))
+                steps.append(FaultStep(len(steps), kind, e.func, text, line, n, where, in_func))
         outcome = {"ok": "fixed" if result.faults else "no-fault", "guest-fault": "guest"}.get(
             result.outcome, result.outcome)
         final = {
             "fixed": f"demand_page() fixed the fault: the Guest retries the access and it succeeds "
-                     f"(host physical address {result.hpa:#x}).",
-            "no-fault": f"No fault: the shadow tables already map it (host physical address {result.hpa:#x}).",
+                     f"(host physical address {fmt.paddr(result.hpa, L)}).",
+            "no-fault": f"No fault: the shadow tables already map it (host physical address {fmt.paddr(result.hpa, L)}).",
             "guest": "demand_page() refused: the fault is the Guest's own, and goes back to it.",
-            "mmio": f"device memory: the Launcher emulates the access at {result.info:#x}.",
+            "mmio": f"device memory: the Launcher emulates the access at {fmt.paddr(result.info, L)}.",
             "killed": f"the Guest is dead: {li.limits(guest)['dead']!r}",
             "dead": "the Guest was already dead: nothing runs.",
             "livelock": "the access faulted again and again: the shadow never settles (livelock).",
@@ -229,7 +431,7 @@ class FaultStepper(_Shown):
         return self.steps[self.position]
 
     def go(self, k: int) -> FaultStep:
-        if not isinstance(k, int) or not 0 <= k < len(self.steps):
+        if not isinstance(k, int) or isinstance(k, bool) or not 0 <= k < len(self.steps):
             raise ValueError(f"k={k!r}: steps are numbered 0..{len(self.steps) - 1}")
         self.position = k
         self._refresh()
@@ -243,6 +445,19 @@ class FaultStepper(_Shown):
 
     def run_to_end(self) -> FaultStep:
         return self.go(len(self.steps) - 1)
+
+    def _next(self, test) -> FaultStep:
+        k = next((st.index for st in self.steps[self.position + 1:] if test(st)), len(self.steps) - 1)
+        return self.go(k)
+
+    def next_decision(self) -> FaultStep:
+        """Jump to the next decision (an ``if`` of the C), past calls, reads and writes."""
+        return self._next(lambda st: st.kind == "check")
+
+    def next_change(self) -> FaultStep:
+        """Jump to the next step that changes a table (a write, an allocation, the Switcher
+        mapped, a kill), past every quiet step; the end if none is left."""
+        return self._next(lambda st: st.changes)
 
     @property
     def at_end(self) -> bool:
@@ -269,45 +484,57 @@ class FaultStepper(_Shown):
         k = self.position if k is None else k
         return max((st.index for st in self.steps[: k + 1] if st.kind in ("enter", "write")), default=0)
 
-    def png(self, k: int | None = None) -> bytes:
-        """:meth:`figure` as PNG bytes (what the widget shows), drawn once per table state.
-        The widget keeps one figure and redraws into it: making new Axes costs more than
-        drawing the walks."""
-        key = self.changed_at(k)
-        if key not in self._pngs:
-            if self._canvas is None:
-                self._canvas = self._new_canvas()
-            fig, top, bottom = self._canvas
-            for ax in (top, bottom):
-                for artist in (*ax.patches, *ax.texts):
-                    artist.remove()
-            self._pngs[key] = _png(self._draw(self.state_at(key), fig, top, bottom))
-        return self._pngs[key]
+    def marked(self, k: int | None = None) -> bool:
+        """Does the picture of step ``k`` outline the entry the step read or wrote?"""
+        k = self.position if k is None else k
+        return self._pictures[self.changed_at(k)].marked(self.steps[k].where)
 
-    @staticmethod
-    def _new_canvas():
-        fig = plots.new_figure(_FIG_SIZE, layout=None)  # fixed margins: a third faster than constrained
-        fig.subplots_adjust(left=0.01, right=0.99, top=0.94, bottom=0.01, hspace=0.22)
-        top, bottom = fig.subplots(2, 1)
-        return fig, top, bottom
+    def c_line(self, k: int | None = None):
+        """(line, C statement) matching step ``k``'s Python line, when the C is at hand; else None."""
+        st = self.steps[self.position if k is None else k]
+        if self._c is None or not st.lineno:
+            return None
+        return self._c.find(st.in_func or st.func, st.source_line)
+
+    def picture_html(self, k: int | None = None) -> str:
+        """What the widget shows for step ``k``: the step, the Python line, the walks."""
+        return self._html[self.position if k is None else k]
+
+    def _step_html(self, k: int) -> str:
+        st = self.steps[k]
+        pic = self._pictures[self.changed_at(k)]
+        label = {"read": "read now", "write": "written now"}.get(st.kind, "")
+        mark = st.where if label else None
+        note = ""
+        if mark is not None and not pic.marked(mark):
+            note = "<div><i>(the entry this step touched is not on this address's walk)</i></div>"
+        colour = _HI if st.changes or st.kind in ("fault", "result") else "#000"
+        head = (f"<div class='lgb-step-text' style='font-size:14px'><b>step {k} of {len(self.steps) - 1}</b> "
+                f"<span style='color:{colour}'>[{st.kind}]</span> {_esc(st.text)}</div>")
+        src = st.source_line
+        py = (f"<div class='lgb-source'><span style='color:#0072B2'>page_tables.py:{st.lineno}</span>&nbsp; "
+              f"{_esc(src.strip())}</div>" if src else
+              "<div class='lgb-source'><span style='color:#777'>(no line of the port runs in this step)</span></div>")
+        return (f"<div style='{_FONT}'>{head}{py}<div class='lgb-c-source'></div>"
+                f"<div class='lgb-plot' style='margin-top:4px'>{pic.html(mark, label)}</div>{note}</div>")
 
     def figure(self, k: int | None = None):
-        """The shadow walk and the Guest's walk of ``vaddr`` after step ``k`` (a new Figure)."""
-        return self._draw(self.state_at(k), *self._new_canvas())
-
-    def _draw(self, guest, fig, top, bottom):
+        """The shadow walk and the Guest's walk of ``vaddr`` after step ``k`` (a new matplotlib
+        Figure, for stored pictures)."""
+        guest = self.state_at(k)
+        fig = plots.new_figure((7.0, 5.4))
+        top, bottom = fig.subplots(2, 1)
         plots.plot_walk(guest, self.vaddr, "shadow", ax=top)
         if not li.limits(guest)["linear_pages"]:
             plots.plot_walk(guest, self.vaddr, "guest", ax=bottom)
         else:
             bottom.axis("off")
-            bottom.set(xlim=(0, 1), ylim=(0, 1), title="")  # as a fresh Axes, even when redrawn
             bottom.text(0, 0.5, "linear mode: the Guest has no page tables yet", fontsize=9)
         return fig
 
     def summary(self) -> str:
         access = ("write" if self.write else "read") + (", user" if self.user else ", kernel")
-        return (f"FaultStepper({self.vaddr:#x}, {access}): step {self.position} of "
+        return (f"FaultStepper({fmt.vaddr(self.vaddr)}, {access}): step {self.position} of "
                 f"{len(self.steps) - 1} — {self.current.text}")
 
     # --- the view ---------------------------------------------------------------------------------
@@ -321,53 +548,57 @@ class FaultStepper(_Shown):
     def _build_view(self) -> None:
         import ipywidgets as W
 
-        self._w_addr = W.Text(value=f"{self.vaddr:#x}", description="address", layout=W.Layout(width="220px"))
+        self._w_addr = W.Text(value=fmt.vaddr(self.vaddr), description="address", layout=W.Layout(width="230px"))
         self._w_write = W.Checkbox(value=self.write, description="write", indent=False, layout=W.Layout(width="70px"))
         self._w_user = W.Checkbox(value=self.user, description="user", indent=False, layout=W.Layout(width="70px"))
-        buttons = {name: W.Button(description=name, layout=W.Layout(width="100px"))
-                   for name in ("Back", "Step", "Run to end", "Reset")}
+        names = ("Back", "Step", "Next decision", "Next change", "Run to end", "Reset")
+        buttons = {name: W.Button(description=name, layout=W.Layout(width="auto")) for name in names}
         buttons["Back"].on_click(lambda _: self.back())
         buttons["Step"].on_click(lambda _: self.step())
+        buttons["Next decision"].on_click(lambda _: self.next_decision())
+        buttons["Next change"].on_click(lambda _: self.next_change())
         buttons["Run to end"].on_click(lambda _: self.run_to_end())
         buttons["Reset"].on_click(lambda _: self._reset_from_view())
+        buttons["Next change"].tooltip = "jump past the quiet steps to the next one that changes a table"
         self._w_buttons = buttons
-        self._w_text = W.HTML()
-        self._w_text.add_class("lgb-step-text")
-        self._w_source = W.HTML()
-        self._w_source.add_class("lgb-source")
-        width = int(_FIG_SIZE[0] * _DPI)
-        self._w_image = W.Image(format="png", layout=W.Layout(width=f"{width}px", max_width="100%"))
-        self._w_image.add_class("lgb-plot")
+        self._w_out = W.HTML()
+        self._w_out.add_class("lgb-stepper")
+        self._w_c = W.HTML()  # the C beside the Python: filled live only, never saved
         self._w_error = W.HTML()
         self._view = W.VBox([
             W.HBox([self._w_addr, self._w_write, self._w_user, buttons["Reset"]]),
-            W.HBox([buttons["Back"], buttons["Step"], buttons["Run to end"]]),
-            self._w_text, self._w_source, self._w_error, self._w_image,
-        ])
+            W.HBox([buttons[n] for n in names[:-1]]),
+            self._w_error, self._w_out, self._w_c,
+        ], layout=W.Layout(max_width="100%"))
 
     def _reset_from_view(self) -> None:
+        text = self._w_addr.value.strip()
         try:
-            vaddr = int(self._w_addr.value, 0)
+            vaddr = int(text, 0)
+        except ValueError:
+            self._w_error.value = (f"<span style='color:{_HI}'>{_esc(repr(text))} is not an address: type a "
+                                   "number such as 0x08048000.</span>")
+            return
+        try:
             self.reset(vaddr, self._w_write.value, self._w_user.value)
             self._w_error.value = ""
         except ValueError as err:
-            self._w_error.value = f"<span style='color:#D55E00'>{err}</span>"
+            self._w_error.value = f"<span style='color:{_HI}'>{_esc(err)}</span>"
 
     def _refresh(self) -> None:
         if self._view is None:
             return
-        import html
-
-        cur = self.current
-        self._w_text.value = (f"<b>step {cur.index} of {len(self.steps) - 1}</b> [{cur.kind}] "
-                              f"{html.escape(cur.text)}")
-        src = cur.source_line
-        self._w_source.value = (f"<pre style='margin:0'>page_tables.py:{cur.lineno}  {html.escape(src.strip())}</pre>"
-                                if src else "<pre style='margin:0'> </pre>")
-        self._w_image.value = self.png()
-        self._w_buttons["Back"].disabled = self.position == 0
-        self._w_buttons["Step"].disabled = self.at_end
-        self._w_buttons["Run to end"].disabled = self.at_end
+        self._w_out.value = self._html[self.position]
+        c = self.c_line()
+        c_html = (f"<div style='{_FONT}'><span style='color:#009E73'>page_tables.c:{c[0]}</span>&nbsp; "
+                  f"{_esc(c[1])}</div>" if c else "")
+        if self._w_c.value != c_html:
+            self._w_c.value = c_html
+        end = self.at_end
+        for name, off in (("Back", self.position == 0), ("Step", end), ("Next decision", end),
+                          ("Next change", end), ("Run to end", end)):
+            if self._w_buttons[name].disabled != off:
+                self._w_buttons[name].disabled = off
 
 
 # =============================================================================================

@@ -4,6 +4,8 @@ import matplotlib
 
 matplotlib.use("Agg")
 
+import html
+
 import pytest
 
 from lguest_book import inspect as li
@@ -61,7 +63,7 @@ def test_state_at_freezes_the_model_mid_fault(pae):
     g = guest_with_page(pae)
     s = widgets.FaultStepper(g, 0x08048000, write=True, user=True)
     writes = [i for i, st in enumerate(s.steps) if st.kind == "write"]
-    shadow_pte_write = [i for i in writes if "shadow entry 72 " in s.steps[i].text][0]
+    shadow_pte_write = [i for i in writes if "[0x048]:" in s.steps[i].text][0]
     guest_write = [i for i in writes if "Guest's PTE" in s.steps[i].text][0]
     just_before = s.state_at(shadow_pte_write - 1)
     assert not li.walk_shadow(just_before, 0x08048000)[-1].present
@@ -115,7 +117,7 @@ def test_widgets_use_only_the_public_api_and_the_model_never_imports_them():
     tree = ast.parse(inspect.getsource(widgets))
     relative = {(n.module, a.name) for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.level
                 for a in n.names}
-    assert relative == {(None, "inspect"), (None, "plots"), ("trace", "Tracer")}
+    assert relative <= {(None, "inspect"), (None, "plots"), (None, "fmt"), ("trace", "Tracer"), ("trace", "Trace")}
     package = pathlib.Path(lguest_book.__file__).parent
     for name in ("x86", "host", "lguest", "page_tables", "hypercalls", "mmu", "guest", "trace", "inspect"):
         mod = ast.parse((package / f"{name}.py").read_text())
@@ -125,31 +127,79 @@ def test_widgets_use_only_the_public_api_and_the_model_never_imports_them():
 
 
 @LAYOUTS
-def test_stepper_view_has_the_controls_and_a_plot(pae):
+def test_stepper_view_has_the_controls_and_a_picture(pae):
     g = guest_with_page(pae)
     s = widgets.FaultStepper(g, 0x08048000, write=True, user=True)
     view = s.view
     buttons = {b.description for box in view.children if hasattr(box, "children") for b in box.children
                if type(b).__name__ == "Button"}
-    assert buttons == {"Back", "Step", "Run to end", "Reset"}
+    assert buttons == {"Back", "Step", "Next decision", "Next change", "Run to end", "Reset"}
+    assert s._w_buttons["Back"].disabled and not s._w_buttons["Step"].disabled
     for _ in range(3):
         s._w_buttons["Step"].click()
     assert s.position == 3 and s.current.kind == "check"
-    assert "step 3 of" in s._w_text.value and s.current.text in s._w_text.value and "lgb-step-text" in s._w_text._dom_classes
-    assert f"page_tables.py:{s.current.lineno}" in s._w_source.value and s.current.lineno > 0
+    shown = s._w_out.value
+    assert "step 3 of" in shown and html.escape(s.current.text, quote=False) in shown and "lgb-step-text" in shown
+    assert f"page_tables.py:{s.current.lineno}" in shown and s.current.lineno > 0
     assert "vaddr" in s.current.source_line  # the model's line, read through inspect.source_line
-    assert s._w_image.value[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "shadow walk" in shown and "Guest's walk" in shown
+    # next decision: past calls and reads to the next check
+    s._w_buttons["Next decision"].click()
+    assert s.current.kind == "check" and s.position == 4
+    # next change: past every quiet step to the next table change
+    s.go(2)
+    s._w_buttons["Next change"].click()
+    assert s.current.kind in ("write", "alloc") and all(not st.changes for st in s.steps[3:s.position])
+    # a read or a write is outlined in the walk, labelled
+    reads = [st.index for st in s.steps if st.kind == "read"]
+    writes = [st.index for st in s.steps if st.kind == "write"]
+    assert all(s.marked(k) for k in reads + writes)
+    assert "read now" in s.picture_html(reads[0]) and "written now" in s.picture_html(writes[-1])
+    assert "read now" not in s.picture_html(3) and "written now" not in s.picture_html(3)
+    # each picture is the state after the last change: the shadow PTE is there after its write
+    assert "not present" in s.picture_html(writes[-2] - 1) and "not present" not in s.picture_html(writes[-2]).split("shadow walk")[1].split("Guest")[0]
     s._w_buttons["Run to end"].click()
-    assert s.at_end and s._w_buttons["Step"].disabled
+    assert s.at_end and s._w_buttons["Step"].disabled and s._w_buttons["Next change"].disabled
     s._w_addr.value = "0x8049000"
     s._w_buttons["Reset"].click()
     assert s.vaddr == 0x8049000 and s.outcome == "guest"  # nothing mapped there
-    s._w_addr.value = "nonsense"
+    s._w_addr.value = "hello"
     s._w_buttons["Reset"].click()
-    assert "invalid literal" in s._w_error.value or "base" in s._w_error.value
+    assert s._w_error.value.endswith("'hello' is not an address: type a number such as 0x08048000.</span>")
+    s._w_addr.value = "0x100000000"
+    s._w_buttons["Reset"].click()
+    assert "is not a 32-bit address" in s._w_error.value and "Traceback" not in s._w_error.value
     bundle = s._repr_mimebundle_()
-    assert bundle["text/plain"].startswith("FaultStepper(0x8049000, write, user): step 0 of")
+    assert bundle["text/plain"].startswith("FaultStepper(0x08049000, write, user): step 0 of")
     assert "0x7f" not in bundle["text/plain"]  # no memory addresses
+    assert s._w_c.value == ""  # no C source given: no C shown
+
+
+def test_stepper_shows_the_c_only_live_and_only_when_given(tmp_path, monkeypatch):
+    monkeypatch.delenv("LGUEST_BOOK_C_SOURCE", raising=False)
+    c = tmp_path / "page_tables.c"
+    c.write_text("bool demand_page(struct lg_cpu *cpu, unsigned long vaddr, int errcode)\n{\n"
+                 "\tgpgd = lgread(cpu, gpgd_addr(cpu, vaddr), c_only_marker);\n\treturn true;\n}\n")
+    g = guest_with_page(False)
+    s = widgets.FaultStepper(g, 0x08048000, write=True, user=True, c_source=str(c))
+    read = [st.index for st in s.steps if st.kind == "read"][0]
+    assert s.c_line(read) == (3, "gpgd = lgread(cpu, gpgd_addr(cpu, vaddr), c_only_marker);")
+    s.view
+    s.go(read)
+    assert "page_tables.c:3" in s._w_c.value
+    # the C never enters the text form nor the picture stored with a notebook
+    assert "c_only_marker" not in s.summary() and "c_only_marker" not in s._w_out.value and "c_only_marker" in s._w_c.value
+    assert widgets.FaultStepper(g, 0x08048000).c_line(read) is None
+
+
+def test_stepper_text_prints_each_number_one_way():
+    import re
+
+    g = guest_with_page(False)
+    s = widgets.FaultStepper(g, 0x08048000, write=True, user=True)
+    for st in s.steps:
+        # no bare decimal index beside hex ones: every number of 3+ digits is hex
+        assert not re.search(r"(?<![\w.])\d{3,}(?![\w.])", st.text.replace("page_tables.py", "")), st.text
 
 
 @LAYOUTS
@@ -238,24 +288,22 @@ def test_stepper_pictures_change_only_when_a_table_does(pae):
     writes = [st.index for st in s.steps if st.kind in ("enter", "write")]
     for k in range(len(s.steps)):
         assert s.changed_at(k) == max([w for w in writes if w <= k], default=0)
-    # the cached picture for a step is the one drawn from the state at that step
     k = writes[-1] - 1   # just before the last write: the shadow PTE is there, the Guest's A/D not yet
     assert li.walk_shadow(s.state_at(k), 0x08048000)[-1].present
-    assert s.png(k) == widgets._png(s.figure(k)) and s.png(k) != s.png(writes[-1])
+    assert s._pictures[s.changed_at(k)].shadow == li.walk_shadow(s.state_at(k), 0x08048000)
+    assert s.figure(k).axes  # the matplotlib version, for stored pictures
 
 
 @LAYOUTS
-def test_fault_stepper_redraw_benchmark(benchmark, pae):
-    """Redraw after a step that changed a table (state at that step + PNG of the walks, no
-    cache): target <= 100 ms."""
+def test_fault_stepper_move_benchmark(benchmark, pae):
+    """Moving to a step that changed a table: the picture is ready, only sent."""
     g = guest_with_page(pae)
     s = widgets.FaultStepper(g, 0x08048000, write=True, user=True)
     s.view
     changing = [st.index for st in s.steps if st.kind == "write"][:2]
 
     def one_step():
-        s._pngs.clear()
         s.go(changing[0] if s.position != changing[0] else changing[1])
 
     benchmark(one_step)
-    assert s.position in changing and s._w_image.value == s.png()
+    assert s.position in changing and s._w_out.value == s.picture_html()
