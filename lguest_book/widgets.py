@@ -889,3 +889,222 @@ class HypercallConsole(_Shown):
         import html
 
         self._w_log.value = "<br>".join(html.escape(x) for x in self.log[-12:]) or "<i>no hypercalls yet</i>"
+
+
+# =============================================================================================
+# The scrubber: a recorded run, any instant of it
+# =============================================================================================
+_CHIPS = 12  # entries shown per table page (the changed ones always)
+
+
+class Scrubber(_Shown):
+    """A slider over every event of a :class:`~lguest_book.recorder.Recording`: the pgdir
+    cache, the shadow and Guest tables (with the Guest's Accessed/Dirty bits), the reference
+    counts and whether the Guest lives, just after that event, with what the event changed
+    outlined.  Replays from the recording (``recording.state(k)``): nothing runs again.
+
+    ``go(k)``, ``next()``, ``back()``, ``next_change()`` move; ``state`` is the state shown,
+    ``changed`` the keys the event changed (see :mod:`lguest_book.recorder`).
+    """
+
+    def __init__(self, recording, position: int = 0):
+        from .recorder import Recorder
+
+        if isinstance(recording, Recorder):
+            recording = recording.recording
+        self.recording = recording
+        self._view = None
+        self._html_cache: dict[int, str] = {}
+        self.go(position)
+
+    # --- moving -------------------------------------------------------------------------------
+    def go(self, k: int):
+        self.state = self.recording.state(k)  # checks k
+        self.position = k
+        self.event = self.recording.events[k]
+        self.changed = self.recording.changed_keys(k)
+        self._refresh()
+        return self.event
+
+    def next(self):
+        return self.go(min(self.position + 1, len(self.recording) - 1))
+
+    def back(self):
+        return self.go(max(self.position - 1, 0))
+
+    def next_change(self):
+        """The next event that changed a table entry (shadow or Guest)."""
+        rec = self.recording
+        k = next((j for j in range(self.position + 1, len(rec))
+                  if any(key[0] in ("s", "g") for key, _, _ in rec.deltas[j])), len(rec) - 1)
+        return self.go(k)
+
+    # --- what is shown --------------------------------------------------------------------------
+    def counts(self, state=None) -> dict:
+        """How many shadow entries, Guest entries and referenced frames the state has."""
+        st = self.state if state is None else state
+        out = {"shadow": 0, "guest": 0, "frames": 0}
+        for key in st:
+            if key[0] == "s":
+                out["shadow"] += 1
+            elif key[0] == "g":
+                out["guest"] += 1
+            elif key[0] == "ref":
+                out["frames"] += 1
+        return out
+
+    def changed_counts(self) -> dict:
+        out = {"shadow": 0, "guest": 0, "refs": 0, "cache": 0}
+        for key in self.changed:
+            kind = {"s": "shadow", "g": "guest", "ref": "refs", "slot": "cache", "current": "cache"}.get(key[0])
+            if kind:
+                out[kind] += 1
+        return out
+
+    def summary(self) -> str:
+        e = self.event
+        c = self.changed_counts()
+        what = ", ".join(f"{n} {k}" for k, n in c.items() if n) or "nothing in the tables"
+        return (f"Scrubber: event {self.position} of {len(self.recording) - 1} — {e.label}"
+                f"{f' ({e.outcome})' if e.outcome else ''}; changed: {what}")
+
+    def html(self, k: int | None = None) -> str:
+        if k is not None and k != self.position:
+            self.go(k)
+        key = self.position
+        if key not in self._html_cache:
+            if len(self._html_cache) > 256:
+                self._html_cache.clear()
+            self._html_cache[key] = self._render()
+        return self._html_cache[key]
+
+    def _render(self) -> str:
+        L = self.recording.layout
+        st, changed, e = self.state, self.changed, self.event
+        hi = lambda key: key in changed  # noqa: E731
+        gone = [(key, old) for key, old, new in self.recording.changes(self.position)
+                if new is None and key[0] in ("s", "g")]
+        c = self.changed_counts()
+        names = {"shadow": ("shadow entry", "shadow entries"), "guest": ("Guest entry", "Guest entries"),
+                 "refs": ("reference count", "reference counts"), "cache": ("cache slot", "cache slots")}
+        what = ", ".join(f"{n} {names[k][n != 1]}" for k, n in c.items() if n) or "nothing in the tables"
+        out = [f"<div style='{_FONT}'>",
+               f"<div class='lgb-scrub-text' style='font-size:14px'><b>event {self.position} of "
+               f"{len(self.recording) - 1}</b> <span style='color:{_HI}'>[{_esc(e.kind)}]</span> {_esc(e.label)}"
+               f"{' — ' + _esc(e.outcome) if e.outcome else ''}</div>",
+               f"<div>changed here: {_esc(what)}</div>"]
+        dead = st.get(("dead",))
+        if dead:
+            out.append(f"<div style='color:{_HI};font-weight:bold'>the Guest is dead: {_esc(repr(dead))}</div>")
+        # the pgdir cache
+        cur = st.get(("current",))
+        rows = ["<tr><th>slot</th><th>Guest top level</th><th>shadow top level</th><th>Switcher mapped</th></tr>"]
+        for n in range(4):
+            slot = st.get(("slot", n))
+            style = f" style='outline:2px solid {_HI}'" if hi(("slot", n)) or (hi(("current",)) and n == cur) else ""
+            mark = " &#9664; current" if n == cur else ""
+            if slot is None:
+                rows.append(f"<tr{style}><td>{n}{mark}</td><td colspan=3><i>empty</i></td></tr>")
+            else:
+                gp, frame, sw = slot
+                rows.append(f"<tr{style}><td>{n}{mark}</td><td>{fmt.paddr(gp, L)}</td>"
+                            f"<td>frame {fmt.frame(frame, L)}</td><td>{'yes' if sw else 'no'}</td></tr>")
+        out.append("<div style='margin-top:4px'><b>pgdir cache</b><table style='border-collapse:collapse'>"
+                   + "".join(rows) + "</table></div>")
+        # tables, by slot
+        pages: dict = {}
+        for key, value in st.items():
+            if key[0] in ("s", "g"):
+                pages.setdefault((key[0], key[1]), []).append((key[2], value))
+        meta = {("s", k[1]): v for k, v in st.items() if k[0] == "spage"}
+        meta.update({("g", k[1]): v for k, v in st.items() if k[0] == "gpage"})
+        order = {"pgd": 0, "pmd": 1, "pte": 2}
+        kaddr = self.recording.kernel_address
+        for tag, title in (("s", "shadow tables (host frames)"), ("g", "the Guest's tables (guest pages; A/D bits)")):
+            blocks = []
+            mine = sorted((m[1], order[m[0]], m[2], p) for p, m in meta.items() if p[0] == tag)
+            for slot, _o, vbase, page in mine:
+                level = meta[page][0]
+                entries = sorted(pages.get(page, []))
+                new = [x for x in entries if hi((tag, page[1], x[0]))]
+                rest = [x for x in entries if not hi((tag, page[1], x[0]))]
+                kernel = level != "pgd" and vbase >= kaddr
+                # the kernel part is the same in every address space: its entries only when they change
+                show = sorted(new[:_CHIPS] + ([] if kernel else rest[: max(0, _CHIPS - len(new))]))
+                more = len(entries) - len(show)
+                more_new = len(new) - min(len(new), _CHIPS)
+                name = "PDPT" if (L.pae and level == "pgd") else level.upper()
+                where = f"frame {fmt.frame(page[1], L)}" if tag == "s" else f"page {fmt.frame(page[1], L)}"
+                chips = "".join(self._chip(L, tag, page[1], i, v, level, hi((tag, page[1], i))) for i, v in show)
+                blocks.append(f"<div style='margin:1px 0'><span style='background:{_LEVEL_COLOURS[level]};"
+                              f"padding:0 4px'>slot {slot} {name} {where}</span> {len(entries)} present"
+                              f"{f', from {fmt.vaddr(vbase)}' if level != 'pgd' else ''}"
+                              f"{' (kernel part)' if kernel else ''}{': ' if chips else ''}{chips}"
+                              f"{f' … and {more} more' if more > 0 else ''}"
+                              f"{f' ({more_new} of them changed here)' if more_new > 0 else ''}</div>")
+            out.append(f"<div style='margin-top:4px'><b>{title}</b>{''.join(blocks) or ' <i>none</i>'}</div>")
+        if gone:
+            chips = ", ".join(f"<s>{'shadow' if k[0] == 's' else 'Guest'} {fmt.ptr(k[1], k[2], L)} = "
+                              f"{fmt.entry(old, L)}</s>" for k, old in gone[:_CHIPS])
+            more = f" … and {len(gone) - _CHIPS} more" if len(gone) > _CHIPS else ""
+            out.append(f"<div style='margin-top:4px;color:{_HI}'><b>gone at this event</b> ({len(gone)}): "
+                       f"{chips}{more}</div>")
+        # reference counts
+        hist: dict[int, int] = {}
+        for key, value in st.items():
+            if key[0] == "ref":
+                hist[value] = hist.get(value, 0) + 1
+        refs = ", ".join(f"{n} with count {c}" for c, n in sorted(hist.items()))
+        moved = [(key[1], old, new) for key, old, new in self.recording.changes(self.position) if key[0] == "ref"]
+        moved_txt = ", ".join(f"frame {fmt.frame(f, L)}: {old or 0} → {new or 0}" for f, old, new in moved[:_CHIPS])
+        if len(moved) > _CHIPS:
+            moved_txt += f" … and {len(moved) - _CHIPS} more"
+        out.append(f"<div style='margin-top:4px'><b>reference counts</b>: {sum(hist.values())} frames in use"
+                   f"{' (' + refs + ')' if refs else ''}"
+                   f"{f'; <span style=color:{_HI}>changed: {moved_txt}</span>' if moved else ''}</div>")
+        out.append("</div>")
+        return "".join(out)
+
+    @staticmethod
+    def _chip(L, tag, page, i, value, level, changed) -> str:
+        flags = L.flag_names(value)
+        ad = ""
+        if tag == "g" and level == "pte":
+            ad = (" <b>A</b>" if "A" in flags else " ·") + (" <b>D</b>" if "D" in flags else " ·")
+        style = f"border:2px solid {_HI};" if changed else "border:1px solid #bbb;"
+        return (f"<span style='{style}padding:0 3px;margin:1px;display:inline-block'>[{fmt.index(i)}] "
+                f"{fmt.entry(value, L)}{ad}</span>")
+
+    # --- the view ------------------------------------------------------------------------------
+    @property
+    def view(self):
+        if self._view is None:
+            self._build_view()
+            self._refresh()
+        return self._view
+
+    def _build_view(self) -> None:
+        import ipywidgets as W
+
+        n = len(self.recording) - 1
+        self._w_slider = W.IntSlider(value=self.position, min=0, max=max(n, 0), description="event",
+                                     continuous_update=True, layout=W.Layout(width="95%"))
+        self._w_play = W.Play(value=self.position, min=0, max=max(n, 0), interval=400, description="play")
+        W.jslink((self._w_play, "value"), (self._w_slider, "value"))
+        self._w_buttons = {name: W.Button(description=name, layout=W.Layout(width="auto"))
+                           for name in ("Back", "Next", "Next change")}
+        self._w_buttons["Back"].on_click(lambda _: self.back())
+        self._w_buttons["Next"].on_click(lambda _: self.next())
+        self._w_buttons["Next change"].on_click(lambda _: self.next_change())
+        self._w_slider.observe(lambda c: c["new"] != self.position and self.go(c["new"]), "value")
+        self._w_out = W.HTML()
+        self._w_out.add_class("lgb-scrubber")
+        self._view = W.VBox([W.HBox([self._w_play, *self._w_buttons.values()]), self._w_slider, self._w_out],
+                            layout=W.Layout(max_width="100%"))
+
+    def _refresh(self) -> None:
+        if self._view is None:
+            return
+        self._w_out.value = self.html()
+        if self._w_slider.value != self.position:
+            self._w_slider.value = self.position
