@@ -651,12 +651,15 @@ class TableExplorer(_Shown):
             self.level = level
         if vaddr is not None:
             if not isinstance(vaddr, int) or not 0 <= vaddr <= 0xFFFFFFFF:
-                raise ValueError(f"vaddr={vaddr!r} is not a 32-bit address")
+                shown = fmt.vaddr(vaddr) if isinstance(vaddr, int) and vaddr >= 0 else repr(vaddr)
+                raise ValueError(f"{shown} is not a 32-bit address: give one from 0x00000000 to 0xffffffff")
             self.vaddr = vaddr
         self.table = self._table()
         if index is not None:
             if not isinstance(index, int) or not 0 <= index < max(len(self.table), 1):
-                raise ValueError(f"index={index!r} is outside this table (0..{max(len(self.table), 1) - 1})")
+                shown = fmt.index(index) if isinstance(index, int) and index >= 0 else repr(index)
+                raise ValueError(f"index {shown} is outside this table: its entries are "
+                                 f"{fmt.index(0)}..{fmt.index(max(len(self.table), 1) - 1)}")
             self.index = index
         elif self.table:  # the entry of this table that covers the chosen address
             self.index = next((e.index for e in self.table if e.vaddr <= self.vaddr < e.vaddr + self._span()), 0)
@@ -683,17 +686,31 @@ class TableExplorer(_Shown):
             if not li.pgdir_cache(self._guest)[self.slot]["allocated"]:
                 return f"slot {self.slot} is empty: no top level cached there"
             return f"no {self.level} table here: a level above is not present"
+        L = li.layout(self._guest)
         end = (e.vaddr + self._span() - 1) & 0xFFFFFFFF
         frame_kind = "guest frame" if self.which == "guest" else "host frame"
         owner = ""
         if self.which == "shadow" and e.present:
             kind, num = li.owner(self._guest, e.frame)
-            owner = f" — {kind}{'' if num is None else ' ' + hex(num)}"
-        return (f"{self.which} {e.level}[{e.index}] covers {e.vaddr:#010x}–{end:#010x}: value {e.value:#x}; "
-                f"{frame_kind} {e.frame:#x}{owner}; flags {'|'.join(e.flags) or 'none'}")
+            owner = f" — {kind}{'' if num is None else ' ' + (fmt.frame(num, L) if kind == 'guest' else str(num))}"
+        return (f"{self.which} {e.level}[{fmt.index(e.index)}] covers {fmt.vaddr(e.vaddr)}–{fmt.vaddr(end)}: "
+                f"value {fmt.entry(e.value, L)}; {frame_kind} {fmt.frame(e.frame, L)}{owner}; "
+                f"flags {'|'.join(e.flags) or 'none'}")
+
+    def label(self, e) -> str:
+        """One entry as the list shows it."""
+        L = li.layout(self._guest)
+        return (f"{e.level}[{fmt.index(e.index)}] {fmt.vaddr(e.vaddr)}  {fmt.entry(e.value, L)}  "
+                f"{'|'.join(e.flags) or ('empty' if not e.value else '-')}")
+
+    def listed(self):
+        """The entries the list shows: the present ones, or all of them with ``show_empty``."""
+        return list(self.table) if self.show_empty else self.entries
+
+    show_empty = False
 
     def summary(self) -> str:
-        return (f"TableExplorer({self.which}, slot {self.slot}, {self.level} for {self.vaddr:#x}): "
+        return (f"TableExplorer({self.which}, slot {self.slot}, {self.level} for {fmt.vaddr(self.vaddr)}): "
                 f"{len(self.entries)} present — {self.detail}")
 
     @property
@@ -711,42 +728,70 @@ class TableExplorer(_Shown):
         self._w_slot = W.Dropdown(options=[(f"slot {i}", i) for i in range(4)], value=self.slot, description="top level")
         levels = ["pgd", "pmd", "pte"] if L.pae else ["pgd", "pte"]
         self._w_level = W.Dropdown(options=levels, value=self.level, description="level")
-        self._w_vaddr = W.Text(value=f"{self.vaddr:#x}", description="address")
-        self._w_list = W.Select(options=[], rows=10, layout=W.Layout(width="95%"))
+        self._w_vaddr = W.Text(value=fmt.vaddr(self.vaddr), description="address", continuous_update=False)
+        self._w_index = W.Text(value=fmt.index(self.index), description="index", continuous_update=False,
+                               layout=W.Layout(width="180px"))
+        self._w_empty = W.Checkbox(value=self.show_empty, description="list empty entries too", indent=False)
+        self._w_list = W.Select(options=[], rows=12, layout=W.Layout(width="95%"))
         self._w_list.add_class("lgb-entries")
+        self._w_count = W.HTML()
+        self._w_count.add_class("lgb-count")
         self._w_detail = W.HTML()
         self._w_detail.add_class("lgb-detail")
         self._w_which.observe(lambda c: self._from_view(which=c["new"]), "value")
         self._w_slot.observe(lambda c: self._from_view(slot=c["new"]), "value")
         self._w_level.observe(lambda c: self._from_view(level=c["new"]), "value")
         self._w_vaddr.observe(lambda c: self._from_view(vaddr_text=c["new"]), "value")
+        self._w_index.observe(lambda c: self._from_view(index_text=c["new"]), "value")
+        self._w_empty.observe(lambda c: self._show_empty(c["new"]), "value")
         self._w_list.observe(lambda c: c["new"] is not None and self._from_view(index=c["new"]), "value")
         self._view = W.VBox([W.HBox([self._w_which, self._w_slot]), W.HBox([self._w_level, self._w_vaddr]),
-                             self._w_list, self._w_detail])
+                             W.HBox([self._w_index, self._w_empty]), self._w_count, self._w_list, self._w_detail])
 
-    def _from_view(self, vaddr_text: str | None = None, **kwargs) -> None:
+    def _show_empty(self, value: bool) -> None:
+        self.show_empty = bool(value)
+        self._refresh()
+
+    def _from_view(self, vaddr_text: str | None = None, index_text: str | None = None, **kwargs) -> None:
         if self._busy:
             return
+        text = vaddr_text if vaddr_text is not None else index_text
+        if text is not None:
+            try:
+                number = int(text.strip(), 0)
+            except ValueError:
+                what = "an address: type a number such as 0x08048000" if vaddr_text is not None else \
+                    "an index: type a number such as 0x300"
+                self._w_detail.value = f"<span style='color:{_HI}'>{_esc(repr(text))} is not {what}.</span>"
+                return
+            kwargs["vaddr" if vaddr_text is not None else "index"] = number
         try:
-            if vaddr_text is not None:
-                kwargs["vaddr"] = int(vaddr_text, 0)
             self.select(**kwargs)
         except ValueError as err:
-            self._w_detail.value = f"<span style='color:#D55E00'>{err}</span>"
+            self._w_detail.value = f"<span style='color:{_HI}'>{_esc(err)}.</span>"
 
     _busy = False
+    _options: tuple = ()
 
     def _refresh(self) -> None:
         if self._view is None:
             return
-        import html
-
         self._busy = True
         try:
-            shown = self.entries[:512]
-            self._w_list.options = [(e.text, e.index) for e in shown] or [("(no present entries)", None)]
+            shown = self.listed()
+            options = tuple((self.label(e), e.index) for e in shown) or (("(no present entries)", None),)
+            if options != self._options:  # 1,024 options are sent only when the table changes
+                self._w_list.options = options
+                self._options = options
             self._w_list.value = self.index if any(e.index == self.index for e in shown) else None
-            self._w_detail.value = html.escape(self.detail)
+            present = len(self.entries)
+            total = len(self.table)
+            self._w_count.value = (f"{present} present entr{'y' if present == 1 else 'ies'} of {total}"
+                                   f"{', all listed' if not self.show_empty else f'; all {total} listed'}"
+                                   + (f"; selected [{fmt.index(self.index)}]" if self.table else ""))
+            self._w_index.value = fmt.index(self.index)
+            self._w_vaddr.value = fmt.vaddr(self.vaddr)
+            self._w_detail.value = _esc(self.detail)
         finally:
             self._busy = False
 

@@ -210,9 +210,9 @@ def test_table_explorer_selects_and_decodes(pae):
     assert e.level == "pgd" and e.entries
     entry = e.select(level="pte", vaddr=0x08048000)
     assert entry.index == 0x48 and entry.present
-    assert "host frame" in e.detail and "guest 0x300" in e.detail
+    assert "host frame" in e.detail and ("guest 0x00000300" if pae else "guest 0x00300") in e.detail
     guest_entry = e.select(which="guest")
-    assert guest_entry.frame == 0x300 and "guest frame 0x300" in e.detail
+    assert guest_entry.frame == 0x300 and ("guest frame 0x00000300" if pae else "guest frame 0x00300") in e.detail
     if pae:
         mid = e.select(which="shadow", level="pmd")
         assert mid.index == 64
@@ -228,6 +228,35 @@ def test_table_explorer_selects_and_decodes(pae):
     e._w_level.value = "pgd"
     assert e.level == "pgd"
     assert e._w_list.options and "pgd[" in e._w_list.options[0][0]
+    # bad input: a sentence, never Python's message
+    e._w_vaddr.value = "hello"
+    assert e._w_detail.value.endswith("'hello' is not an address: type a number such as 0x08048000.</span>")
+    e._w_index.value = "0x5000"
+    assert "is outside this table" in e._w_detail.value and "invalid literal" not in e._w_detail.value
+    e._w_index.value = "1"
+    assert e.index == 1
+
+
+def test_table_explorer_lists_every_entry_and_selects_by_index():
+    g = Guest(pae=False, seed=1)
+    p = g.new_process("p")
+    g.switch_to(p)
+    e = widgets.TableExplorer(g, which="guest")
+    e.view
+    # the Guest's kernel maps all its memory: 1,024 present PTEs in one page, all listed
+    e._w_level.value = "pte"
+    e._w_vaddr.value = "0xc0000000"
+    assert len(e.entries) == 1024 and len(e._w_list.options) == 1024
+    assert "1024 present entries of 1024, all listed" in e._w_count.value
+    e._w_index.value = "0x3ff"
+    assert e.index == 0x3FF and e._w_list.value == 0x3FF and "pte[0x3ff]" in e._w_detail.value
+    assert e._w_list.options[-1][0].startswith("pte[0x3ff] 0xc03ff000")
+    e._w_list.value = 0x200
+    assert e.index == 0x200 and e._w_index.value == "0x200"
+    e._w_level.value = "pgd"
+    assert len(e._w_list.options) == len(e.entries) < 1024
+    e._w_empty.value = True
+    assert len(e._w_list.options) == 1024 and "all 1024 listed" in e._w_count.value
 
 
 @LAYOUTS
