@@ -395,3 +395,19 @@ def refcount_map(obj) -> dict[int, int]:
 
 
 __all__ += ["shadow_page", "guest_page", "guest_page_bytes", "refcount_map"]
+
+
+def hypercall_numbers() -> dict[str, int]:
+    """The page-table hypercalls' numbers, by name ("SET_PTE", "SET_PGD", ...), for a Guest's
+    raw ``hypercall()``."""
+    from . import hypercalls as hc
+
+    return {name[len("LHCALL_"):]: getattr(hc, name) for name in dir(hc) if name.startswith("LHCALL_")}
+
+
+def ptrs_per_pgd(obj) -> int:
+    """PTRS_PER_PGD of the Guest's layout: 1024 without PAE, 4 with it."""
+    return layout(obj).PTRS_PER_PGD
+
+
+__all__ += ["hypercall_numbers", "ptrs_per_pgd"]

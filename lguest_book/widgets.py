@@ -802,58 +802,163 @@ class TableExplorer(_Shown):
 class HypercallConsole(_Shown):
     """Be the Guest: make page-table hypercalls and see what the Host did.
 
-    Every action is run under a tracer; ``log`` gets one line per action saying what the Host
-    wrote, allocated, released, or why it killed the Guest.  ``last_trace`` is the full trace.
+    The console works on the Guest it is given (give it one of its own: a scripted attack on
+    another Guest cannot kill it) and ``reset()`` (the Reset button) puts back a copy of
+    that Guest as it was when the console was made.  Every action runs under a tracer; ``log``
+    gets one line per action — which hypercalls the Guest made (a SET_PTE where the Guest
+    had no page table first makes a SET_PGD, and says so), what the Host allocated, released,
+    or why it killed the Guest — and ``changes`` the entries each action changed, one list
+    per line of the log.  ``last_trace`` is the full trace.
     """
 
     def __init__(self, guest):
         self._guest = guest
+        self._start = copy.deepcopy(guest)
         self._view = None
         self.log: list[str] = []
+        self.changes: list[list[str]] = []
         self.last_trace = None
 
-    def _do(self, what: str, action) -> str:
+    @property
+    def guest(self):
+        """The Guest the console works on now (a fresh copy after ``reset()``)."""
+        return self._guest
+
+    def reset(self) -> str:
+        """Start again from the Guest as it was when the console was made."""
+        self._guest = copy.deepcopy(self._start)
+        self.log.append("Reset: the Guest is back as it was when the console was made")
+        self.changes.append([])
+        self._refresh()
+        return self.log[-1]
+
+    def _proc(self, proc):
+        """The console's Guest's own process of that name (after a reset, a copy)."""
+        if proc is None:
+            return None
+        mine = [p for p in getattr(self._guest, "processes", []) if p.gpgdir == getattr(proc, "gpgdir", None)]
+        return mine[0] if mine else proc
+
+    def _entries(self, trace, before, after) -> list[str]:
+        L = li.layout(self._guest)
+        lines = []
+        for kind, where, old, new in trace.writes():
+            if (old or 0) == new:
+                continue  # stored, but unchanged
+            if kind == "shadow":
+                lines.append(f"shadow {fmt.ptr(where[0], where[1], L)}: {fmt.entry(old or 0, L)} → {fmt.entry(new, L)}")
+            else:
+                lines.append(f"Guest entry at {fmt.paddr(where, L)} (A/D written back by the Host): "
+                             f"{fmt.entry(old or 0, L)} → {fmt.entry(new, L)}")
+        for what, (old, new) in _diff(before, after).items():
+            lines.append(f"{what}: {old} → {new}")
+        return lines
+
+    def _watch(self):
+        """What the Guest itself and the cache hold, before and after an action (read through
+        inspect): the Guest's own entries the console may write, and the pgdir cache."""
+        g = self._guest
+        L = li.layout(g)
+        out = {}
+        for c in li.pgdir_cache(g):
+            out[f"cache slot {c['slot']}"] = (f"Guest {fmt.paddr(c['gpgdir'], L)}, shadow frame {fmt.frame(c['frame'], L)}"
+                                              if c["allocated"] else "empty")
+        for vaddr in self._watched:
+            steps = li.walk_guest(g, vaddr)
+            if steps:
+                last = steps[-1]
+                out[f"the Guest's {last.level} for {fmt.vaddr(vaddr)}"] = fmt.entry(last.value, L)
+        return out
+
+    _watched: tuple = ()
+
+    def _do(self, what: str, action, watch: tuple = ()) -> str:
         g = self._guest
         if li.limits(g)["dead"] is not None:
-            line = f"{what}: the Guest is dead ({li.limits(g)['dead']!r}); nothing happens"
+            line = f"{what}: the Guest is dead ({li.limits(g)['dead']!r}); nothing happens — press Reset"
+            entries = []
         else:
+            self._watched = watch
+            before = self._watch()
             with Tracer() as t:
                 action()
+            after = self._watch()
             self.last_trace = t.trace
-            writes = t.trace.writes()
-            shadow = sum(1 for w in writes if w[0] == "shadow")
-            guest_w = sum(1 for w in writes if w[0] == "guest")
+            calls = [name for e in t.trace if e.kind == "call" and e.depth == 0
+                     for name in [_HCALL_OF.get(e.func)] if name]
             allocs = sum(1 for f in t.trace.allocations() if f)
             freed = len(t.trace.calls("free_page"))
             unpinned = len(t.trace.calls("put_page")) - freed
             dead = li.limits(g)["dead"]
-            line = (f"{what}: {shadow} shadow entries written, {guest_w} Guest entries written, "
-                    f"{allocs} pages allocated, {freed} freed, {max(unpinned, 0)} unpinned"
+            entries = self._entries(t.trace, before, after)
+            shadow = sum(1 for w in t.trace.writes() if w[0] == "shadow")
+            made = ""
+            if len(calls) > 1 or (calls and calls[0] not in what):
+                made = f" [hypercalls made: {', '.join(calls)}]"
+            line = (f"{what}{made}: {shadow} shadow entr{'y' if shadow == 1 else 'ies'} written, "
+                    f"{allocs} page{'' if allocs == 1 else 's'} allocated, {freed} freed, {max(unpinned, 0)} unpinned"
                     + (f"; Guest KILLED: {dead!r}" if dead else ""))
         self.log.append(line)
+        self.changes.append(entries)
         self._refresh()
         return line
 
     def set_pte(self, vaddr: int, pte: int, proc=None) -> str:
-        """The Guest writes a PTE and makes the SET_PTE hypercall."""
-        return self._do(f"SET_PTE {vaddr:#x} = {pte:#x}", lambda: self._guest.set_pte(vaddr, pte, proc))
+        """The Guest writes a PTE and makes the SET_PTE hypercall (first building a page table
+        and making SET_PGD if it has none there: the log says so)."""
+        L = li.layout(self._guest)
+        return self._do(f"SET_PTE {fmt.vaddr(vaddr)} = {fmt.entry(pte, L)}",
+                        lambda: self._guest.set_pte(vaddr, pte, self._proc(proc)), (vaddr,))
+
+    def hypercall_set_pte(self, vaddr: int, pte: int, proc=None) -> str:
+        """Only the SET_PTE hypercall, the Guest's tables untouched: what a hostile Guest can
+        ask without having a page table there."""
+        L = li.layout(self._guest)
+        num = li.hypercall_numbers()["SET_PTE"]
+        proc = self._proc(proc) or self._guest.current
+        if L.pae:
+            act = lambda: self._guest.hypercall(num, proc.gpgdir, vaddr, pte & 0xFFFFFFFF, pte >> 32)  # noqa: E731
+        else:
+            act = lambda: self._guest.hypercall(num, proc.gpgdir, vaddr, pte)  # noqa: E731
+        return self._do(f"SET_PTE (hypercall only) {fmt.vaddr(vaddr)} = {fmt.entry(pte, L)}", act, (vaddr,))
 
     def set_pgd(self, index: int, value: int, proc=None) -> str:
-        return self._do(f"SET_PGD [{index}] = {value:#x}", lambda: self._guest.set_pgd(index, value, proc))
+        """Top-level entry ``index``.  At ``PTRS_PER_PGD`` (1024, or 4 with PAE) or beyond there
+        is no entry for the Guest to write: the console makes only the hypercall, which is how
+        the ``set_pgd_bound`` flaw is reached."""
+        L = li.layout(self._guest)
+        limit = li.ptrs_per_pgd(self._guest)
+        if not isinstance(index, int) or index < 0:
+            raise ValueError(f"index {index!r} is not a top-level index: use 0x000 or more")
+        proc = self._proc(proc) or self._guest.current
+        if index < limit:
+            return self._do(f"SET_PGD [{fmt.index(index)}] = {fmt.entry(value, L)}",
+                            lambda: self._guest.set_pgd(index, value, proc), (index * L.PGDIR_SIZE,))
+        num = li.hypercall_numbers()["SET_PGD"]
+        base = proc.gpgdir & (0xFFFFFFE0 if L.pae else 0xFFFFF000)
+        note = "PTRS_PER_PGD" if index == limit else "beyond PTRS_PER_PGD"
+        return self._do(f"SET_PGD [{fmt.index(index)}] ({note}: no entry to write, the hypercall only)",
+                        lambda: self._guest.hypercall(num, base, index))
 
     def set_pmd(self, vaddr: int, value: int, proc=None) -> str:
         if not li.layout(self._guest).pae:
-            raise ValueError("set_pmd: SET_PMD exists only for a PAE guest")
-        return self._do(f"SET_PMD {vaddr:#x} = {value:#x}", lambda: self._guest.set_pmd(vaddr, value, proc))
+            raise ValueError("SET_PMD exists only for a PAE Guest")
+        L = li.layout(self._guest)
+        return self._do(f"SET_PMD {fmt.vaddr(vaddr)} = {fmt.entry(value, L)}",
+                        lambda: self._guest.set_pmd(vaddr, value, self._proc(proc)), (vaddr,))
 
     def map_kernel(self, vaddr: int, gpfn: int) -> str:
         """Change a kernel mapping (SET_PTE on a kernel address: every cached top level)."""
+        L = li.layout(self._guest)
         if vaddr < li.limits(self._guest)["kernel_address"]:
-            raise ValueError(f"vaddr={vaddr:#x} is below kernel_address")
-        return self._do(f"kernel map {vaddr:#x} -> page {gpfn:#x}", lambda: self._guest.map(vaddr, gpfn))
+            raise ValueError(f"{fmt.vaddr(vaddr)} is below kernel_address "
+                             f"({fmt.vaddr(li.limits(self._guest)['kernel_address'])}): not a kernel address")
+        return self._do(f"kernel map {fmt.vaddr(vaddr)} -> page {fmt.frame(gpfn, L)}",
+                        lambda: self._guest.map(vaddr, gpfn), (vaddr,))
 
     def switch_to(self, proc) -> str:
         """Switch to ``proc``: the NEW_PGTABLE hypercall with its top level."""
+        proc = self._proc(proc)
         return self._do(f"NEW_PGTABLE {getattr(proc, 'name', '?')}", lambda: self._guest.switch_to(proc))
 
     def new_pgtable(self, proc=None, name: str | None = None) -> str:
@@ -864,7 +969,9 @@ class HypercallConsole(_Shown):
 
     def new_process(self, name: str | None = None):
         proc = self._guest.new_process(name)
-        self.log.append(f"the Guest built a new top level for {proc.name} at {proc.gpgdir:#x} (no hypercall)")
+        L = li.layout(self._guest)
+        self.log.append(f"the Guest built a new top level for {proc.name} at {fmt.paddr(proc.gpgdir, L)} (no hypercall)")
+        self.changes.append([])
         self._refresh()
         return proc
 
@@ -880,9 +987,11 @@ class HypercallConsole(_Shown):
         def act():
             box["a"] = self._guest.touch(vaddr, write=write, user=user)
 
-        line = self._do(f"touch {vaddr:#x} ({'write' if write else 'read'}, {'user' if user else 'kernel'})", act)
+        line = self._do(f"touch {fmt.vaddr(vaddr)} ({'write' if write else 'read'}, {'user' if user else 'kernel'})",
+                        act, (vaddr,))
         if "a" in box:
-            self.log[-1] = f"{line}; outcome {box['a'].outcome} after {box['a'].faults} fault(s)"
+            a = box["a"]
+            self.log[-1] = f"{line}; outcome {a.outcome} after {a.faults} fault{'' if a.faults == 1 else 's'}"
             self._refresh()
         return self.log[-1]
 
@@ -901,39 +1010,69 @@ class HypercallConsole(_Shown):
         import ipywidgets as W
 
         pae = li.layout(self._guest).pae
-        self._w_vaddr = W.Text(value="0x8048000", description="vaddr/index", layout=W.Layout(width="230px"))
-        self._w_value = W.Text(value="0x300067", description="entry", layout=W.Layout(width="230px"))
+        self._w_vaddr = W.Text(value="0x08048000", description="vaddr/index", layout=W.Layout(width="230px"))
+        self._w_value = W.Text(value="0x00300067", description="entry", layout=W.Layout(width="230px"))
+        self._w_write = W.Checkbox(value=False, description="touch writes", indent=False, layout=W.Layout(width="110px"))
+        self._w_user = W.Checkbox(value=True, description="from user mode", indent=False, layout=W.Layout(width="130px"))
         names = (["SET_PTE", "SET_PGD"] + (["SET_PMD"] if pae else [])
-                 + ["kernel map", "new process", "touch", "FLUSH user", "FLUSH all"])
-        self._w_buttons = {n: W.Button(description=n, layout=W.Layout(width="105px")) for n in names}
+                 + ["kernel map", "new process", "touch", "FLUSH user", "FLUSH all", "Reset"])
+        self._w_buttons = {n: W.Button(description=n, layout=W.Layout(width="auto")) for n in names}
         for n, b in self._w_buttons.items():
             b.on_click(lambda _b, n=n: self._from_view(n))
-        self._w_help = W.HTML("<small>SET_PTE / touch / kernel map: <i>vaddr</i>; SET_PGD: <i>index</i>; "
-                              "the entry's frame is the page a kernel map points at.</small>")
+        limit = li.ptrs_per_pgd(self._guest)
+        self._w_help = W.HTML(f"<small>SET_PTE / touch / kernel map: <i>vaddr</i>; SET_PGD: <i>index</i> (up to "
+                              f"{fmt.index(limit)} = PTRS_PER_PGD, where only the hypercall is made); the entry's "
+                              "frame is the page a kernel map points at; Reset: the Guest as it was.</small>")
         self._w_log = W.HTML()
         self._w_log.add_class("lgb-log")
         buttons = list(self._w_buttons.values())
-        self._view = W.VBox([W.HBox([self._w_vaddr, self._w_value]), W.HBox(buttons[:4]), W.HBox(buttons[4:]),
-                             self._w_help, self._w_log])
+        self._view = W.VBox([W.HBox([self._w_vaddr, self._w_value, self._w_write, self._w_user]),
+                             W.HBox(buttons[:5]), W.HBox(buttons[5:]), self._w_help, self._w_log])
 
     def _from_view(self, name: str) -> None:
+        if name == "Reset":
+            self.reset()
+            return
         try:
-            a = int(self._w_vaddr.value, 0)
-            v = int(self._w_value.value, 0)
+            texts = {"vaddr/index": self._w_vaddr.value, "entry": self._w_value.value}
+            numbers = {}
+            for field, text in texts.items():
+                try:
+                    numbers[field] = int(text.strip(), 0)
+                except ValueError:
+                    raise ValueError(f"{text!r} in {field} is not a number: type one such as "
+                                     f"{'0x08048000' if field == 'vaddr/index' else '0x00300067'}") from None
+            a, v = numbers["vaddr/index"], numbers["entry"]
             {"SET_PTE": lambda: self.set_pte(a, v), "SET_PGD": lambda: self.set_pgd(a, v),
-             "SET_PMD": lambda: self.set_pmd(a, v), "touch": lambda: self.touch(a, write=True, user=True),
+             "SET_PMD": lambda: self.set_pmd(a, v),
+             "touch": lambda: self.touch(a, write=self._w_write.value, user=self._w_user.value),
              "kernel map": lambda: self.map_kernel(a, v >> 12), "new process": lambda: self.new_pgtable(),
              "FLUSH user": self.flush_user, "FLUSH all": self.flush_all}[name]()
         except (ValueError, TypeError) as err:
             self.log.append(f"{name}: not done — {err}")
+            self.changes.append([])
             self._refresh()
 
     def _refresh(self) -> None:
         if self._view is None:
             return
-        import html
+        rows = []
+        for line, entries in list(zip(self.log, self.changes))[-10:]:
+            sub = "".join(f"<div style='margin-left:2em;color:#0072B2'>{_esc(x)}</div>" for x in entries[:8])
+            if len(entries) > 8:
+                sub += f"<div style='margin-left:2em'>… and {len(entries) - 8} more</div>"
+            rows.append(f"<div>{_esc(line)}</div>{sub}")
+        self._w_log.value = (f"<div style='{_FONT}'>" + "".join(rows) + "</div>") if rows else "<i>no hypercalls yet</i>"
 
-        self._w_log.value = "<br>".join(html.escape(x) for x in self.log[-12:]) or "<i>no hypercalls yet</i>"
+
+# the page_tables.c entry points a Guest's hypercall reaches, by the hypercall's name
+_HCALL_OF = {"guest_set_pte": "SET_PTE", "guest_set_pgd": "SET_PGD", "guest_set_pmd": "SET_PMD",
+             "guest_new_pagetable": "NEW_PGTABLE", "guest_pagetable_clear_all": "FLUSH_TLB",
+             "guest_pagetable_flush_user": "FLUSH_TLB"}
+
+
+def _diff(before: dict, after: dict) -> dict:
+    return {k: (before.get(k, "—"), v) for k, v in after.items() if before.get(k) != v}
 
 
 # =============================================================================================

@@ -117,13 +117,18 @@ def test_widgets_use_only_the_public_api_and_the_model_never_imports_them():
     tree = ast.parse(inspect.getsource(widgets))
     relative = {(n.module, a.name) for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.level
                 for a in n.names}
-    assert relative <= {(None, "inspect"), (None, "plots"), (None, "fmt"), ("trace", "Tracer"), ("trace", "Trace")}
+    assert relative <= {(None, "inspect"), (None, "plots"), (None, "fmt"), ("trace", "Tracer"), ("recorder", "Recorder")}
+    import lguest_book.recorder as recorder
+
+    rtree = ast.parse(inspect.getsource(recorder))
+    rel = {(n.module, a.name) for n in ast.walk(rtree) if isinstance(n, ast.ImportFrom) and n.level for a in n.names}
+    assert rel <= {(None, "inspect"), ("guest", "Guest")}  # the recorder reads through inspect only
     package = pathlib.Path(lguest_book.__file__).parent
-    for name in ("x86", "host", "lguest", "page_tables", "hypercalls", "mmu", "guest", "trace", "inspect"):
+    for name in ("x86", "host", "lguest", "page_tables", "hypercalls", "mmu", "guest", "trace", "inspect", "recorder"):
         mod = ast.parse((package / f"{name}.py").read_text())
         names = {a.name for n in ast.walk(mod) if isinstance(n, (ast.Import, ast.ImportFrom)) for a in n.names}
         names |= {n.module or "" for n in ast.walk(mod) if isinstance(n, ast.ImportFrom)}
-        assert not any("plots" in x or "widgets" in x for x in names), name
+        assert not any("plots" in x or "widgets" in x or (name != "recorder" and "recorder" in x) for x in names), name
 
 
 @LAYOUTS
@@ -267,18 +272,24 @@ def test_hypercall_console_reports_what_the_host_did(pae):
     c.switch_to(p)
     c.touch(0x08048000, user=True)
     assert "guest-fault" in c.log[-1]
-    c.set_pte(0x08048000, 0x300 << 12 | 0x07)          # not accessed: nothing shadowed yet
+    line = c.set_pte(0x08048000, 0x300 << 12 | 0x07)    # not accessed: nothing shadowed yet
+    # the Guest had no page table there: it built one and made SET_PGD (or SET_PMD) first, and the log says so
+    assert f"[hypercalls made: {'SET_PMD' if pae else 'SET_PGD'}, SET_PTE]" in line
     assert not li.walk_shadow(g, 0x08048000)[-1].present
-    assert "outcome ok after 1 fault(s)" in c.touch(0x08048000, user=True)
+    assert "outcome ok after 1 fault" in c.touch(0x08048000, user=True)
+    assert any(x.startswith("Guest entry at ") and "(A/D written back by the Host)" in x for x in c.changes[-1])
     line = c.set_pte(0x08049000, 0x301 << 12 | 0x67)   # accessed+dirty: the shortcut maps it now
-    assert line.startswith(f"SET_PTE 0x8049000 = {0x301067:#x}: 1 shadow entries written, 0 Guest entries")
-    assert li.walk_shadow(g, 0x08049000)[-1].present
+    e = (lambda v: f"{v:#018x}") if pae else (lambda v: f"{v:#010x}")
+    assert line.startswith(f"SET_PTE 0x08049000 = {e(0x301067)}: 1 shadow entry written")
+    spte = li.walk_shadow(g, 0x08049000)[-1]
+    assert spte.present and any(x.endswith(f"→ {e(spte.value)}") and x.startswith("shadow frame") for x in c.changes[-1])
     line = c.flush_user()
     assert "2 unpinned" in line and not li.walk_shadow(g, 0x08049000)[-1].present
     c.flush_all()
     line = c.new_pgtable(name="q")
     assert c.log[-2].startswith("the Guest built a new top level for q") and line.startswith("NEW_PGTABLE q:")
     assert li.pgdir_cache(g)[li.current_slot(g)]["gpgdir"] != p.gpgdir
+    assert any(x.startswith("cache slot ") for x in c.changes[-1])
     c.switch_to(p)
     if pae:
         assert "SET_PMD" in c.set_pmd(0x08048000, 0)
@@ -287,7 +298,7 @@ def test_hypercall_console_reports_what_the_host_did(pae):
             c.set_pmd(0x08048000, 0)
     kaddr = li.limits(g)["kernel_address"] + 0x5000
     line = c.map_kernel(kaddr, 0x311)
-    assert line.startswith(f"kernel map {kaddr:#x} -> page 0x311: ") and g.guest_pte(kaddr) >> 12 == 0x311
+    assert line.startswith(f"kernel map {kaddr:#010x} -> page ") and g.guest_pte(kaddr) >> 12 == 0x311
     with pytest.raises(ValueError, match="kernel_address"):
         c.map_kernel(0x08048000, 0x311)
     # the view's buttons do the same
@@ -297,17 +308,47 @@ def test_hypercall_console_reports_what_the_host_did(pae):
     assert len(c.log) == n + 2 and c.log[-1].startswith("NEW_PGTABLE ")
     c._w_vaddr.value, c._w_value.value = "0x8050000", "0x320067"
     c._w_buttons["SET_PTE"].click()
-    assert c.log[-1].startswith("SET_PTE 0x8050000 = 0x320067: ") and g.guest_pte(0x8050000) == 0x320067
-    assert "SET_PTE 0x8050000" in c._w_log.value and ("SET_PMD" in c._w_buttons) == pae
+    assert c.log[-1].startswith(f"SET_PTE 0x08050000 = {e(0x320067)}") and g.guest_pte(0x8050000) == 0x320067
+    assert "SET_PTE 0x08050000" in c._w_log.value and ("SET_PMD" in c._w_buttons) == pae
+    # touch: kernel or user, read or write
+    c._w_write.value, c._w_user.value = True, False
+    c._w_buttons["touch"].click()
+    assert c.log[-1].startswith("touch 0x08050000 (write, kernel)")
     c._w_value.value = "zzz"
     c._w_buttons["SET_PTE"].click()
-    assert c.log[-1].startswith("SET_PTE: not done")
+    assert c.log[-1] == "SET_PTE: not done — 'zzz' in entry is not a number: type one such as 0x00300067"
     c.switch_to(p)
     switcher = li.limits(g)["switcher_addr"]
     line = c.set_pte(switcher, 0x1067)
     assert "KILLED: 'attempt to set pte into Switcher pages'" in line
     assert "the Guest is dead" in c.flush_all()
     assert repr(c).startswith("HypercallConsole: ")
+    # Reset: a fresh copy of the Guest as it was when the console was made
+    c._w_buttons["Reset"].click()
+    assert c.guest is not g and c.guest.dead is None and c.log[-1].startswith("Reset")
+    assert "NEW_PGTABLE p:" in c.switch_to(p) and c.guest.dead is None
+
+
+@LAYOUTS
+def test_console_reaches_set_pgd_at_ptrs_per_pgd(pae):
+    g = Guest(pae=pae, seed=1)
+    p = g.new_process("p")
+    c = widgets.HypercallConsole(g)
+    c.switch_to(p)
+    limit = li.ptrs_per_pgd(g)
+    line = c.set_pgd(limit, 0)
+    assert line.startswith(f"SET_PGD [{limit:#05x}] (PTRS_PER_PGD: no entry to write, the hypercall only)")
+    assert [e.args for e in c.last_trace if e.kind == "call" and e.func == "guest_set_pgd"][0]["idx"] == limit
+    # one past it the Host's own check refuses: the Guest is killed
+    assert "KILLED" in c.set_pgd(limit + 1, 0)
+
+
+def test_console_scripted_on_another_guest_does_not_kill_this_one():
+    g1, g2 = Guest(pae=False, seed=1), Guest(pae=False, seed=1)
+    shown, script = widgets.HypercallConsole(g1), widgets.HypercallConsole(g2)
+    script.switch_to(g2.new_process("p"))
+    assert "KILLED" in script.set_pte(li.limits(g2)["switcher_addr"], 0x1067)
+    assert shown.guest.dead is None and "the Guest is dead" not in shown.touch(0xC0000000)
 
 
 @LAYOUTS
