@@ -29,6 +29,9 @@ NOTEBOOK_CELLS = [
     "g.map(0x08048000, 0x300, accessed=False)\n"
     "stepper = widgets.FaultStepper(g, 0x08048000, write=True, user=True)\n"
     "stepper",
+    "from lguest_book import recorder\n"
+    "run = recorder.workload(recorder.Recorder.boot(pae=False, seed=1), 2000, seed=3)\n"
+    "widgets.Scrubber(run)",
 ]
 
 
@@ -116,7 +119,8 @@ def jupyterlab(folder: Path, timeout: float = 60.0):
 # args[0] shows something new and the browser has painted it; return the times (ms).
 _MEASURE = """async ([selector, label, times]) => {
   const out = document.querySelector(selector);
-  const button = () => [...document.querySelectorAll('button')].find(b => b.textContent.trim() === label);
+  const root = out.closest('.jp-OutputArea-output') || document;
+  const button = () => [...root.querySelectorAll('button')].find(b => b.textContent.trim() === label);
   const took = [];
   for (let i = 0; i < times; i++) {
     const b = button();
@@ -190,15 +194,21 @@ def run_stepper_in_browser(screenshot: Path, steps: int = 5, timeout_ms: int = 9
                 page.locator(".lgb-step-text").first.scroll_into_view_if_needed()
                 screenshot.parent.mkdir(parents=True, exist_ok=True)
                 page.screenshot(path=str(screenshot), full_page=False)
-                latencies = []
+                latencies, scrubber = [], []
                 if measure:
                     # click-to-picture: from the click to the new picture painted, timed in the page
                     for label, times in (("Step", 20), ("Back", 8), ("Next change", 3), ("Next decision", 3)):
                         latencies += page.evaluate(_MEASURE, [".lgb-stepper", label, times])
+                    page.locator(".lgb-scrubber").first.wait_for()
+                    page.locator(".lgb-scrubber").first.scroll_into_view_if_needed()
+                    for label, times in (("Next", 10), ("Next change", 5), ("Back", 5)):
+                        scrub = page.evaluate(_MEASURE, [".lgb-scrubber", label, times])
+                        latencies += scrub
+                        scrubber += scrub
             finally:
                 browser.close()
         return {"first": first, "text": shown, "source": source, "picture": marked, "image_size": tuple(size),
-                "screenshot": str(screenshot), "latencies": latencies}
+                "screenshot": str(screenshot), "latencies": latencies, "scrubber": scrubber}
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
