@@ -159,7 +159,10 @@ print("what survives:", [f"{v:#x}" for v in survivors])
 print("stack pages:  ", [f"{(g.cpu.esp1 - 1 - i * 4096) & ~0xFFF:#x}" for i in range(g.lg.stack_pages)])
 
 # %%
-plots.plot_directory(g)
+before = busy_guest()   # the same (seeded) busy Guest, before the flush
+fig = plots.plot_directory_change(before, g, titles=("before FLUSH_TLB(1)", "after"))
+assert fig.lguest["after"]["present"] == 2 and fig.lguest["gone"]   # two entries left: the stack's and the Switcher's
+fig
 
 # %% [markdown]
 # Only the stack and the Switcher survive.  The Guest now runs like an insect in amber: every

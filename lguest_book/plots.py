@@ -237,6 +237,48 @@ def plot_directory(guest, which: str = "shadow", slot: int | None = None, ax=Non
     return fig
 
 
+def _row_keys(rows) -> dict:
+    """{(level, PDPT index or None, index): (row number, value)} for the entry rows drawn."""
+    out, parent = {}, None
+    for y, r in enumerate(rows):
+        if r["kind"] != "entry":
+            continue
+        if r["level"] == "pgd":
+            parent = r["index"]
+        out[(r["level"], parent if r["level"] == "pmd" else None, r["index"])] = (y, r["value"])
+    return out
+
+
+def plot_directory_change(before, after, which: str = "shadow", slot: int | None = None,
+                          titles=("before", "after")) -> Figure:
+    """Two zoomed directories side by side (:func:`plot_directory`): ``before`` and ``after``
+    (two Guests, or one Guest copied before a change), each entry that differs between them
+    outlined in red on both sides — gone on the left, new or changed on the right.
+    ``fig.lguest["changed"]`` lists the (level, PDPT index, index) of those entries."""
+    fig = new_figure((15.2, 4.0))
+    left, right = fig.subplots(1, 2)
+    plot_directory(before, which, slot, ax=left)
+    rows_before = fig.lguest["rows"][: len(fig.lguest["rows"]) - fig.lguest["hidden_rows"]]
+    info_before = fig.lguest
+    plot_directory(after, which, slot, ax=right)
+    rows_after = fig.lguest["rows"][: len(fig.lguest["rows"]) - fig.lguest["hidden_rows"]]
+    info_after = fig.lguest
+    kb, ka = _row_keys(rows_before), _row_keys(rows_after)
+    changed = sorted(k for k in set(kb) | set(ka) if kb.get(k, (0, None))[1] != ka.get(k, (0, None))[1])
+    for ax, keys in ((left, kb), (right, ka)):
+        for k in changed:
+            if k in keys:
+                y = keys[k][0]
+                ax.add_patch(Rectangle((0.05, y - 0.45), 29.9, 0.9, fill=False, ec=VERMILION, lw=2.2))
+    for ax, t in zip((left, right), titles):
+        ax.set_title(f"{t}: {ax.get_title()}", fontsize=8.5)
+    n = max(len(rows_before), len(rows_after)) + 1
+    fig.set_size_inches(15.2, 0.26 * n + 1.6)
+    fig.lguest = {"kind": "directory_change", "changed": changed, "before": info_before, "after": info_after,
+                  "gone": [k for k in changed if k not in ka], "new": [k for k in changed if k not in kb]}
+    return fig
+
+
 def _idx(i: int) -> str:
     return f"{i:#05x}"  # fmt.index
 

@@ -1106,7 +1106,8 @@ class Scrubber(_Shown):
         self.state = self.recording.state(k)  # checks k
         self.position = k
         self.event = self.recording.events[k]
-        self.changed = self.recording.changed_keys(k)
+        # event 0 is where the recording starts: nothing "changed" there
+        self.changed = self.recording.changed_keys(k) if k else set()
         self._refresh()
         return self.event
 
@@ -1166,8 +1167,8 @@ class Scrubber(_Shown):
         L = self.recording.layout
         st, changed, e = self.state, self.changed, self.event
         hi = lambda key: key in changed  # noqa: E731
-        gone = [(key, old) for key, old, new in self.recording.changes(self.position)
-                if new is None and key[0] in ("s", "g")]
+        delta = self.recording.changes(self.position) if self.position else ()
+        gone = [(key, old) for key, old, new in delta if new is None and key[0] in ("s", "g")]
         c = self.changed_counts()
         names = {"shadow": ("shadow entry", "shadow entries"), "guest": ("Guest entry", "Guest entries"),
                  "refs": ("reference count", "reference counts"), "cache": ("cache slot", "cache slots")}
@@ -1182,7 +1183,8 @@ class Scrubber(_Shown):
             out.append(f"<div style='color:{_HI};font-weight:bold'>the Guest is dead: {_esc(repr(dead))}</div>")
         # the pgdir cache
         cur = st.get(("current",))
-        rows = ["<tr><th>slot</th><th>Guest top level</th><th>shadow top level</th><th>Switcher mapped</th></tr>"]
+        rows = ["<tr>" + "".join(f"<th style='padding:0 10px 0 0;text-align:left'>{h}</th>" for h in
+                                 ("slot", "Guest top level", "shadow top level", "Switcher mapped")) + "</tr>"]
         for n in range(4):
             slot = st.get(("slot", n))
             style = f" style='outline:2px solid {_HI}'" if hi(("slot", n)) or (hi(("current",)) and n == cur) else ""
@@ -1193,6 +1195,7 @@ class Scrubber(_Shown):
                 gp, frame, sw = slot
                 rows.append(f"<tr{style}><td>{n}{mark}</td><td>{fmt.paddr(gp, L)}</td>"
                             f"<td>frame {fmt.frame(frame, L)}</td><td>{'yes' if sw else 'no'}</td></tr>")
+        rows = [r.replace("<td>", "<td style='padding:0 10px 0 0'>") for r in rows]
         out.append("<div style='margin-top:4px'><b>pgdir cache</b><table style='border-collapse:collapse'>"
                    + "".join(rows) + "</table></div>")
         # tables, by slot
@@ -1239,7 +1242,7 @@ class Scrubber(_Shown):
             if key[0] == "ref":
                 hist[value] = hist.get(value, 0) + 1
         refs = ", ".join(f"{n} with count {c}" for c, n in sorted(hist.items()))
-        moved = [(key[1], old, new) for key, old, new in self.recording.changes(self.position) if key[0] == "ref"]
+        moved = [(key[1], old, new) for key, old, new in delta if key[0] == "ref"]
         moved_txt = ", ".join(f"frame {fmt.frame(f, L)}: {old or 0} → {new or 0}" for f, old, new in moved[:_CHIPS])
         if len(moved) > _CHIPS:
             moved_txt += f" … and {len(moved) - _CHIPS} more"

@@ -67,6 +67,26 @@ def test_directory_counts_present_top_level_entries(pae):
 
 
 @LAYOUTS
+def test_directory_change_outlines_exactly_the_entries_that_differ(pae):
+    import copy
+
+    g = busy(pae)
+    before = copy.deepcopy(g)
+    g.flush_all()
+    fig = plots.plot_directory_change(before, g)
+    low = "pmd" if pae else "pgd"
+    old = {(r["level"], r["index"]): r["value"] for r in fig.lguest["before"]["rows"] if r["kind"] == "entry"}
+    new = {(r["level"], r["index"]): r["value"] for r in fig.lguest["after"]["rows"] if r["kind"] == "entry"}
+    user = [k for k in fig.lguest["gone"] if k[0] == low]
+    assert user and all(k[2] < (0x600 if pae else 0x300) for k in user)  # the user part went
+    assert all(old.get((k[0], k[2])) != new.get((k[0], k[2])) for k in fig.lguest["changed"] if not pae)
+    outlined = [p for ax in fig.axes for p in ax.patches if p.get_edgecolor()[:3] == to_rgb(plots.VERMILION)
+                and not p.get_fill()]
+    assert len(outlined) == sum(1 for k in fig.lguest["changed"] if k not in fig.lguest["gone"]) + \
+        sum(1 for k in fig.lguest["changed"] if k not in fig.lguest["new"])
+
+
+@LAYOUTS
 def test_highlighted_rows_are_exactly_the_differing_entries(pae):
     g = busy(pae)
     fig = plots.plot_side_by_side(g, 0x08048000, pages=8)
