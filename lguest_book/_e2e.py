@@ -32,6 +32,9 @@ NOTEBOOK_CELLS = [
     "from lguest_book import recorder\n"
     "run = recorder.workload(recorder.Recorder.boot(pae=False, seed=1), 2000, seed=3)\n"
     "widgets.Scrubber(run)",
+    "explorer = widgets.TableExplorer(g, which='guest')\n"
+    "explorer.select(level='pte', vaddr=0xc0000000)\n"
+    "explorer",
 ]
 
 
@@ -205,9 +208,21 @@ def run_stepper_in_browser(screenshot: Path, steps: int = 5, timeout_ms: int = 9
                         scrub = page.evaluate(_MEASURE, [".lgb-scrubber", label, times])
                         latencies += scrub
                         scrubber += scrub
+                # the explorer: type an index, the list selects it and scrolls to it
+                listbox = page.locator(".lgb-entries select").first
+                listbox.wait_for()
+                listbox.scroll_into_view_if_needed()
+                index_box = page.locator(".lgb-index input").first
+                index_box.fill("0x3ff")
+                index_box.press("Enter")
+                page.wait_for_function("() => { const s = document.querySelector('.lgb-entries select');"
+                                       " return s && s.selectedIndex === 1023; }")
+                explorer = page.evaluate("() => { const s = document.querySelector('.lgb-entries select');"
+                                         " return {options: s.options.length, selected: s.selectedIndex,"
+                                         " scrolled: s.scrollTop, height: s.scrollHeight}; }")
             finally:
                 browser.close()
-        return {"first": first, "text": shown, "source": source, "picture": marked, "image_size": tuple(size),
+        return {"explorer": explorer, "first": first, "text": shown, "source": source, "picture": marked, "image_size": tuple(size),
                 "screenshot": str(screenshot), "latencies": latencies, "scrubber": scrubber}
     finally:
         shutil.rmtree(folder, ignore_errors=True)

@@ -731,6 +731,7 @@ class TableExplorer(_Shown):
         self._w_vaddr = W.Text(value=fmt.vaddr(self.vaddr), description="address", continuous_update=False)
         self._w_index = W.Text(value=fmt.index(self.index), description="index", continuous_update=False,
                                layout=W.Layout(width="180px"))
+        self._w_index.add_class("lgb-index")
         self._w_empty = W.Checkbox(value=self.show_empty, description="list empty entries too", indent=False)
         self._w_list = W.Select(options=[], rows=12, layout=W.Layout(width="95%"))
         self._w_list.add_class("lgb-entries")

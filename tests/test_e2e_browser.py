@@ -31,6 +31,9 @@ def test_fault_stepper_in_jupyterlab_and_chromium():
     width, height = shown["image_size"]
     assert width >= 400 and height >= 150  # the walks really rendered
     assert ARTIFACT.exists() and ARTIFACT.stat().st_size > 20_000
+    # the explorer lists all 1,024 present PTEs, selects the one typed and scrolls to it
+    ex = shown["explorer"]
+    assert ex["options"] == 1024 and ex["selected"] == 1023 and ex["scrolled"] > ex["height"] / 2
     took = shown["latencies"]
     assert len(took) >= 20 and len(shown["scrubber"]) >= 15  # stepper and scrubber actions, each timed
     ms = _e2e.median(took)
