@@ -22,6 +22,7 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 from matplotlib.patches import Patch, Polygon, Rectangle
 
+from . import fmt
 from . import inspect as li
 
 # Okabe-Ito
@@ -279,16 +280,12 @@ def plot_directory_change(before, after, which: str = "shadow", slot: int | None
     return fig
 
 
-def _idx(i: int) -> str:
-    return f"{i:#05x}"  # fmt.index
-
-
-def _va(v: int) -> str:
-    return f"{v:#010x}"  # fmt.vaddr
+_idx = fmt.index
+_va = fmt.vaddr
 
 
 def _entry(L, v: int) -> str:
-    return f"0x{v:0{16 if L.pae else 8}x}"  # fmt.entry
+    return fmt.entry(v, L)
 
 
 def plot_directory_grid(guest, which: str = "shadow", slot: int | None = None, ax=None, flags: bool = True) -> Figure:
@@ -453,10 +450,10 @@ def plot_walk(guest, vaddr: int, which: str = "shadow", ax=None) -> Figure:
     level_colour = dict(zip(("pgd", "pmd", "pte") if L.pae else ("pgd", "pte"), colours))
     for (name, bits, value), colour in zip(fields, colours):
         ax.add_patch(Rectangle((x, 0.2), bits, 1, color=colour, ec=BLACK))
-        shown = f"{value:#05x}" if name != "offset" else f"{value:#05x}"
-        ax.text(x + bits / 2, 0.7, f"{name} {shown}", ha="center", va="center", fontsize=8)
+        label = f"{name} {fmt.index(value)}" if bits >= 4 else fmt.index(value)
+        ax.text(x + bits / 2, 0.7, label, ha="center", va="center", fontsize=8 if bits >= 4 else 6.5)
         x += bits
-    ax.text(0, -0.15, f"{vaddr:#010x}, split into its fields", fontsize=8.5, family="monospace")
+    ax.text(0, -0.15, f"{fmt.vaddr(vaddr)}, split into its fields", fontsize=8.5, family="monospace")
     n = len(steps) + 1
     width, gap = 32 / n - 1.0, 1.0
     stopped = None
@@ -464,10 +461,10 @@ def plot_walk(guest, vaddr: int, which: str = "shadow", ax=None) -> Figure:
     for k, st in enumerate(steps):
         bx = k * (width + gap)
         if isinstance(st.where, tuple):
-            where = f"host frame {L.pte_pfn(st.where[0] << 12):#0{7 if not L.pae else 10}x}"
+            where = f"host frame {fmt.frame(st.where[0], L)}"
         else:
             base = st.where - st.index * L.entry_bytes
-            where = f"at {base:#0{10 if not L.pae else 18}x}"
+            where = f"at {fmt.paddr(base, L)}"
         name = "PDPT" if (L.pae and st.level == "pgd") else st.level.upper()
         colour = level_colour[st.level]
         ax.add_patch(Rectangle((bx, 2.0), width, 0.9, color=colour, ec=BLACK, lw=0.8))
@@ -476,7 +473,7 @@ def plot_walk(guest, vaddr: int, which: str = "shadow", ax=None) -> Figure:
         ax.text(bx + 0.2, 3.25, where, fontsize=7, va="center", family="monospace")
         ec = BLACK if st.present else VERMILION
         ax.add_patch(Rectangle((bx + 0.1, 3.7), width - 0.2, 1.6, color="#FFFFFF", ec=ec, lw=1.8))
-        ax.text(bx + 0.3, 4.1, f"[{st.index:#05x}] {_entry(L, st.value)}", fontsize=7, va="center", family="monospace")
+        ax.text(bx + 0.3, 4.1, f"[{fmt.index(st.index)}] {_entry(L, st.value)}", fontsize=7, va="center", family="monospace")
         flags = "|".join(L.flag_names(st.value)) if st.value else "empty"
         ax.text(bx + 0.3, 4.8, flags if st.present else f"{flags}: not present", fontsize=7, va="center",
                 color=BLACK if st.present else VERMILION)
@@ -500,7 +497,7 @@ def plot_walk(guest, vaddr: int, which: str = "shadow", ax=None) -> Figure:
         ax.add_patch(Rectangle((bx, 2.0), width, 3.5, color=EMPTY, ec=BLACK, lw=0.8))
         ax.text(bx + 0.3, 2.45, "page", fontsize=8, va="center", weight="bold")
         ax.text(bx + 0.3, 3.4, f"{'host' if which == 'shadow' else 'guest'} frame", fontsize=7.5, va="center")
-        ax.text(bx + 0.3, 4.0, f"{pfn:#0{7 if not L.pae else 10}x}", fontsize=7.5, va="center", family="monospace")
+        ax.text(bx + 0.3, 4.0, fmt.frame(pfn, L), fontsize=7.5, va="center", family="monospace")
         ax.text(bx + 0.3, 4.8, f"+ offset {vaddr & 0xFFF:#05x}", fontsize=7.5, va="center", family="monospace")
     for k in range(len(boxes) - (1 if stopped and steps else 0)):
         x0 = boxes[k] + width - 0.1
@@ -512,9 +509,9 @@ def plot_walk(guest, vaddr: int, which: str = "shadow", ax=None) -> Figure:
         outcome = f"walk stops at the {stopped}: entry not present"
     else:
         last = steps[-1]
-        outcome = f"reaches physical address {((L.pte_pfn(last.value) << 12) | (vaddr & 0xFFF)):#0{10 if not L.pae else 18}x}"
+        outcome = f"reaches physical address {fmt.paddr((L.pte_pfn(last.value) << 12) | (vaddr & 0xFFF), L)}"
     ax.text(0, 6.4, outcome, fontsize=8.5, weight="bold", color=BLACK if not stopped else VERMILION)
-    ax.set_title(f"{'shadow' if which == 'shadow' else 'Guest'} walk of {vaddr:#010x}", fontsize=10)
+    ax.set_title(f"{'shadow' if which == 'shadow' else 'Guest'} walk of {fmt.vaddr(vaddr)}", fontsize=10)
     fig.lguest = {"kind": "walk", "which": which, "levels": [s.level for s in steps],
                   "stopped": stopped, "complete": stopped is None and bool(steps),
                   "boxes": len(boxes) + (0 if stopped else 1), "arrows": len(boxes) - (1 if stopped and steps else 0)}
@@ -542,7 +539,7 @@ class CacheRecorder:
         if evicted is not None and evicted_slot is None:  # after a switch: the slot it took
             evicted_slot = current
         event = {"label": label, "kind": kind, "current": current, "slots": slots, "evicted": evicted,
-                 "evicted_slot": evicted_slot}
+                 "evicted_slot": evicted_slot, "pae": li.layout(self.guest).pae}
         self.events.append(event)
         return event
 
@@ -575,6 +572,7 @@ def plot_cache_timeline(events: list[dict], ax=None) -> Figure:
     if not events:
         raise ValueError("events is empty: record some switches with CacheRecorder first")
     fig, ax = _figure(ax, (max(5.5, 0.55 * len(events) + 2), 3.4))
+    pae = bool(events[0].get("pae", False))
     names: dict[int, int] = {}
     palette = (SKY, ORANGE, GREEN, YELLOW, BLUE, VERMILION, PURPLE, "#999999")
     # who each top level is: the label of the switch that made it current (p0, p1...)
@@ -604,7 +602,7 @@ def plot_cache_timeline(events: list[dict], ax=None) -> Figure:
     evictions = sum(1 for e in events if e["evicted"] is not None)
     ax.set_title(f"pgdir cache: {hits} hits, {misses} misses, {evictions} evictions", fontsize=9)
     key = {who.get(g, "boot"): g for g in names}
-    handles = [Patch(color=palette[k % len(palette)], label=f"{who.get(g, 'boot')}: Guest top level {g:#010x}")
+    handles = [Patch(color=palette[k % len(palette)], label=f"{who.get(g, 'boot')}: Guest top level {fmt.paddr(g, pae=pae)}")
                for g, k in names.items()]
     handles += [Line2D([], [], ls="", marker="x", color=VERMILION, mew=2, label="evicted here")]
     ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7, frameon=False,

@@ -63,6 +63,7 @@ class Recording:
         self.keyframes: dict[int, dict] = {}  # event index -> full state after it
         self._cursor: tuple[int, dict] | None = None  # (event, working state) of the last state()
         self.kernel_address = 0xC0000000  # where the Guest's kernel part starts (set by the Recorder)
+        self.names: dict[int, str] = {}  # Guest top level -> the process's name
 
     def __len__(self) -> int:
         return len(self.events)
@@ -151,6 +152,8 @@ class Recorder:
         self.L = li.layout(guest)
         self.recording = Recording(self.L, keyframe_every)
         self.recording.kernel_address = li.limits(guest)["kernel_address"]
+        for proc in getattr(guest, "processes", []):
+            self.recording.names[proc.gpgdir] = proc.name
         self._state: dict = {}
         self._pages: dict = {}  # ("s"|"g", page) -> (content, entries list, children, meta)
         self._refs: dict = {}
@@ -316,6 +319,7 @@ class Recorder:
             box["p"] = self.guest.new_process(name)
 
         self.do("process", f"the Guest builds a top level for {name or 'a new process'}", act)
+        self.recording.names[box["p"].gpgdir] = box["p"].name
         return box["p"]
 
     def switch_to(self, proc) -> Event:

@@ -1016,7 +1016,8 @@ class HypercallConsole(_Shown):
         self._w_write = W.Checkbox(value=False, description="touch writes", indent=False, layout=W.Layout(width="110px"))
         self._w_user = W.Checkbox(value=True, description="from user mode", indent=False, layout=W.Layout(width="130px"))
         names = (["SET_PTE", "SET_PGD"] + (["SET_PMD"] if pae else [])
-                 + ["kernel map", "new process", "touch", "FLUSH user", "FLUSH all", "Reset"])
+                 + ["kernel map", "new process", "switch to", "touch", "FLUSH user", "FLUSH all", "Reset"])
+        self._w_proc = W.Dropdown(options=[], description="process", layout=W.Layout(width="200px"))
         self._w_buttons = {n: W.Button(description=n, layout=W.Layout(width="auto")) for n in names}
         for n, b in self._w_buttons.items():
             b.on_click(lambda _b, n=n: self._from_view(n))
@@ -1028,11 +1029,16 @@ class HypercallConsole(_Shown):
         self._w_log.add_class("lgb-log")
         buttons = list(self._w_buttons.values())
         self._view = W.VBox([W.HBox([self._w_vaddr, self._w_value, self._w_write, self._w_user]),
-                             W.HBox(buttons[:5]), W.HBox(buttons[5:]), self._w_help, self._w_log])
+                             W.HBox(buttons[:5]), W.HBox([self._w_proc, *buttons[5:]]), self._w_help, self._w_log])
 
     def _from_view(self, name: str) -> None:
         if name == "Reset":
             self.reset()
+            return
+        if name == "switch to":
+            procs = [p for p in getattr(self._guest, "processes", []) if p.name == self._w_proc.value]
+            if procs:
+                self.switch_to(procs[0])
             return
         try:
             texts = {"vaddr/index": self._w_vaddr.value, "entry": self._w_value.value}
@@ -1064,6 +1070,12 @@ class HypercallConsole(_Shown):
                 sub += f"<div style='margin-left:2em'>… and {len(entries) - 8} more</div>"
             rows.append(f"<div>{_esc(line)}</div>{sub}")
         self._w_log.value = (f"<div style='{_FONT}'>" + "".join(rows) + "</div>") if rows else "<i>no hypercalls yet</i>"
+        procs = tuple(p.name for p in getattr(self._guest, "processes", []))
+        if tuple(self._w_proc.options) != procs:
+            self._w_proc.options = procs
+        current = getattr(getattr(self._guest, "current", None), "name", None)
+        if current in procs and self._w_proc.value != current:
+            self._w_proc.value = current
 
 
 # the page_tables.c entry points a Guest's hypercall reaches, by the hypercall's name
@@ -1194,7 +1206,8 @@ class Scrubber(_Shown):
                 rows.append(f"<tr{style}><td>{n}{mark}</td><td colspan=3><i>empty</i></td></tr>")
             else:
                 gp, frame, sw = slot
-                rows.append(f"<tr{style}><td>{n}{mark}</td><td>{fmt.paddr(gp, L)}</td>"
+                who = self.recording.names.get(gp)
+                rows.append(f"<tr{style}><td>{n}{mark}</td><td>{fmt.paddr(gp, L)}{f' ({_esc(who)})' if who else ''}</td>"
                             f"<td>frame {fmt.frame(frame, L)}</td><td>{'yes' if sw else 'no'}</td></tr>")
         rows = [r.replace("<td>", "<td style='padding:0 10px 0 0'>") for r in rows]
         out.append("<div style='margin-top:4px'><b>pgdir cache</b><table style='border-collapse:collapse'>"

@@ -306,6 +306,10 @@ def test_hypercall_console_reports_what_the_host_did(pae):
     n = len(c.log)
     c._w_buttons["new process"].click()
     assert len(c.log) == n + 2 and c.log[-1].startswith("NEW_PGTABLE ")
+    assert c._w_proc.value == g.current.name and "p" in c._w_proc.options
+    c._w_proc.value = "p"
+    c._w_buttons["switch to"].click()
+    assert c.log[-1].startswith("NEW_PGTABLE p:") and g.current is p
     c._w_vaddr.value, c._w_value.value = "0x8050000", "0x320067"
     c._w_buttons["SET_PTE"].click()
     assert c.log[-1].startswith(f"SET_PTE 0x08050000 = {e(0x320067)}") and g.guest_pte(0x8050000) == 0x320067
