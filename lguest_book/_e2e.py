@@ -144,6 +144,36 @@ _MEASURE = """async ([selector, label, times]) => {
 }"""
 
 
+# Type each of args[2] into the input args[1] (a change event, as Enter or leaving the box
+# does), or press each key of args[2] on the element args[1]; after each, wait until args[0]
+# shows something new and the browser painted it; return the times (ms).
+_MEASURE_INPUT = """async ([selector, target, values, keys]) => {
+  const out = document.querySelector(selector);
+  const el = document.querySelector(target);
+  const took = [];
+  for (const v of values) {
+    const before = out.innerHTML;
+    const changed = new Promise(resolve => {
+      const seen = new MutationObserver(() => { if (out.innerHTML !== before) { seen.disconnect(); resolve(); } });
+      seen.observe(out, {subtree: true, childList: true, characterData: true, attributes: true});
+    });
+    const t0 = performance.now();
+    if (keys) {
+      el.focus();
+      el.dispatchEvent(new KeyboardEvent('keydown', {key: v, code: v, bubbles: true}));
+    } else {
+      el.value = v;
+      el.dispatchEvent(new Event('change', {bubbles: true}));
+    }
+    await changed;
+    await new Promise(resolve => requestAnimationFrame(() => setTimeout(resolve, 0)));
+    took.push(performance.now() - t0);
+    await new Promise(resolve => setTimeout(resolve, 30));
+  }
+  return took;
+}"""
+
+
 def median(values):
     values = sorted(values)
     n = len(values)
@@ -217,6 +247,14 @@ def run_stepper_in_browser(screenshot: Path, steps: int = 5, timeout_ms: int = 9
                 index_box.press("Enter")
                 page.wait_for_function("() => { const s = document.querySelector('.lgb-entries select');"
                                        " return s && s.selectedIndex === 1023; }")
+                if measure:
+                    # the explorer: type indices; the scrubber: the slider's arrow key
+                    typed = [f"{i:#05x}" for i in (0x10, 0x200, 0x3fe, 0x7, 0x155)]
+                    other = page.evaluate(_MEASURE_INPUT, [".lgb-detail", ".lgb-index input", typed, False])
+                    other += page.evaluate(_MEASURE_INPUT, [".lgb-scrubber", ".lgb-scrubber-slider .noUi-handle",
+                                                            ["ArrowRight"] * 5, True])
+                    latencies += other
+                    page.evaluate(_MEASURE_INPUT, [".lgb-detail", ".lgb-index input", ["0x3ff"], False])
                 explorer = page.evaluate("() => { const s = document.querySelector('.lgb-entries select');"
                                          " return {options: s.options.length, selected: s.selectedIndex,"
                                          " scrolled: s.scrollTop, height: s.scrollHeight}; }")

@@ -1290,6 +1290,7 @@ class Scrubber(_Shown):
         n = len(self.recording) - 1
         self._w_slider = W.IntSlider(value=self.position, min=0, max=max(n, 0), description="event",
                                      continuous_update=True, layout=W.Layout(width="95%"))
+        self._w_slider.add_class("lgb-scrubber-slider")
         self._w_play = W.Play(value=self.position, min=0, max=max(n, 0), interval=400, description="play")
         W.jslink((self._w_play, "value"), (self._w_slider, "value"))
         self._w_buttons = {name: W.Button(description=name, layout=W.Layout(width="auto"))
