@@ -385,7 +385,7 @@ def plot_side_by_side(guest, start: int, pages: int = 16, slot: int | None = Non
         raise ValueError(f"pages={pages!r}: draw between 1 and 64 pages")
     rows = li.compare(guest, start, pages, slot)
     L = li.layout(guest)
-    fig, ax = _figure(ax, (8.8, 0.32 * pages + 1.2))
+    fig, ax = _figure(ax, (7.8, 0.3 * pages + 1.1))
     ax.set_xlim(0, 12)
     ax.set_ylim(pages, -1)
     ax.axis("off")
@@ -404,9 +404,11 @@ def plot_side_by_side(guest, start: int, pages: int = 16, slot: int | None = Non
                 gf, sf = set(L.flag_names(r["guest"])), set(L.flag_names(r["shadow"]))
                 why = " ".join([f"-{f}" for f in sorted(gf - sf)] + [f"+{f}" for f in sorted(sf - gf)])
             ax.text(10.1, n, why, fontsize=7.5, va="center", family="monospace")
-        ax.text(0.0, n, f"{r['vaddr']:#010x}", fontsize=8, va="center", family="monospace")
-        gtxt = f"{r['guest_frame']:#x} {L.describe(r['guest']).split(' ', 2)[-1]}" if r["guest_frame"] is not None else "—"
-        stxt = f"{r['host_frame']:#x} {L.describe(r['shadow']).split(' ', 2)[-1]}" if r["host_frame"] is not None else "— (faults)"
+        ax.text(0.0, n, fmt.vaddr(r["vaddr"]), fontsize=8, va="center", family="monospace")
+        gtxt = (f"{fmt.frame(r['guest_frame'], L)} {'|'.join(L.flag_names(r['guest']))}"
+                if r["guest_frame"] is not None else "—")
+        stxt = (f"{fmt.frame(r['host_frame'], L)} {'|'.join(L.flag_names(r['shadow']))}"
+                if r["host_frame"] is not None else "— (faults)")
         ax.text(2.0, n, gtxt, fontsize=8, va="center", family="monospace")
         ax.text(6.2, n, stxt, fontsize=8, va="center", family="monospace")
         if r["guest_frame"] is not None and r["host_frame"] is not None:
@@ -414,7 +416,7 @@ def plot_side_by_side(guest, start: int, pages: int = 16, slot: int | None = Non
     ax.legend(handles=[Patch(color=ORANGE, alpha=0.35, label=f"guest and shadow differ ({highlighted})")],
               loc="lower center", bbox_to_anchor=(0.5, -0.02 - 1.0 / (pages + 2)), fontsize=8, frameon=False)
     s = li.current_slot(guest) if slot is None else slot
-    ax.set_title(f"Guest vs shadow PTEs from {start:#x} (slot {s})", fontsize=10)
+    ax.set_title(f"Guest vs shadow PTEs from {fmt.vaddr(start)} (slot {s})", fontsize=10)
     fig._lguest_highlighted = highlighted
     fig.lguest = {"kind": "side_by_side", "rows": len(rows), "highlighted": highlighted,
                   "differing": [r["vaddr"] for r in rows if r["differs"]]}
