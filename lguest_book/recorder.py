@@ -158,6 +158,8 @@ class Recorder:
         self._pages: dict = {}  # ("s"|"g", page) -> (content, entries list, children, meta)
         self._refs: dict = {}
         self._misc_keys: set = set()
+        self._limits = li.limits(guest)
+        self._pfn_limit = self._limits["pfn_limit"]
         self._append(Event(0, "start", "the Guest as it stood when recording began"))
 
     @classmethod
@@ -176,12 +178,15 @@ class Recorder:
         delta: list = []
         state = self._state
         misc: dict = {}
-        for c in li.pgdir_cache(g):
+        cache = li.pgdir_cache(g)
+        limits = li.limits(g)
+        self._limits = limits
+        for c in cache:
             misc[("slot", c["slot"])] = (c["gpgdir"], c["frame"], c["switcher_mapped"]) if c["allocated"] else None
         misc[("current",)] = li.current_slot(g)
-        misc[("dead",)] = li.limits(g)["dead"]
+        misc[("dead",)] = limits["dead"]
         pages: dict = {}
-        for c in li.pgdir_cache(g):
+        for c in cache:
             if c["allocated"]:
                 self._walk_shadow(c["frame"], 0, c["slot"], 0, pages)
                 self._walk_guest(c["gpgdir"], c["slot"], pages)
@@ -283,7 +288,7 @@ class Recorder:
                 kids = () if level == "pte" else tuple(
                     (i - first, (L.pmd_pfn(v) if level == "pmd" else L.pgd_pfn(v)))
                     for i, v in enumerate(entries[first:first + count], start=first)
-                    if v & _P and not v & _PSE and (L.pmd_pfn(v) if level == "pmd" else L.pgd_pfn(v)) < li.limits(self.guest)["pfn_limit"])
+                    if v & _P and not v & _PSE and (L.pmd_pfn(v) if level == "pmd" else L.pgd_pfn(v)) < self._pfn_limit)
                 rec = (raw if raw is not None else object(), entries, kids, (level, slot, vbase))
         pages[key] = rec
         span = {"pgd": L.PGDIR_SIZE, "pmd": L.PMD_SIZE, "pte": 4096}[level]
@@ -295,7 +300,7 @@ class Recorder:
         delta = tuple(self._capture())
         rec.events.append(event)
         rec.deltas.append(delta)
-        rec.kernel_address = li.limits(self.guest)["kernel_address"] or rec.kernel_address
+        rec.kernel_address = self._limits["kernel_address"] or rec.kernel_address
         if event.index % rec.keyframe_every == 0:
             rec.keyframes[event.index] = dict(self._state)
         rec._cursor = None
