@@ -112,11 +112,9 @@ class _WalkPicture:
                 title = f"{'PDPT' if (st.level == 'pgd' and L.pae) else st.level.upper()} page, frame {fmt.frame(frame, L)}"
                 hit = mark is not None and mark[0] == "shadow" and tuple(mark[1]) == (frame, idx)
             else:
-                page = st.where & ~0xFFF
                 title = (f"{'PDPT' if (st.level == 'pgd' and L.pae) else st.level.upper()} at "
                          f"{fmt.paddr(st.where - st.index * L.entry_bytes if st.level != 'pgd' else self.guest_top, L)}")
                 hit = mark is not None and mark[0] == "guest" and mark[1] == st.where
-                del page
             flags = "|".join(L.flag_names(st.value)) if st.value else "empty"
             body = (f"[{fmt.index(st.index)}] {fmt.entry(st.value, L)}<br>"
                     f"<span style='color:{'#000' if st.present else _HI}'>{_esc(flags)}"
