@@ -181,8 +181,10 @@ class _CSource:
         span = self._funcs.get(func)
         if span is None or not python_line.strip():
             return None
-        words = set(self._re.findall(r"[A-Za-z_]\w+", python_line)) - {"if", "not", "and", "or", "return",
-                                                                        "None", "True", "False", "self", "L"}
+        code_only = python_line.split("#", 1)[0]  # the port's comment is not the C's code
+        is_if = code_only.strip().startswith("if ")
+        words = set(self._re.findall(r"[A-Za-z_]\w+", code_only)) - {"if", "not", "and", "or", "return",
+                                                                      "None", "True", "False", "self", "L"}
         best = None
         for n in range(span[0], span[1] + 1):
             for stmt in self._re.split(r"(?<=[;{}])\s+", self.lines[n - 1]):
@@ -190,6 +192,10 @@ class _CSource:
                 if not code:
                     continue
                 score = len(words & set(self._re.findall(r"[A-Za-z_]\w+", code)))
+                if score and is_if and code.startswith("if"):
+                    score += 1  # a decision of the port is a decision of the C
+                if "(struct " in code:
+                    score -= 1  # a function's signature is never the statement running
                 if best is None or score > best[0]:
                     best = (score, n, code)
         if best is None or best[0] == 0:
