@@ -35,6 +35,8 @@ NOTEBOOK_CELLS = [
     "explorer = widgets.TableExplorer(g, which='guest')\n"
     "explorer.select(level='pte', vaddr=0xc0000000)\n"
     "explorer",
+    "console = widgets.HypercallConsole(Guest(pae=False, seed=1))\n"
+    "console",
 ]
 
 
@@ -254,6 +256,10 @@ def run_stepper_in_browser(screenshot: Path, steps: int = 5, timeout_ms: int = 9
                     other += page.evaluate(_MEASURE_INPUT, [".lgb-scrubber", ".lgb-scrubber-slider .noUi-handle",
                                                             ["ArrowRight"] * 5, True])
                     latencies += other
+                    # the console: each press adds a line to its log
+                    page.locator(".lgb-log").first.scroll_into_view_if_needed()
+                    for label in ("new process", "FLUSH user", "touch", "FLUSH all", "SET_PTE"):
+                        latencies += page.evaluate(_MEASURE, [".lgb-log", label, 1])
                     page.evaluate(_MEASURE_INPUT, [".lgb-detail", ".lgb-index input", ["0x3ff"], False])
                 explorer = page.evaluate("() => { const s = document.querySelector('.lgb-entries select');"
                                          " return {options: s.options.length, selected: s.selectedIndex,"
