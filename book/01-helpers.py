@@ -207,8 +207,9 @@ explorer
 
 # %%
 print(explorer.detail)
-explorer.select(which="guest")
-print(explorer.detail)
+guest_side = widgets.TableExplorer(g, which="guest")   # a second explorer: the one above stays as shown
+guest_side.select(level="pte", vaddr=vaddr)
+print(guest_side.detail)
 
 # %% [markdown]
 # ## Hostile input

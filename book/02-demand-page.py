@@ -173,9 +173,11 @@ twin("find_spte")
 # ## Step through it yourself
 #
 # The fault stepper replays one fault decision by decision: the check being made and its
-# answer, each entry read or written, and the line of the model running — with the walks
-# redrawn as they stand after each step.  Change the address or the access and press *Reset*
-# to try another fault.  Here a fresh page, a user-mode write:
+# answer, each entry read or written, and the line of the model running — with both walks
+# drawn as they stand after each step, the entry the step read or wrote outlined in red.
+# *Next decision* jumps to the next check, *Next change* past the quiet steps to the next one
+# that changes a table.  Change the address or the access and press *Reset* to try another
+# fault.  Here a fresh page, a user-mode write; the stepper starts at step 0, before the access:
 
 # %%
 g3 = Guest(pae=False, seed=1)
@@ -183,6 +185,7 @@ p3 = g3.new_process("init")
 g3.switch_to(p3)
 g3.map(0x0804A000, 0x310, accessed=False)
 stepper = widgets.FaultStepper(g3, 0x0804A000, write=True, user=True)
+assert stepper.position == 0
 stepper
 
 # %% [markdown]
@@ -195,8 +198,9 @@ for st in stepper.steps:
         print(f"{st.index:2} {st.kind:5} {st.text}")
 
 # %%
-stepper.go(max(i for i, st in enumerate(stepper.steps) if "shadow entry" in st.text))
-stepper.figure()
+k = max(i for i, st in enumerate(stepper.steps) if "shadow entry" in st.text)
+assert stepper.marked(k) and "written now" in stepper.picture_html(k)   # the widget outlines that entry
+stepper.figure(k)   # the same walks as a picture (the widget above stays at step 0)
 
 # %% [markdown]
 # That picture is the model frozen just after the shadow PTE was written and *before* the

@@ -200,9 +200,12 @@ print("non-PAE guest:", repr(n.dead))
 # %% [markdown]
 # ## Your turn: be the Guest
 #
-# The hypercall console lets you make these calls yourself and reports what the Host did.
-# Type a virtual address (or a top-level index) and an entry, and press a button.  The cell
-# below it makes a few calls from code, so you can see the log:
+# The hypercall console lets you make these calls yourself and reports what the Host did, with
+# the entries each call changed.  Type a virtual address (or a top-level index — up to
+# PTRS_PER_PGD, the index of the `set_pgd_bound` flaw) and an entry, and press a button;
+# *Reset* gives you the Guest back as it was.  The console has a Guest of its own.  The cell
+# below it makes a few calls from code on a second console, with a second Guest, so you can
+# see the log — its attack at the end kills that Guest, not the one above:
 
 # %%
 gc = Guest(pae=False, seed=1)
@@ -212,13 +215,19 @@ console.switch_to(pc)
 console
 
 # %%
-console.set_pte(0x08048000, 0x300 << 12 | 0x07)   # a fresh, clean PTE: nothing shadowed
-console.touch(0x08048000, user=True)              # ... until the first access
-console.set_pte(0x08049000, 0x301 << 12 | 0x27)   # accessed: mapped at once (writable!)
-console.set_pgd(gc.x86.pgd_index(0x08048000), 0)  # drop the whole 4 MiB
-console.set_pte(gc.host.switcher_addr, 0x1067)    # an attack
-for line in console.log:
+gs = Guest(pae=False, seed=1)
+script = widgets.HypercallConsole(gs)
+script.switch_to(gs.new_process("p"))
+script.set_pte(0x08048000, 0x300 << 12 | 0x07)   # a fresh, clean PTE: nothing shadowed (the Guest builds a PTE page: SET_PGD first)
+script.touch(0x08048000, user=True)              # ... until the first access
+script.set_pte(0x08049000, 0x301 << 12 | 0x27)   # accessed: mapped at once (writable!)
+script.set_pgd(gs.x86.pgd_index(0x08048000), 0)  # drop the whole 4 MiB
+script.hypercall_set_pte(gs.host.switcher_addr, 0x1067)   # an attack: SET_PTE on the Switcher, nothing else
+for line, changed in zip(script.log, script.changes):
     print(line)
+    for entry in changed:
+        print("    ", entry)
+assert gs.dead and gc.dead is None   # the attack killed the script's Guest, not the console's
 
 # %% [markdown]
 # ## Exercises

@@ -125,6 +125,30 @@ plots.plot_cache_timeline(rec.events)
 [(e["label"], e["kind"]) for e in rec.events[1:]]
 
 # %% [markdown]
+# The same run again, recorded event by event.  The scrubber below replays it: drag the slider
+# (or press *Play*) to see, just after any event, the four slots of the cache, the shadow and
+# Guest tables each slot holds, and the reference counts — with what that event changed
+# outlined in red.  It starts at event 0, the Guest as it stood before the five processes
+# existed; nothing runs again as you move, it is all replayed from the recording.
+
+# %%
+from lguest_book.recorder import Recorder
+
+run = Recorder(Guest(pae=False, seed=7))
+run_procs = [run.new_process(f"p{i}") for i in range(5)]
+for p in run_procs + run_procs[:3]:
+    run.switch_to(p)
+scrubber = widgets.Scrubber(run)
+assert scrubber.position == 0
+scrubber
+
+# %%
+switches = run.recording.find("switch")
+print(len(run.recording), "events;", len(switches), "switches:",
+      [run.recording.events[k].outcome.split(":")[0] for k in switches])
+assert [run.recording.events[k].outcome.split(":")[0] for k in switches] == [e["kind"] for e in rec.events[1:]]
+
+# %% [markdown]
 # Notice that a random choice may evict the current slot or one just filled — even while
 # another slot sits idle.  For a demonstration that doesn't depend on luck, hand the Guest
 # your own sequence of "random" numbers:

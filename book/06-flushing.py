@@ -159,7 +159,10 @@ print("what survives:", [f"{v:#x}" for v in survivors])
 print("stack pages:  ", [f"{(g.cpu.esp1 - 1 - i * 4096) & ~0xFFF:#x}" for i in range(g.lg.stack_pages)])
 
 # %%
-plots.plot_directory(g)
+before = busy_guest()   # the same (seeded) busy Guest, before the flush
+fig = plots.plot_directory_change(before, g, titles=("before FLUSH_TLB(1)", "after"))
+assert fig.lguest["after"]["present"] == 2 and fig.lguest["gone"]   # two entries left: the stack's and the Switcher's
+fig
 
 # %% [markdown]
 # Only the stack and the Switcher survive.  The Guest now runs like an insect in amber: every
@@ -171,6 +174,26 @@ g2 = busy_guest()
 g2.flush_all()
 faults = sum(g2.touch(0x08048000 + i * 4096, user=True).faults for i in range(8))
 print("faults to touch the 8 user pages again:", faults)
+
+# %% [markdown]
+# The two flushes in sequence, recorded: event 1 is the user flush, event 2 a touch that
+# faults a page back, event 3 the full flush, event 4 another touch.  Slide to any of them to
+# see what it dropped (struck out under "gone at this event") and which reference counts
+# fell; the scrubber starts at event 0, the busy Guest before any flush.
+
+# %%
+from lguest_book.recorder import Recorder
+
+run = Recorder(busy_guest())
+run.flush_user()
+run.touch(0x08048000, user=True)
+run.flush_all()
+run.touch(0x08049000, user=True)
+scrubber = widgets.Scrubber(run)
+gone = [sum(1 for key, old, new in run.recording.changes(k) if key[0] == "s" and new is None) for k in (1, 3)]
+print("shadow entries dropped by FLUSH_TLB(0):", gone[0], "— by FLUSH_TLB(1):", gone[1])
+assert 0 < gone[0] < gone[1] and scrubber.position == 0
+scrubber
 
 # %% [markdown]
 # Try the two flushes yourself on a busy Guest, and watch the counts in the log:

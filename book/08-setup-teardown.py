@@ -208,6 +208,25 @@ print("same as a fresh host:", kernel_refs == fresh_host)
 plots.plot_refcounts(g)
 
 # %% [markdown]
+# A smaller run of the same kind, recorded, with its teardown as the last event.  The
+# scrubber opens on that last event: no shadow table left, and the reference counts it
+# dropped listed in red.  Slide back to watch the tables grow switch by switch.
+
+# %%
+from lguest_book.recorder import Recorder
+
+run = Recorder(Guest(pae=False, seed=1))
+run_procs = [run.new_process(f"p{i}") for i in range(3)]
+for i, p in enumerate(run_procs):
+    run.switch_to(p)
+    run.map(0x08048000, 0x300 + i)
+    run.touch(0x08048000, write=True, user=True)
+run.shutdown()
+scrubber = widgets.Scrubber(run, position=len(run.recording) - 1)
+assert scrubber.event.kind == "teardown" and scrubber.counts()["shadow"] == 0
+scrubber
+
+# %% [markdown]
 # After teardown, the host holds only the Switcher's pages (one reference each, its own) and the
 # Launcher's memory (one reference per page, the Launcher's own mapping).  The project's
 # property tests repeat this check for thousands of random, hostile Guests — with the known

@@ -29,6 +29,14 @@ NOTEBOOK_CELLS = [
     "g.map(0x08048000, 0x300, accessed=False)\n"
     "stepper = widgets.FaultStepper(g, 0x08048000, write=True, user=True)\n"
     "stepper",
+    "from lguest_book import recorder\n"
+    "run = recorder.workload(recorder.Recorder.boot(pae=False, seed=1), 2000, seed=3)\n"
+    "widgets.Scrubber(run)",
+    "explorer = widgets.TableExplorer(g, which='guest')\n"
+    "explorer.select(level='pte', vaddr=0xc0000000)\n"
+    "explorer",
+    "console = widgets.HypercallConsole(Guest(pae=False, seed=1))\n"
+    "console",
 ]
 
 
@@ -112,7 +120,69 @@ def jupyterlab(folder: Path, timeout: float = 60.0):
         shutil.rmtree(home, ignore_errors=True)
 
 
-def run_stepper_in_browser(screenshot: Path, steps: int = 5, timeout_ms: int = 90_000) -> dict:
+# Press the button labelled args[1] args[2] times; after each press wait until the widget
+# args[0] shows something new and the browser has painted it; return the times (ms).
+_MEASURE = """async ([selector, label, times]) => {
+  const out = document.querySelector(selector);
+  const root = out.closest('.jp-OutputArea-output') || document;
+  const button = () => [...root.querySelectorAll('button')].find(b => b.textContent.trim() === label);
+  const took = [];
+  for (let i = 0; i < times; i++) {
+    const b = button();
+    if (!b || b.disabled) break;
+    const before = out.innerHTML;
+    const changed = new Promise(resolve => {
+      const seen = new MutationObserver(() => { if (out.innerHTML !== before) { seen.disconnect(); resolve(); } });
+      seen.observe(out, {subtree: true, childList: true, characterData: true, attributes: true});
+    });
+    const t0 = performance.now();
+    b.click();
+    await changed;
+    await new Promise(resolve => requestAnimationFrame(() => setTimeout(resolve, 0)));
+    took.push(performance.now() - t0);
+    await new Promise(resolve => setTimeout(resolve, 30));
+  }
+  return took;
+}"""
+
+
+# Type each of args[2] into the input args[1] (a change event, as Enter or leaving the box
+# does), or press each key of args[2] on the element args[1]; after each, wait until args[0]
+# shows something new and the browser painted it; return the times (ms).
+_MEASURE_INPUT = """async ([selector, target, values, keys]) => {
+  const out = document.querySelector(selector);
+  const el = document.querySelector(target);
+  const took = [];
+  for (const v of values) {
+    const before = out.innerHTML;
+    const changed = new Promise(resolve => {
+      const seen = new MutationObserver(() => { if (out.innerHTML !== before) { seen.disconnect(); resolve(); } });
+      seen.observe(out, {subtree: true, childList: true, characterData: true, attributes: true});
+    });
+    const t0 = performance.now();
+    if (keys) {
+      el.focus();
+      el.dispatchEvent(new KeyboardEvent('keydown', {key: v, code: v, bubbles: true}));
+    } else {
+      el.value = v;
+      el.dispatchEvent(new Event('change', {bubbles: true}));
+    }
+    await changed;
+    await new Promise(resolve => requestAnimationFrame(() => setTimeout(resolve, 0)));
+    took.push(performance.now() - t0);
+    await new Promise(resolve => setTimeout(resolve, 30));
+  }
+  return took;
+}"""
+
+
+def median(values):
+    values = sorted(values)
+    n = len(values)
+    return (values[n // 2] if n % 2 else (values[n // 2 - 1] + values[n // 2]) / 2) if n else float("nan")
+
+
+def run_stepper_in_browser(screenshot: Path, steps: int = 5, timeout_ms: int = 90_000, measure: bool = False) -> dict:
     """Open a notebook that shows a FaultStepper, run it, press Step ``steps`` times, and
     save a screenshot.  Returns what the page showed (texts, image size)."""
     from playwright.sync_api import sync_playwright
@@ -151,19 +221,53 @@ def run_stepper_in_browser(screenshot: Path, steps: int = 5, timeout_ms: int = 9
                         " return e && e.innerText.includes('step ' + k + ' of'); }", arg=k)
                 shown = text.inner_text()
                 source = page.locator(".lgb-source").first.inner_text()
-                img = page.locator("img.lgb-plot").first
-                img.wait_for()
-                page.wait_for_function(
-                    "() => { const i = document.querySelector('img.lgb-plot'); return i && i.complete && i.naturalWidth > 0; }")
-                size = page.evaluate("() => { const i = document.querySelector('img.lgb-plot');"
-                                     " return [i.naturalWidth, i.naturalHeight]; }")
-                img.scroll_into_view_if_needed()
+                picture = page.locator(".lgb-plot").first
+                picture.wait_for()
+                marked = picture.inner_text()
+                size = page.evaluate("() => { const r = document.querySelector('.lgb-plot').getBoundingClientRect();"
+                                     " return [r.width, r.height]; }")
                 page.locator(".lgb-step-text").first.scroll_into_view_if_needed()
                 screenshot.parent.mkdir(parents=True, exist_ok=True)
                 page.screenshot(path=str(screenshot), full_page=False)
+                latencies, scrubber = [], []
+                if measure:
+                    # click-to-picture: from the click to the new picture painted, timed in the page
+                    for label, times in (("Step", 20), ("Back", 8), ("Next change", 3), ("Next decision", 3)):
+                        latencies += page.evaluate(_MEASURE, [".lgb-stepper", label, times])
+                    page.locator(".lgb-scrubber").first.wait_for()
+                    page.locator(".lgb-scrubber").first.scroll_into_view_if_needed()
+                    for label, times in (("Next", 10), ("Next change", 5), ("Back", 5)):
+                        scrub = page.evaluate(_MEASURE, [".lgb-scrubber", label, times])
+                        latencies += scrub
+                        scrubber += scrub
+                # the explorer: type an index, the list selects it and scrolls to it
+                listbox = page.locator(".lgb-entries select").first
+                listbox.wait_for()
+                listbox.scroll_into_view_if_needed()
+                index_box = page.locator(".lgb-index input").first
+                index_box.fill("0x3ff")
+                index_box.press("Enter")
+                page.wait_for_function("() => { const s = document.querySelector('.lgb-entries select');"
+                                       " return s && s.selectedIndex === 1023; }")
+                if measure:
+                    # the explorer: type indices; the scrubber: the slider's arrow key
+                    typed = [f"{i:#05x}" for i in (0x10, 0x200, 0x3fe, 0x7, 0x155)]
+                    other = page.evaluate(_MEASURE_INPUT, [".lgb-detail", ".lgb-index input", typed, False])
+                    other += page.evaluate(_MEASURE_INPUT, [".lgb-scrubber", ".lgb-scrubber-slider .noUi-handle",
+                                                            ["ArrowRight"] * 5, True])
+                    latencies += other
+                    # the console: each press adds a line to its log
+                    page.locator(".lgb-log").first.scroll_into_view_if_needed()
+                    for label in ("new process", "FLUSH user", "touch", "FLUSH all", "SET_PTE"):
+                        latencies += page.evaluate(_MEASURE, [".lgb-log", label, 1])
+                    page.evaluate(_MEASURE_INPUT, [".lgb-detail", ".lgb-index input", ["0x3ff"], False])
+                explorer = page.evaluate("() => { const s = document.querySelector('.lgb-entries select');"
+                                         " return {options: s.options.length, selected: s.selectedIndex,"
+                                         " scrolled: s.scrollTop, height: s.scrollHeight}; }")
             finally:
                 browser.close()
-        return {"first": first, "text": shown, "source": source, "image_size": tuple(size), "screenshot": str(screenshot)}
+        return {"explorer": explorer, "first": first, "text": shown, "source": source, "picture": marked, "image_size": tuple(size),
+                "screenshot": str(screenshot), "latencies": latencies, "scrubber": scrubber}
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 

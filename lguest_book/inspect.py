@@ -373,3 +373,58 @@ def health(obj) -> dict:
 def guest_frames(obj) -> dict[int, int]:
     """{guest page: host frame} for every page of Guest memory the Launcher has backed."""
     return {i: f for i, f in enumerate(_lg(obj).launcher.frames) if f > 0}
+
+
+__all__ += ["health", "guest_frames"]
+
+
+# --- raw pages, for recorders ------------------------------------------------------------------
+# (read-only like the rest: the lists returned may be the model's own; read them, never change them)
+def shadow_page(obj, frame: int) -> list[int]:
+    """The entries of host frame ``frame`` as a page table (zeroes if it was never written)."""
+    return _lg(obj).host.peek_table(frame)
+
+
+def guest_page(obj, gpfn: int) -> list[int]:
+    """Guest page ``gpfn`` seen as a page of entries (zeroes outside guest memory or where the
+    Launcher has not mapped it yet)."""
+    lg = _lg(obj)
+    frame = lg.launcher.frames[gpfn] if 0 <= gpfn < lg.pfn_limit else 0
+    if frame <= 0:
+        return [0] * lg.x86.ENTRIES_PER_PAGE
+    return lg.host.peek_table(frame)
+
+
+def guest_page_bytes(obj, gpfn: int) -> bytes | None:
+    """Guest page ``gpfn``'s bytes if the host stores it as bytes (a copy), else None (use
+    :func:`guest_page`): a cheap way to tell whether a page changed."""
+    lg = _lg(obj)
+    frame = lg.launcher.frames[gpfn] if 0 <= gpfn < lg.pfn_limit else 0
+    if frame <= 0:
+        return b""
+    raw = lg.host.data.get(frame)
+    return None if raw is None else bytes(raw)
+
+
+def refcount_map(obj) -> dict[int, int]:
+    """{host frame: reference count} for every frame in use (a copy; no owners, so cheap)."""
+    return dict(_lg(obj).host.refcount)
+
+
+__all__ += ["shadow_page", "guest_page", "guest_page_bytes", "refcount_map"]
+
+
+def hypercall_numbers() -> dict[str, int]:
+    """The page-table hypercalls' numbers, by name ("SET_PTE", "SET_PGD", ...), for a Guest's
+    raw ``hypercall()``."""
+    from . import hypercalls as hc
+
+    return {name[len("LHCALL_"):]: getattr(hc, name) for name in dir(hc) if name.startswith("LHCALL_")}
+
+
+def ptrs_per_pgd(obj) -> int:
+    """PTRS_PER_PGD of the Guest's layout: 1024 without PAE, 4 with it."""
+    return layout(obj).PTRS_PER_PGD
+
+
+__all__ += ["hypercall_numbers", "ptrs_per_pgd"]

@@ -22,6 +22,7 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 from matplotlib.patches import Patch, Polygon, Rectangle
 
+from . import fmt
 from . import inspect as li
 
 # Okabe-Ito
@@ -106,8 +107,189 @@ def _outline(ax, first: int, rows: int, colour, lw, **kw) -> None:
     ax.add_patch(Polygon(pts, closed=True, fill=False, ec=colour, lw=lw, **kw))
 
 
-def plot_directory(guest, which: str = "shadow", slot: int | None = None, ax=None, flags: bool = True) -> Figure:
-    """A top level at a glance.
+def plot_directory(guest, which: str = "shadow", slot: int | None = None, ax=None, flags: bool = True,
+                   zoom: bool = True, max_rows: int = 36) -> Figure:
+    """A top level, zoomed to the entries that are present.
+
+    One row per present entry — its index, the addresses it covers, its value, what it is
+    (colour: kernel or user, read-only or writable, large page) and its Accessed/Dirty/Global
+    bits — and one grey row for each run of entries that are not ("0x001–0x01f: 31 empty
+    entries").  With PAE each of the four PDPT entries (blue band) is followed by the present
+    entries of the PMD page it points to (yellow band): the levels are coloured apart.  Rows
+    in the kernel's part carry a green bar, the Switcher's entry a black outline.  At most
+    ``max_rows`` rows are drawn; the rest are counted in the last one.
+    ``zoom=False`` draws the whole top level as a grid instead (:func:`plot_directory_grid`).
+
+    ``fig.lguest`` tells what was drawn: ``present``, ``rows`` (each with its level, index or
+    range, category and colour), ``empty`` (entries summarised), ``coloured`` ({(level,
+    index): colour} of the entry rows).
+    """
+    if not zoom:
+        return plot_directory_grid(guest, which, slot, ax, flags)
+    if which not in ("shadow", "guest"):
+        raise ValueError(f"which={which!r}: use 'shadow' or 'guest'")
+    if slot is not None and not (isinstance(slot, int) and 0 <= slot < 4):
+        raise ValueError(f"slot={slot!r} is not a pgdir slot (0..3)")
+    L = li.layout(guest)
+    s = li.current_slot(guest) if slot is None else slot
+    lim = li.limits(guest)
+    kaddr, saddr = lim["kernel_address"], lim["switcher_addr"]
+    top, mids = _tables(guest, which, s)
+    rows: list[dict] = []
+
+    def add_level(entries, level, span, indent):
+        run = []
+
+        def flush_run():
+            if run:
+                a, b = run[0], run[-1]
+                rows.append({"kind": "empty", "level": level, "range": (a.index, b.index), "count": len(run),
+                             "indent": indent, "vaddr": a.vaddr, "end": (b.vaddr + span - 1) & 0xFFFFFFFF})
+                run.clear()
+
+        for e in entries:
+            if not e.present:
+                run.append(e)
+                continue
+            flush_run()
+            pdpt = mids is not None and level == "pgd"
+            rows.append({"kind": "entry", "level": level, "index": e.index, "value": e.value, "vaddr": e.vaddr,
+                         "end": (e.vaddr + span - 1) & 0xFFFFFFFF,
+                         "category": "points to a PMD page" if pdpt else _CATS[_category(e.value)],
+                         "colour": SKY if pdpt else _CAT_COLOURS[_category(e.value)], "indent": indent,
+                         "kernel": e.vaddr >= kaddr, "switcher": e.vaddr <= saddr <= (e.vaddr + span - 1)})
+            if mids is not None and level == "pgd":
+                add_level(mids[e.index], "pmd", L.PMD_SIZE, indent + 1)
+        flush_run()
+
+    if mids is None:
+        add_level(top, "pgd", L.PGDIR_SIZE, 0)
+        total = len(top)
+    else:
+        add_level(top[:4], "pgd", L.PGDIR_SIZE, 0)
+        total = 4 * L.PTRS_PER_PMD  # the PMD entries four PDPT entries could point at
+    entry_rows = [r for r in rows if r["kind"] == "entry"]
+    shown = rows if len(rows) <= max_rows else rows[: max_rows - 1]
+    hidden = len(rows) - len(shown)
+    n = len(shown) + (1 if hidden else 0)
+    fig, ax = _figure(ax, (7.6, 0.26 * n + 1.3))
+    ax.set_xlim(0, 30)
+    ax.set_ylim(n + 0.2, -0.9)
+    ax.axis("off")
+    band = {"pgd": "#DDEEFF", "pmd": "#FFF8CC", "pte": "#E5F5EE"}
+    name = {"pgd": "PDPT" if L.pae else "PGD", "pmd": "PMD", "pte": "PTE"}
+    ax.text(0.2, -0.45, "entry", fontsize=8, weight="bold")
+    ax.text(6.0, -0.45, "covers", fontsize=8, weight="bold")
+    ax.text(14.5, -0.45, "value", fontsize=8, weight="bold")
+    ax.text(19.5, -0.45, "what it maps", fontsize=8, weight="bold")
+    marks = {"A": 0, "D": 0, "G": 0}
+    for y, r in enumerate(shown):
+        x0 = 0.2 + 1.2 * r["indent"]
+        if r["kind"] == "empty":
+            a, b = r["range"]
+            what = f"{_idx(a)}–{_idx(b)}" if a != b else _idx(a)
+            noun = "entry" if r["count"] == 1 else "entries"
+            ax.add_patch(Rectangle((x0 - 0.1, y - 0.42), 29.8 - x0, 0.84, color=EMPTY, lw=0))
+            ax.text(x0, y, f"{name[r['level']]} {what}: {r['count']:,} empty {noun} "
+                           f"({_va(r['vaddr'])}–{_va(r['end'])})", fontsize=7.5, va="center", color="#555555")
+            continue
+        v = r["value"]
+        ax.add_patch(Rectangle((x0 - 0.1, y - 0.42), 29.8 - x0, 0.84, color=band[r["level"]], lw=0))
+        ax.add_patch(Rectangle((19.2, y - 0.36), 0.6, 0.72, color=r["colour"], ec=BLACK, lw=0.5))
+        if r["kernel"]:
+            ax.add_patch(Rectangle((29.55, y - 0.42), 0.35, 0.84, color=GREEN, lw=0))
+        if r["switcher"] and r["level"] == ("pmd" if L.pae else "pgd"):
+            ax.add_patch(Rectangle((x0 - 0.1, y - 0.42), 29.8 - x0, 0.84, fill=False, ec=BLACK, lw=1.6))
+        bits = [f for f, bit in (("A", _A), ("D", _D), ("G", _G)) if v & bit]
+        for f in bits:
+            marks[f] += 1
+        ax.text(x0, y, f"{name[r['level']]}[{_idx(r['index'])}]", fontsize=8, va="center", family="monospace")
+        ax.text(6.0, y, f"{_va(r['vaddr'])}–{_va(r['end'])}", fontsize=7.5, va="center", family="monospace")
+        ax.text(14.5, y, _entry(L, v), fontsize=7.5, va="center", family="monospace")
+        ax.text(20.0, y, r["category"] + (f"  {' '.join(bits)}" if bits and flags else "")
+                + ("  (Switcher)" if r["switcher"] and r["level"] == ("pmd" if L.pae else "pgd") else ""),
+                fontsize=7.5, va="center")
+    if hidden:
+        y = len(shown)
+        more = sum(1 for r in rows[len(shown):] if r["kind"] == "entry")
+        ax.text(0.2, y, f"… {hidden} more rows ({more} present entries) not drawn", fontsize=7.5, va="center")
+    present = len(entry_rows) if mids is None else sum(1 for r in entry_rows if r["level"] == "pmd")
+    empty = sum(r["count"] for r in rows if r["kind"] == "empty")
+    where = "shadow" if which == "shadow" else "Guest's"
+    if not li.pgdir_cache(guest)[s]["allocated"]:
+        where = "empty slot — no"
+    level = "" if mids is None else f" {sum(1 for e in top[:4] if e.present)} of 4 PDPT present;"
+    ax.set_title(f"{where} top level (slot {s}):{level} {present} present "
+                 f"{'entries' if mids is None else 'PMD entries'}; {empty:,} empty ones summarised", fontsize=9)
+    handles = [Patch(color=c, label=n_) for c, n_ in zip(_CAT_COLOURS[1:], _CATS[1:])]
+    handles += [Patch(color=band["pgd"], label=f"{name['pgd']} entry")]
+    if mids is not None:
+        handles += [Patch(color=band["pmd"], label="PMD entry")]
+    handles += [Patch(color=GREEN, label=f"kernel part (≥ {_va(kaddr)})"),
+                Patch(fill=False, ec=BLACK, lw=1.6, label=f"Switcher ({_va(saddr)})")]
+    ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=4, fontsize=7, frameon=False)
+    values = [r["value"] for r in entry_rows if mids is None or r["level"] == "pmd"]
+    counts = {nm: sum(1 for v in values if v & bit) for nm, bit in FLAG_BITS}
+    fig.lguest = {"kind": "directory", "which": which, "slot": s, "present": present, "flags": counts,
+                  "entries": total, "span": L.PGDIR_SIZE if mids is None else L.PMD_SIZE,
+                  "top_present": sum(1 for e in top[:4 if mids is not None else len(top)] if e.present),
+                  "marks": marks, "rows": rows, "empty": empty, "hidden_rows": hidden,
+                  "coloured": {(r["level"], r["index"]): r["colour"] for r in entry_rows}}
+    return fig
+
+
+def _row_keys(rows) -> dict:
+    """{(level, PDPT index or None, index): (row number, value)} for the entry rows drawn."""
+    out, parent = {}, None
+    for y, r in enumerate(rows):
+        if r["kind"] != "entry":
+            continue
+        if r["level"] == "pgd":
+            parent = r["index"]
+        out[(r["level"], parent if r["level"] == "pmd" else None, r["index"])] = (y, r["value"])
+    return out
+
+
+def plot_directory_change(before, after, which: str = "shadow", slot: int | None = None,
+                          titles=("before", "after")) -> Figure:
+    """Two zoomed directories side by side (:func:`plot_directory`): ``before`` and ``after``
+    (two Guests, or one Guest copied before a change), each entry that differs between them
+    outlined in red on both sides — gone on the left, new or changed on the right.
+    ``fig.lguest["changed"]`` lists the (level, PDPT index, index) of those entries."""
+    fig = new_figure((15.2, 4.0))
+    left, right = fig.subplots(1, 2)
+    plot_directory(before, which, slot, ax=left)
+    rows_before = fig.lguest["rows"][: len(fig.lguest["rows"]) - fig.lguest["hidden_rows"]]
+    info_before = fig.lguest
+    plot_directory(after, which, slot, ax=right)
+    rows_after = fig.lguest["rows"][: len(fig.lguest["rows"]) - fig.lguest["hidden_rows"]]
+    info_after = fig.lguest
+    kb, ka = _row_keys(rows_before), _row_keys(rows_after)
+    changed = sorted(k for k in set(kb) | set(ka) if kb.get(k, (0, None))[1] != ka.get(k, (0, None))[1])
+    for ax, keys in ((left, kb), (right, ka)):
+        for k in changed:
+            if k in keys:
+                y = keys[k][0]
+                ax.add_patch(Rectangle((0.05, y - 0.45), 29.9, 0.9, fill=False, ec=VERMILION, lw=2.2))
+    for ax, t in zip((left, right), titles):
+        ax.set_title(f"{t}: {ax.get_title()}", fontsize=8.5)
+    n = max(len(rows_before), len(rows_after)) + 1
+    fig.set_size_inches(15.2, 0.26 * n + 1.6)
+    fig.lguest = {"kind": "directory_change", "changed": changed, "before": info_before, "after": info_after,
+                  "gone": [k for k in changed if k not in ka], "new": [k for k in changed if k not in kb]}
+    return fig
+
+
+_idx = fmt.index
+_va = fmt.vaddr
+
+
+def _entry(L, v: int) -> str:
+    return fmt.entry(v, L)
+
+
+def plot_directory_grid(guest, which: str = "shadow", slot: int | None = None, ax=None, flags: bool = True) -> Figure:
+    """A top level at a glance, every entry a cell.
 
     Without PAE: the 1024 top-level entries as a 32 × 32 grid (entry ``i`` at row ``i // 32``,
     column ``i % 32``; each covers 4 MiB).  With PAE: the 4 PDPT entries as a column on the
@@ -203,7 +385,7 @@ def plot_side_by_side(guest, start: int, pages: int = 16, slot: int | None = Non
         raise ValueError(f"pages={pages!r}: draw between 1 and 64 pages")
     rows = li.compare(guest, start, pages, slot)
     L = li.layout(guest)
-    fig, ax = _figure(ax, (8.8, 0.32 * pages + 1.2))
+    fig, ax = _figure(ax, (7.8, 0.3 * pages + 1.1))
     ax.set_xlim(0, 12)
     ax.set_ylim(pages, -1)
     ax.axis("off")
@@ -222,9 +404,11 @@ def plot_side_by_side(guest, start: int, pages: int = 16, slot: int | None = Non
                 gf, sf = set(L.flag_names(r["guest"])), set(L.flag_names(r["shadow"]))
                 why = " ".join([f"-{f}" for f in sorted(gf - sf)] + [f"+{f}" for f in sorted(sf - gf)])
             ax.text(10.1, n, why, fontsize=7.5, va="center", family="monospace")
-        ax.text(0.0, n, f"{r['vaddr']:#010x}", fontsize=8, va="center", family="monospace")
-        gtxt = f"{r['guest_frame']:#x} {L.describe(r['guest']).split(' ', 2)[-1]}" if r["guest_frame"] is not None else "—"
-        stxt = f"{r['host_frame']:#x} {L.describe(r['shadow']).split(' ', 2)[-1]}" if r["host_frame"] is not None else "— (faults)"
+        ax.text(0.0, n, fmt.vaddr(r["vaddr"]), fontsize=8, va="center", family="monospace")
+        gtxt = (f"{fmt.frame(r['guest_frame'], L)} {'|'.join(L.flag_names(r['guest']))}"
+                if r["guest_frame"] is not None else "—")
+        stxt = (f"{fmt.frame(r['host_frame'], L)} {'|'.join(L.flag_names(r['shadow']))}"
+                if r["host_frame"] is not None else "— (faults)")
         ax.text(2.0, n, gtxt, fontsize=8, va="center", family="monospace")
         ax.text(6.2, n, stxt, fontsize=8, va="center", family="monospace")
         if r["guest_frame"] is not None and r["host_frame"] is not None:
@@ -232,7 +416,7 @@ def plot_side_by_side(guest, start: int, pages: int = 16, slot: int | None = Non
     ax.legend(handles=[Patch(color=ORANGE, alpha=0.35, label=f"guest and shadow differ ({highlighted})")],
               loc="lower center", bbox_to_anchor=(0.5, -0.02 - 1.0 / (pages + 2)), fontsize=8, frameon=False)
     s = li.current_slot(guest) if slot is None else slot
-    ax.set_title(f"Guest vs shadow PTEs from {start:#x} (slot {s})", fontsize=10)
+    ax.set_title(f"Guest vs shadow PTEs from {fmt.vaddr(start)} (slot {s})", fontsize=10)
     fig._lguest_highlighted = highlighted
     fig.lguest = {"kind": "side_by_side", "rows": len(rows), "highlighted": highlighted,
                   "differing": [r["vaddr"] for r in rows if r["differs"]]}
@@ -248,49 +432,91 @@ def _fields(L, vaddr: int):
 
 
 def plot_walk(guest, vaddr: int, which: str = "shadow", ax=None) -> Figure:
-    """``vaddr`` split into its index fields, then each level's entry as the walk reads it,
-    and where (and why) the walk stopped."""
+    """``vaddr`` split into its index fields, then the walk drawn as a diagram: one box per
+    table the walk reads (its frame, the entry read: index, value, flags), an arrow from each
+    entry to the table it points at, and the page reached — or a red box where the walk
+    stopped (and why)."""
     if not isinstance(vaddr, int) or not 0 <= vaddr <= 0xFFFFFFFF:
         raise ValueError(f"vaddr={vaddr!r} is not a 32-bit address")
     if which not in ("shadow", "guest"):
         raise ValueError(f"which={which!r}: use 'shadow' or 'guest'")
     L = li.layout(guest)
     steps = li.walk_shadow(guest, vaddr) if which == "shadow" else li.walk_guest(guest, vaddr)
-    fig, ax = _figure(ax, (7.0, 3.0))
+    fig, ax = _figure(ax, (7.6, 2.7))
     ax.set_xlim(0, 32)
-    ax.set_ylim(6.2, -0.5)
+    ax.set_ylim(7.4, -0.6)
     ax.axis("off")
     x = 0.0
     fields = _fields(L, vaddr)
     colours = (SKY, YELLOW, GREEN, EMPTY) if L.pae else (SKY, GREEN, EMPTY)
+    level_colour = dict(zip(("pgd", "pmd", "pte") if L.pae else ("pgd", "pte"), colours))
     for (name, bits, value), colour in zip(fields, colours):
-        ax.add_patch(Rectangle((x, 0), bits, 1, color=colour, ec=BLACK))
-        ax.text(x + bits / 2, 0.5, f"{name} {value}", ha="center", va="center", fontsize=8)
+        ax.add_patch(Rectangle((x, 0.2), bits, 1, color=colour, ec=BLACK))
+        label = f"{name} {fmt.index(value)}" if bits >= 4 else fmt.index(value)
+        ax.text(x + bits / 2, 0.7, label, ha="center", va="center", fontsize=8 if bits >= 4 else 6.5)
         x += bits
-    ax.text(0, -0.2, f"{vaddr:#010x}", fontsize=9, family="monospace")
+    ax.text(0, -0.15, f"{fmt.vaddr(vaddr)}, split into its fields", fontsize=8.5, family="monospace")
+    n = len(steps) + 1
+    width, gap = 32 / n - 1.0, 1.0
     stopped = None
-    y = 1.6
-    for st in steps:
-        where = f"({st.where[0]:#x}, {st.where[1]:#x})" if isinstance(st.where, tuple) else f"{st.where:#x}"
-        colour = GREEN if st.present else VERMILION
-        ax.add_patch(Rectangle((0, y - 0.4), 32, 0.8, color=colour, alpha=0.18, lw=0))
-        ax.text(0.3, y, f"{st.level}[{st.index}] at {where} = {st.value:#x}  {L.describe(st.value)}",
-                va="center", fontsize=8, family="monospace")
-        y += 1.0
+    boxes = []
+    for k, st in enumerate(steps):
+        bx = k * (width + gap)
+        if isinstance(st.where, tuple):
+            where = f"host frame {fmt.frame(st.where[0], L)}"
+        else:
+            base = st.where - st.index * L.entry_bytes
+            where = f"at {fmt.paddr(base, L)}"
+        name = "PDPT" if (L.pae and st.level == "pgd") else st.level.upper()
+        colour = level_colour[st.level]
+        ax.add_patch(Rectangle((bx, 2.0), width, 0.9, color=colour, ec=BLACK, lw=0.8))
+        ax.text(bx + 0.2, 2.45, f"{name} page", fontsize=8, va="center", weight="bold")
+        ax.add_patch(Rectangle((bx, 2.9), width, 2.6, fill=False, ec=BLACK, lw=0.8))
+        ax.text(bx + 0.2, 3.25, where, fontsize=7, va="center", family="monospace")
+        ec = BLACK if st.present else VERMILION
+        ax.add_patch(Rectangle((bx + 0.1, 3.7), width - 0.2, 1.6, color="#FFFFFF", ec=ec, lw=1.8))
+        ax.text(bx + 0.3, 4.1, f"[{fmt.index(st.index)}] {_entry(L, st.value)}", fontsize=7, va="center", family="monospace")
+        flags = "|".join(L.flag_names(st.value)) if st.value else "empty"
+        ax.text(bx + 0.3, 4.8, flags if st.present else f"{flags}: not present", fontsize=7, va="center",
+                color=BLACK if st.present else VERMILION)
+        boxes.append(bx)
         if not st.present:
             stopped = st.level
+            break
+    bx = len(boxes) * (width + gap)
     if not steps:
-        outcome = "no top level in this slot"
         stopped = "pgd"
+        ax.add_patch(Rectangle((0, 2.0), 14, 1.2, color=VERMILION, alpha=0.25, lw=0))
+        ax.text(0.3, 2.6, "no top level in this slot", fontsize=8.5, va="center")
     elif stopped:
-        outcome = f"walk stops at the {stopped}: entry not present ({'fault: demand_page runs' if which == 'shadow' else 'the Guest does not map it'})"
+        why = "page fault: demand_page runs" if which == "shadow" else "the Guest does not map it"
+        ax.annotate("", xy=(bx + 0.1, 4.5), xytext=(bx - gap + 0.05, 4.5), arrowprops=dict(arrowstyle="-", color=VERMILION))
+        ax.add_patch(Rectangle((bx, 3.7), width, 1.6, color=VERMILION, alpha=0.2, lw=0))
+        ax.text(bx + 0.3, 4.5, f"walk stops:\n{why}", fontsize=7.5, va="center", color=VERMILION)
     else:
         last = steps[-1]
-        outcome = f"reaches frame {L.pte_pfn(last.value):#x}: physical address {(L.pte_pfn(last.value) << 12) | (vaddr & 0xFFF):#x}"
-    ax.text(0.3, y, outcome, va="center", fontsize=8.5, weight="bold")
-    ax.set_title(f"{'shadow' if which == 'shadow' else 'Guest'} walk of {vaddr:#x}", fontsize=10)
+        pfn = L.pte_pfn(last.value)
+        ax.add_patch(Rectangle((bx, 2.0), width, 3.5, color=EMPTY, ec=BLACK, lw=0.8))
+        ax.text(bx + 0.3, 2.45, "page", fontsize=8, va="center", weight="bold")
+        ax.text(bx + 0.3, 3.4, f"{'host' if which == 'shadow' else 'guest'} frame", fontsize=7.5, va="center")
+        ax.text(bx + 0.3, 4.0, fmt.frame(pfn, L), fontsize=7.5, va="center", family="monospace")
+        ax.text(bx + 0.3, 4.8, f"+ offset {vaddr & 0xFFF:#05x}", fontsize=7.5, va="center", family="monospace")
+    for k in range(len(boxes) - (1 if stopped and steps else 0)):
+        x0 = boxes[k] + width - 0.1
+        ax.annotate("", xy=(x0 + gap + 0.15, 2.5), xytext=(x0, 4.5),
+                    arrowprops=dict(arrowstyle="->", color=BLUE, lw=1.4, connectionstyle="arc3,rad=-0.25"))
+    if not steps:
+        outcome = "no top level in this slot"
+    elif stopped:
+        outcome = f"walk stops at the {stopped}: entry not present"
+    else:
+        last = steps[-1]
+        outcome = f"reaches physical address {fmt.paddr((L.pte_pfn(last.value) << 12) | (vaddr & 0xFFF), L)}"
+    ax.text(0, 6.4, outcome, fontsize=8.5, weight="bold", color=BLACK if not stopped else VERMILION)
+    ax.set_title(f"{'shadow' if which == 'shadow' else 'Guest'} walk of {fmt.vaddr(vaddr)}", fontsize=10)
     fig.lguest = {"kind": "walk", "which": which, "levels": [s.level for s in steps],
-                  "stopped": stopped, "complete": stopped is None and bool(steps)}
+                  "stopped": stopped, "complete": stopped is None and bool(steps),
+                  "boxes": len(boxes) + (0 if stopped else 1), "arrows": len(boxes) - (1 if stopped and steps else 0)}
     return fig
 
 
@@ -315,7 +541,7 @@ class CacheRecorder:
         if evicted is not None and evicted_slot is None:  # after a switch: the slot it took
             evicted_slot = current
         event = {"label": label, "kind": kind, "current": current, "slots": slots, "evicted": evicted,
-                 "evicted_slot": evicted_slot}
+                 "evicted_slot": evicted_slot, "pae": li.layout(self.guest).pae}
         self.events.append(event)
         return event
 
@@ -347,9 +573,16 @@ def plot_cache_timeline(events: list[dict], ax=None) -> Figure:
     (black outline), misses and hits, and evictions (a cross)."""
     if not events:
         raise ValueError("events is empty: record some switches with CacheRecorder first")
-    fig, ax = _figure(ax, (max(4.5, 0.55 * len(events) + 2), 3.0))
+    fig, ax = _figure(ax, (max(5.5, 0.55 * len(events) + 2), 3.4))
+    pae = bool(events[0].get("pae", False))
     names: dict[int, int] = {}
     palette = (SKY, ORANGE, GREEN, YELLOW, BLUE, VERMILION, PURPLE, "#999999")
+    # who each top level is: the label of the switch that made it current (p0, p1...)
+    who: dict[int, str] = {}
+    for ev in events:
+        g = ev["slots"][ev["current"]]
+        if ev["kind"] in ("hit", "miss") and g is not None:
+            who.setdefault(g, ev["label"])
     for t, ev in enumerate(events):
         for s, g in enumerate(ev["slots"]):
             if g is None:
@@ -357,7 +590,7 @@ def plot_cache_timeline(events: list[dict], ax=None) -> Figure:
                 continue
             k = names.setdefault(g, len(names))
             ax.add_patch(Rectangle((t - 0.45, s - 0.45), 0.9, 0.9, color=palette[k % len(palette)]))
-            ax.text(t, s, f"{g >> 12:#x}", ha="center", va="center", fontsize=6)
+            ax.text(t, s, who.get(g, "boot"), ha="center", va="center", fontsize=6.5)
         cur = ev["current"]
         ax.add_patch(Rectangle((t - 0.45, cur - 0.45), 0.9, 0.9, fill=False, ec=BLACK, lw=2))
         if ev["evicted"] is not None:
@@ -369,9 +602,15 @@ def plot_cache_timeline(events: list[dict], ax=None) -> Figure:
     hits = sum(1 for e in events if e["kind"] == "hit")
     misses = sum(1 for e in events if e["kind"] == "miss")
     evictions = sum(1 for e in events if e["evicted"] is not None)
-    ax.set_title(f"pgdir cache: {hits} hits, {misses} misses, {evictions} evictions "
-                 "(cells: Guest top-level page; outline: current)", fontsize=9)
-    fig.lguest = {"kind": "cache", "hits": hits, "misses": misses, "evictions": evictions}
+    ax.set_title(f"pgdir cache: {hits} hits, {misses} misses, {evictions} evictions", fontsize=9)
+    key = {who.get(g, "boot"): g for g in names}
+    handles = [Patch(color=palette[k % len(palette)], label=f"{who.get(g, 'boot')}: Guest top level {fmt.paddr(g, pae=pae)}")
+               for g, k in names.items()]
+    handles += [Line2D([], [], ls="", marker="x", color=VERMILION, mew=2, label="evicted here")]
+    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7, frameon=False,
+              title="cell: whose top level a slot holds\noutline: the current slot", title_fontsize=7)
+    fig.lguest = {"kind": "cache", "hits": hits, "misses": misses, "evictions": evictions,
+                  "key": {name: g for name, g in key.items()}}
     return fig
 
 

@@ -39,20 +39,51 @@ def test_directory_counts_present_top_level_entries(pae):
         expected = sum(1 for e in li.shadow_table(g, None, "pgd") if e.present)
         assert fig.lguest["entries"] == 1024
     assert fig.lguest["present"] == expected > 0
-    # ...and that is what is drawn: the image's coloured (category > 0) cells
-    drawn = fig.axes[0].images[0].get_array()
-    assert drawn.shape == ((64, 32) if pae else (32, 32))
-    assert int((drawn > 0).sum()) == expected
+    # ...and that is what is drawn: one row per present entry, every other entry summarised
+    rows = fig.lguest["rows"]
+    low = "pmd" if pae else "pgd"
+    assert sum(1 for r in rows if r["kind"] == "entry" and r["level"] == low) == expected
+    assert fig.lguest["present"] + sum(r["count"] for r in rows if r["kind"] == "empty" and r["level"] == low) \
+        == (sum(512 for top in li.shadow_table(g, None, "pgd") if top.present) if pae else 1024)
+    assert all(r["count"] >= 1 for r in rows if r["kind"] == "empty")
+    # the levels are coloured apart: PDPT rows and PMD rows have different bands
+    if pae:
+        assert {r["level"] for r in rows if r["kind"] == "entry"} == {"pgd", "pmd"}
     # the accessed / dirty / global marks drawn are the present entries with those flags
     values = [e.value for e in li.shadow_table(g, None, "pgd")] if not pae else [
         m.value for top in li.shadow_table(g, None, "pgd") for m in
         (li.shadow_table(g, None, "pmd", top.vaddr) if top.present else [])]
     for name, bit in (("A", 0x20), ("D", 0x40), ("G", 0x100)):
-        assert fig.lguest["marks"][name] == sum(1 for v in values if v & 1 and v & bit)
+        assert fig.lguest["marks"][name] == sum(1 for v in values if v & 1 and v & bit) + (
+            sum(1 for r in rows if r["kind"] == "entry" and r["level"] == "pgd" and r["value"] & bit) if pae else 0)
+    assert "empty ones summarised" in fig.axes[0].get_title()
+    grid = plots.plot_directory(g, zoom=False)
+    drawn = grid.axes[0].images[0].get_array()
+    assert drawn.shape == ((64, 32) if pae else (32, 32)) and int((drawn > 0).sum()) == expected
     assert fig.lguest["top_present"] == sum(1 for e in li.shadow_table(g, None, "pgd") if e.present)
     guest_fig = plots.plot_directory(g, which="guest")
     assert guest_fig.lguest["which"] == "guest"
     assert guest_fig.lguest["present"] >= 1
+
+
+@LAYOUTS
+def test_directory_change_outlines_exactly_the_entries_that_differ(pae):
+    import copy
+
+    g = busy(pae)
+    before = copy.deepcopy(g)
+    g.flush_all()
+    fig = plots.plot_directory_change(before, g)
+    low = "pmd" if pae else "pgd"
+    old = {(r["level"], r["index"]): r["value"] for r in fig.lguest["before"]["rows"] if r["kind"] == "entry"}
+    new = {(r["level"], r["index"]): r["value"] for r in fig.lguest["after"]["rows"] if r["kind"] == "entry"}
+    user = [k for k in fig.lguest["gone"] if k[0] == low]
+    assert user and all(k[2] < (0x600 if pae else 0x300) for k in user)  # the user part went
+    assert all(old.get((k[0], k[2])) != new.get((k[0], k[2])) for k in fig.lguest["changed"] if not pae)
+    outlined = [p for ax in fig.axes for p in ax.patches if p.get_edgecolor()[:3] == to_rgb(plots.VERMILION)
+                and not p.get_fill()]
+    assert len(outlined) == sum(1 for k in fig.lguest["changed"] if k not in fig.lguest["gone"]) + \
+        sum(1 for k in fig.lguest["changed"] if k not in fig.lguest["new"])
 
 
 @LAYOUTS
@@ -83,6 +114,11 @@ def test_walk_stops_where_the_entry_is_missing(pae):
     assert missing.lguest["stopped"] == "pte"
     far = plots.plot_walk(g, 0x40000000 if not pae else 0x60000000)
     assert far.lguest["stopped"] in ("pgd", "pmd")
+    # drawn as tables and arrows: one box per table read (plus the page reached), an arrow
+    # from each entry to the next table
+    n = 3 if pae else 2
+    assert done.lguest["boxes"] == n + 1 and done.lguest["arrows"] == n
+    assert missing.lguest["boxes"] == n and missing.lguest["arrows"] == n - 1
     guest_walk = plots.plot_walk(g, 0x08048000 + 5 * 4096, which="guest")
     assert guest_walk.lguest["complete"]
 
@@ -107,8 +143,13 @@ def test_cache_timeline_counts_hits_misses_evictions(pae):
     assert rec.events[2]["evicted_slot"] == 3
     assert repr(rec) == "CacheRecorder(7 events: 1 hits, 4 misses, 2 evictions)"
     fig = plots.plot_cache_timeline(rec.events)
+    key = fig.lguest.pop("key")
     assert fig.lguest == {"kind": "cache", "hits": 1, "misses": 4,
                           "evictions": sum(1 for e in rec.events if e["evicted"] is not None)}
+    # the key names each top level: p0..p2 and the one the Guest booted on
+    assert {k: key[k] for k in ("p0", "p1", "p2")} == {p.name: p.gpgdir for p in procs}
+    legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert f"p1: Guest top level {procs[1].gpgdir:#0{18 if pae else 10}x}" in legend
 
 
 @LAYOUTS
@@ -161,6 +202,6 @@ def test_plots_module_uses_only_the_public_api():
 
     tree = ast.parse(inspect.getsource(plots))
     imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.level}
-    assert imported <= {"", None}  # only "from . import inspect"
+    assert imported <= {"", None}  # only "from . import inspect" (and fmt)
     names = {a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.level for a in n.names}
-    assert names == {"inspect"}
+    assert names <= {"inspect", "fmt"}
