@@ -150,11 +150,14 @@ assert any(b.promise == "no-oops" for b in crashed.broken)
 # A shadow PTE page costs the Host a whole page of its own memory.  Write `attack(a)` that makes
 # the Host hold 64 more pages of shadow tables than it did at boot, while your user space maps a
 # single page of memory.  Nothing of the Guest's memory needs to grow: think about what the Host
-# shadows *per top-level entry*.  (In the classroom edition this cell is graded: your answer is
-# run in a separate process that can only hand back the steps it took, and those steps are
-# replayed and judged on a pristine Host.)
+# shadows *per top-level entry*.  (In the classroom edition this cell is graded: the answer cell's
+# text — so keep its imports in it — runs in a separate process that can only hand back the
+# steps its Attacker took, and those steps are replayed and judged on a pristine Host.)
 
 # %% nbgrader={"grade": false, "grade_id": "ch11-amplify-answer", "locked": false, "schema_version": 3, "solution": true, "task": false}
+from lguest_book.x86 import _PAGE_ACCESSED, _PAGE_PRESENT, _PAGE_RW, _PAGE_USER
+
+
 def attack(a):
     ### BEGIN SOLUTION
     g = a.guest

@@ -67,10 +67,19 @@ def _exercises():
     return exercises
 
 
-def withheld(exercise_id: str) -> tuple[Path, str]:
-    """(source file, function name) of the model's own answer to ``exercise_id``."""
+LAB = "lab:"  # a grade cell's exercise id for a lab challenge: "lab:" + the challenge's id
+
+
+def withheld(exercise_id: str) -> tuple[Path, str | None]:
+    """(source file, function name) of the model's own answer to ``exercise_id`` (for a lab
+    challenge, the lab's known attack on it, if it has one)."""
     import inspect
 
+    if exercise_id.startswith(LAB):
+        from . import lab
+
+        attack = lab.KNOWN_ATTACKS.get(exercise_id[len(LAB):])
+        return Path(lab.__file__).resolve(), attack.__name__ if attack else None
     ex = _exercises()
     e = ex.EXERCISES[exercise_id]
     ref = e.reference_impl or ex.reference(e.target)
@@ -108,7 +117,7 @@ def make_copy(exercise_id: str, dest: Path) -> Path:
         if f.name in _NOT_COPIED:
             continue
         text = f.read_text()
-        if f.resolve() == source_file:
+        if f.resolve() == source_file and name is not None:
             text = cut_out(text, name)
         (pkg / f.name).write_text(text)
     import compileall
@@ -198,7 +207,12 @@ class Grader:
             return Verdict(False, ["✗ this grade cell calls no lguest_book exercises.check: lguest-book's grader cannot grade it"])
         exercise_id, name = checks[0].exercise, checks[0].name
         ex = _exercises()
-        if exercise_id not in ex.EXERCISES:
+        if exercise_id.startswith(LAB):
+            from . import lab
+
+            if exercise_id[len(LAB):] not in lab.CHALLENGES:
+                return Verdict(False, [f"✗ unknown lab challenge {exercise_id[len(LAB):]!r}"])
+        elif exercise_id not in ex.EXERCISES:
             return Verdict(False, [f"✗ unknown exercise {exercise_id!r}"])
         hiddens = sorted({c.hidden for c in checks})
         key = hashlib.sha256(json.dumps([source, exercise_id, name, hiddens]).encode()).hexdigest()
@@ -211,6 +225,8 @@ class Grader:
         return verdict
 
     def _grade(self, source: str, exercise_id: str, name: str, hiddens: list[bool]) -> Verdict:
+        if exercise_id.startswith(LAB):
+            return self._grade_attack(source, exercise_id, name)
         report, trouble = self._run(source, exercise_id, name, hiddens)
         notes = delegation_notes(source, exercise_id)
         flags = copy_flags(source, exercise_id, name)
@@ -235,6 +251,33 @@ class Grader:
         if not ok:
             lines.extend(notes)
         return Verdict(ok, lines, flags)
+
+    def _grade_attack(self, source: str, exercise_id: str, name: str) -> Verdict:
+        """A lab challenge: the attack runs in the sandbox, which reports only the steps its
+        Attacker took (Guest actions, plain data); they are replayed here, on a pristine
+        model, and the challenge's checker decides."""
+        from . import lab
+
+        challenge = exercise_id[len(LAB):]
+        report, trouble = self._run(source, exercise_id, name, [False])
+        if trouble:
+            return Verdict(False, [f"✗ {challenge}: {trouble}"])
+        if report.get("source_error"):
+            return Verdict(False, [f"✗ {challenge}: running your answer cell failed: {report['source_error']}"])
+        steps = report.get("steps")
+        if not isinstance(steps, list) or len(steps) > lab.MAX_STEPS or not all(
+                type(st) is list and len(st) == 2 and type(st[0]) is str and type(st[1]) is list
+                and all(type(a) in (int, bool) for a in st[1]) for st in steps):
+            return Verdict(False, [f"✗ {challenge}: the grader could not read the steps your attack took"])
+        try:
+            result = lab.attempt(challenge, [(n, tuple(args)) for n, args in steps])
+        except (ValueError, RuntimeError) as err:  # a step no Guest can take
+            return Verdict(False, [f"✗ {challenge}: {err}"])
+        lines = [("✓ " if result.succeeded else "✗ ") + f"{challenge}: {len(steps)} steps replayed on a pristine Host; "
+                 + result.why.splitlines()[0]]
+        if report.get("error"):
+            lines.append(f"  your attack stopped with {report['error']}")
+        return Verdict(result.succeeded, lines)
 
     def _run(self, source: str, exercise_id: str, name: str, hiddens: list[bool]) -> tuple[dict, str | None]:
         copy = self._copy(exercise_id)
@@ -482,7 +525,8 @@ def copy_flags(source: str, exercise_id: str, name: str) -> list[str]:
 # Reading a notebook: which checks a grade cell runs, and the answer above it
 # =============================================================================================
 def checks_in(source: str) -> list[Check]:
-    """The ``exercises.check(ID, NAME[, hidden=True])`` calls of a grade cell's source."""
+    """The ``exercises.check(ID, NAME[, hidden=True])`` calls of a grade cell's source (and
+    ``lab.check_attack(ID, NAME)``, a lab challenge)."""
     try:
         tree = ast.parse(source)
     except SyntaxError:
@@ -493,10 +537,13 @@ def checks_in(source: str) -> list[Check]:
             continue
         f = node.func
         called = f.attr if isinstance(f, ast.Attribute) else f.id if isinstance(f, ast.Name) else None
-        if called != "check" or len(node.args) < 2:
+        if called not in ("check", "check_attack") or len(node.args) < 2:
             continue
         eid, func = node.args[0], node.args[1]
         if not (isinstance(eid, ast.Constant) and isinstance(eid.value, str) and isinstance(func, ast.Name)):
+            continue
+        if called == "check_attack":  # lab.check_attack("amplify", attack): a lab challenge
+            out.append(Check(LAB + eid.value, func.id))
             continue
         hidden = any(k.arg == "hidden" and isinstance(k.value, ast.Constant) and bool(k.value.value) for k in node.keywords)
         out.append(Check(eid.value, func.id, hidden))

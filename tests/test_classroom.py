@@ -26,8 +26,8 @@ def _solutions(nb_path: Path) -> list[str]:
     return out
 
 
-def test_graded_exercises_in_every_chapter_1_to_8():
-    assert [p.name[:2] for p in GRADED] == ["01", "02", "03", "04", "05", "06", "07", "08"]
+def test_graded_exercises_in_every_chapter_1_to_8_and_the_lab():
+    assert [p.name[:2] for p in GRADED] == ["01", "02", "03", "04", "05", "06", "07", "08", "11"]
     for nb in GRADED:
         cells = nbformat.read(nb, 4).cells
         kinds = [c.metadata["nbgrader"] for c in cells if "nbgrader" in c.metadata]
@@ -49,7 +49,8 @@ def test_every_chapter_grades_its_own_solution_full_and_the_stub_zero():
             cells = gradable(nbformat.read(nb_path, 4))
             assert cells, nb_path
             for _index, answer, checks in cells:
-                assert {c.hidden for c in checks} == {False, True}, (nb_path.name, checks)
+                lab_challenge = all(c.exercise.startswith("lab:") for c in checks)
+                assert lab_challenge or {c.hidden for c in checks} == {False, True}, (nb_path.name, checks)
                 jobs.append((nb_path.name, answer, checks))
         wrong_checks = [c for _i, _a, cs in gradable(nbformat.read(GRADED[2], 4)) for c in cs]
         with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:  # as autograde does
@@ -57,8 +58,9 @@ def test_every_chapter_grades_its_own_solution_full_and_the_stub_zero():
             stub = list(pool.map(lambda j: grader.grade(classroom.strip_solutions(j[1]), j[2]), jobs))
             wrong = pool.submit(grader.grade, "def page_writable(cpu, vaddr):\n    return True  # never looks\n",
                                 wrong_checks).result()
-        for (name, _answer, _checks), g, st in zip(jobs, good, stub):
-            assert g.ok and "hidden checks ✓" in g.text, (name, g.text)
+        for (name, _answer, checks), g, st in zip(jobs, good, stub):
+            lab_challenge = all(c.exercise.startswith("lab:") for c in checks)
+            assert g.ok and ("replayed on a pristine Host" if lab_challenge else "hidden checks ✓") in g.text, (name, g.text)
             assert not st.ok and "NotImplementedError" in st.text, (name, st.text)
         assert not wrong.ok and "page_writable(0x8049000) after a read: expected False, got True" in wrong.text
     finally:
@@ -74,7 +76,7 @@ def test_course_source_notebooks_show_no_answer_once_solutions_are_stripped(tmp_
         assert classroom.leaks(nb) == [], aid
         notes = [c for c in nb.cells if "left out of the student edition" in c.source]
         assert all(c.cell_type == "markdown" for c in notes)
-        if aid != "ch05":  # chapter 5's policy is new code: the book never prints it
+        if aid not in ("ch05", "ch11"):  # chapter 5's policy and the lab's attack are new code: the book never prints them
             assert classroom.leaks(nbformat.read(original, 4)), f"{aid}: the instructor's book keeps the model's source"
             assert notes, aid
 
@@ -109,7 +111,7 @@ def test_self_study_copy_has_no_solution_text(tmp_path):
     for original in GRADED:
         text = (tmp_path / original.name).read_text()
         assert "BEGIN SOLUTION" not in text and "BEGIN HIDDEN TESTS" not in text
-        assert "exercises.check(" in text  # the checks stay
+        assert "exercises.check(" in text or "lab.check_attack(" in text  # the checks stay
         # The copy keeps the book's outputs, but not the model's own source of a function a
         # student is asked to write, nor the answer itself.
         copy = nbformat.read(tmp_path / original.name, 4)
@@ -127,6 +129,6 @@ def test_cli_makes_a_course_and_copies(tmp_path, capsys):
     assert main(["classroom", "course", str(tmp_path / "c")]) == 0
     assert "lguest-book classroom generate ch01" in capsys.readouterr().out
     assert (tmp_path / "c" / "nbgrader_config.py").exists()
-    assert sorted(p.name for p in (tmp_path / "c" / "source").iterdir()) == [f"ch0{i}" for i in range(1, 9)]
+    assert sorted(p.name for p in (tmp_path / "c" / "source").iterdir()) == [f"ch0{i}" for i in range(1, 9)] + ["ch11"]
     assert main(["classroom", "student-copy", "--out", str(tmp_path / "s")]) == 0
     assert len(list((tmp_path / "s").glob("*.ipynb"))) == 10
