@@ -20,7 +20,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-BOOK = Path(__file__).resolve().parent.parent / "book"
+from .locate import source_book
+
+BOOK = source_book()  # the clone's book/, or the copy the installed wheel carries
+# The kernelspec exactly as ipykernel installs it, so JupyterLab finds nothing to rewrite on open.
+KERNELSPEC = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 
 
@@ -64,7 +68,7 @@ def sync(book: Path | str = BOOK) -> list[Path]:
         notebook = twin.with_suffix(".ipynb")
         if not notebook.exists():
             nb = jupytext.read(twin)
-            nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+            nb.metadata["kernelspec"] = dict(KERNELSPEC)
             jupytext.write(nb, notebook)
         jupytext_cli(["--sync", "--quiet", str(notebook)])
         done.append(notebook)
@@ -82,9 +86,9 @@ def execute(notebook: Path, timeout: int = 120) -> float:
     nb = jupytext.read(text_twin(notebook)) if text_twin(notebook).exists() else nbformat.read(notebook, 4)
     if notebook.exists():  # keep the notebook's own metadata (kernelspec, jupytext pairing)
         nb.metadata.update(nbformat.read(notebook, 4).metadata)
-    nb.metadata.setdefault("kernelspec", {"name": "python3", "display_name": "Python 3", "language": "python"})
+    nb.metadata["kernelspec"] = dict(KERNELSPEC)
     start = time.perf_counter()
-    client = NotebookClient(nb, timeout=timeout, kernel_name="python3", store_widget_state=True,
+    client = NotebookClient(nb, km=_kernel_manager(), timeout=timeout, kernel_name="python3", store_widget_state=True,
                             record_timing=False, resources={"metadata": {"path": str(notebook.parent)}})
     client.execute()
     seconds = time.perf_counter() - start
@@ -92,6 +96,17 @@ def execute(notebook: Path, timeout: int = 120) -> float:
     jupytext.write(nb, notebook)
     jupytext.write(nb, text_twin(notebook), fmt="py:percent")
     return seconds
+
+
+def _kernel_manager():
+    """A kernel manager that gives the kernel CurveZMQ keys when pyzmq can encrypt (ipykernel
+    then has no reason to warn that it runs over TCP without encryption); else local IPC."""
+    import zmq
+    from jupyter_client.manager import KernelManager
+
+    if zmq.has("curve"):
+        return KernelManager(kernel_name="python3", transport_encryption="auto")
+    return KernelManager(kernel_name="python3", transport="ipc")
 
 
 def _coalesce_streams(outputs: list) -> list:

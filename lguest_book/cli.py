@@ -7,12 +7,13 @@
     lguest-book flaws [--pae]             show each known flaw of page_tables.c happen
     lguest-book bench [--quick]           measure the model's speed and memory
     lguest-book verify [...]              check the model against the referees
-    lguest-book open                      open the book in JupyterLab
+    lguest-book open [DIR]                open the book in JupyterLab (a copy in DIR outside a clone)
     lguest-book classroom course DIR      an nbgrader course made from the book's graded chapters
     lguest-book classroom student-copy    self-study copies of the book: solutions stripped
     lguest-book practice KIND [--seed N] [--answer]
                                           a practice problem (walk, fault, evict, set_pte)
     lguest-book book sync|execute|check   keep the book's notebooks, twins and outputs
+    lguest-book book html OUT             the static HTML edition (offline, from the stored outputs)
 """
 
 from __future__ import annotations
@@ -143,17 +144,40 @@ def cmd_verify(args) -> int:
     return run_all(args)
 
 
+def _find_book(given, *, writing: bool = False):
+    """The book a command works on, or None after a one-line error on stderr."""
+    from .locate import NoBook, find_book
+
+    try:
+        return find_book(given, writing=writing)
+    except NoBook as err:
+        print(err, file=sys.stderr)
+        return None
+
+
 def cmd_book(args) -> int:
     from . import book
 
-    folder = Path(args.book)
+    if args.action == "html":
+        return _cmd_book_html(args)
+    folder = _find_book(args.book, writing=args.action != "check")
+    if folder is None:
+        return 2
     if args.action == "sync":
-        for nb in book.sync(folder):
+        done = book.sync(folder)
+        for nb in done:
             print(f"synced {nb}")
+        if not done:
+            print(f"no text twins (NN-name.py) to sync in {folder}", file=sys.stderr)
+            return 1
         return 0
     if args.action == "execute":
         book.sync(folder)
         targets = [Path(c) for c in args.chapters] or book.chapters(folder)
+        missing = [str(t) for t in targets if not t.is_file()]
+        if missing:
+            print(f"no such notebook: {', '.join(missing)}", file=sys.stderr)
+            return 2
         total = 0.0
         for nb in targets:
             seconds = book.execute(nb)
@@ -170,20 +194,65 @@ def cmd_book(args) -> int:
     return 1 if bad else 0
 
 
-def cmd_open(args) -> int:
-    book = Path(args.book)
-    if not book.is_dir():
-        print(f"no book folder at {book}", file=sys.stderr)
+def _cmd_book_html(args) -> int:
+    from . import htmlsite as site
+
+    if not args.chapters or len(args.chapters) != 1:
+        print("book html needs one output folder: lguest-book book html OUT", file=sys.stderr)
         return 2
-    beside = Path(sys.executable).parent / "jupyter"  # the venv's, even when it is not activated
-    exe = str(beside) if beside.exists() else shutil.which("jupyter")
-    if exe is None:
+    folder = _find_book(args.book)
+    if folder is None:
+        return 2
+    try:
+        index = site.build(folder, Path(args.chapters[0]))
+    except site.SiteError as err:
+        print(err, file=sys.stderr)
+        return 1
+    print(f"the HTML edition is in {index.parent} (open {index}; publish the folder on any static host)")
+    return 0
+
+
+def cmd_open(args) -> int:
+    from . import locate
+
+    named = args.dir or args.book or os.environ.get("LGUEST_BOOK_DIR")
+    source = locate.source_book()
+    if named:
+        folder = Path(named)
+    elif locate.is_book("book") and locate.in_clone():
+        folder = Path("book")  # a clone: open the book itself, the source of truth
+    elif locate.in_clone():
+        folder = source
+    else:
+        folder = Path(locate.READER_COPY)
+    if not locate.is_book(source) and not locate.is_book(folder):
+        print(f"no book at {folder}, and this installation carries none to copy there", file=sys.stderr)
+        return 2
+    if locate.is_book(source) and folder.resolve() != source.resolve():
+        fresh = not folder.exists()
+        copied, kept = locate.copy_book(folder, source)
+        if copied:
+            print(f"{'copied the book' if fresh else 'added'} {len(copied)} file(s) {'into' if fresh else 'missing from'} {folder}")
+        for rel in kept:
+            print(f"kept your {folder / rel} (it differs from the book's; delete it to get the book's back)")
+    if not locate.is_book(folder):
+        print(f"no book at {folder}: no chapter notebooks (NN-name.ipynb) there", file=sys.stderr)
+        return 2
+    signed = locate.trust(folder)
+    print(f"trusted {len(signed)} notebook(s) in {folder} (their widgets show at once)")
+    import importlib.util
+
+    if importlib.util.find_spec("jupyterlab") is None:  # this Python's, even when its venv is not activated
         print("JupyterLab is not installed: pip install 'lguest-book[book]'", file=sys.stderr)
         return 2
     extra = ["--no-browser"] if args.no_browser else []
     if hasattr(os, "geteuid") and os.geteuid() == 0:  # JupyterLab refuses root unless told
         extra.append("--allow-root")
-    return subprocess.call([exe, "lab", str(book)] + extra)
+    command = [sys.executable, "-m", "jupyterlab", str(folder)] + extra
+    if args.dry_run:
+        print("would run: " + " ".join(command))
+        return 0
+    return subprocess.call(command)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -225,17 +294,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_verify)
 
-    p = sub.add_parser("book", help="sync, execute or check the book's notebooks")
-    p.add_argument("action", choices=("sync", "execute", "check"))
-    p.add_argument("chapters", nargs="*", help="notebooks to execute (default: all)")
-    p.add_argument("--book", default=os.environ.get("LGUEST_BOOK_DIR", "book"))
+    p = sub.add_parser("book", help="sync, execute or check the book's notebooks; build its HTML edition")
+    p.add_argument("action", choices=("sync", "execute", "check", "html"))
+    p.add_argument("chapters", nargs="*", help="execute: notebooks to execute (default: all); html: the output folder")
+    p.add_argument("--book", default=None, help="the book's folder (default: $LGUEST_BOOK_DIR, else ./book or "
+                   "./lguest-book when they hold chapters, else the book this installation carries)")
     p.set_defaults(func=cmd_book)
 
     p = sub.add_parser("classroom", help="nbgrader course, or self-study copies of the book")
     p.add_argument("action", choices=("course", "student-copy"))
     p.add_argument("dir", nargs="?", default="lguest-course", help="where to make the course (course)")
     p.add_argument("--out", default="student-book", help="where to put the copies (student-copy)")
-    p.add_argument("--book", default=os.environ.get("LGUEST_BOOK_DIR", str(Path(__file__).resolve().parent.parent / "book")))
+    p.add_argument("--book", default=None, help="the book's folder (default: as for `lguest-book book`)")
     p.set_defaults(func=cmd_classroom)
 
     p = sub.add_parser("practice", help="a seeded practice problem, answer on request")
@@ -244,9 +314,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--answer", action="store_true", help="also show the answer (computed by the model)")
     p.set_defaults(func=cmd_practice)
 
-    p = sub.add_parser("open", help="open the book in JupyterLab")
-    p.add_argument("--book", default=os.environ.get("LGUEST_BOOK_DIR", "book"))
-    p.add_argument("--no-browser", action="store_true")
+    p = sub.add_parser("open", help="open the book in JupyterLab (copying it into DIR first)")
+    p.add_argument("dir", nargs="?", default=None, help="your copy of the book (default: the clone's book/ "
+                   "inside a clone, else ./lguest-book); missing files are copied in, yours are never overwritten")
+    p.add_argument("--book", default=None, help=argparse.SUPPRESS)  # the older spelling of DIR
+    p.add_argument("--no-browser", action="store_true", help="start JupyterLab without opening a browser")
+    p.add_argument("--dry-run", action="store_true", help="copy and trust the book, print the JupyterLab command, do not run it")
     p.set_defaults(func=cmd_open)
     return parser
 
@@ -254,8 +327,15 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_classroom(args) -> int:
     from . import classroom
 
+    args.book = _find_book(args.book)
+    if args.book is None:
+        return 2
     if args.action == "course":
-        ids = classroom.make_course(args.dir, args.book)
+        try:
+            ids = classroom.make_course(args.dir, args.book)
+        except ValueError as err:
+            print(f"{err} in {args.book}", file=sys.stderr)
+            return 1
         print(f"nbgrader course in {args.dir}: assignments {', '.join(ids)}")
         print(f"next: cd {args.dir} && nbgrader generate_assignment {ids[0]}   (student version in release/)")
         print(f"      collect submissions in submitted/<student>/{ids[0]}/, then: nbgrader autograde {ids[0]}")
