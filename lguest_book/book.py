@@ -88,7 +88,7 @@ def execute(notebook: Path, timeout: int = 120) -> float:
         nb.metadata.update(nbformat.read(notebook, 4).metadata)
     nb.metadata["kernelspec"] = dict(KERNELSPEC)
     start = time.perf_counter()
-    client = NotebookClient(nb, km=_kernel_manager(), timeout=timeout, kernel_name="python3", store_widget_state=True,
+    client = NotebookClient(nb, config=_kernel_config(), timeout=timeout, kernel_name="python3", store_widget_state=True,
                             record_timing=False, resources={"metadata": {"path": str(notebook.parent)}})
     client.execute()
     seconds = time.perf_counter() - start
@@ -98,15 +98,16 @@ def execute(notebook: Path, timeout: int = 120) -> float:
     return seconds
 
 
-def _kernel_manager():
-    """A kernel manager that gives the kernel CurveZMQ keys when pyzmq can encrypt (ipykernel
-    then has no reason to warn that it runs over TCP without encryption); else local IPC."""
+def _kernel_config():
+    """The kernel manager's configuration: CurveZMQ keys for the kernel when pyzmq can encrypt
+    (ipykernel then has no reason to warn that it runs over TCP without encryption), else
+    local IPC sockets."""
     import zmq
-    from jupyter_client.manager import KernelManager
+    from traitlets.config import Config
 
     if zmq.has("curve"):
-        return KernelManager(kernel_name="python3", transport_encryption="auto")
-    return KernelManager(kernel_name="python3", transport="ipc")
+        return Config({"KernelManager": {"transport_encryption": "auto"}})
+    return Config({"KernelManager": {"transport": "ipc"}})
 
 
 def _coalesce_streams(outputs: list) -> list:
