@@ -212,6 +212,16 @@ def _cmd_book_html(args) -> int:
     return 0
 
 
+def lab_options() -> list[str]:
+    """JupyterLab options `open` adds: the kernels get CurveZMQ keys when pyzmq can encrypt, so
+    each kernel neither runs in plain text nor warns that it does."""
+    try:
+        import zmq
+    except ImportError:  # pragma: no cover - JupyterLab brings pyzmq
+        return []
+    return ["--MappingKernelManager.transport_encryption=auto"] if zmq.has("curve") else []
+
+
 def cmd_open(args) -> int:
     from . import locate
 
@@ -248,7 +258,7 @@ def cmd_open(args) -> int:
     extra = ["--no-browser"] if args.no_browser else []
     if hasattr(os, "geteuid") and os.geteuid() == 0:  # JupyterLab refuses root unless told
         extra.append("--allow-root")
-    command = [sys.executable, "-m", "jupyterlab", str(folder)] + extra
+    command = [sys.executable, "-m", "jupyterlab", str(folder)] + extra + lab_options()
     if args.dry_run:
         print("would run: " + " ".join(command))
         return 0
