@@ -16,6 +16,7 @@ runs every notebook under nbval and compares its outputs with the stored ones.
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -177,6 +178,16 @@ def stabilise(nb, name: str):
     return nb
 
 
+_WIDGET_REPR = re.compile(r"^[A-Za-z_]\w*\((children|layout|value|description|options|_dom_classes|style)=")
+
+
+def readable_fallback(text) -> bool:
+    """Is a widget output's text/plain a line that tells a reader what the widget shows (not
+    ipywidgets' ``VBox(children=...)`` repr)?"""
+    text = "".join(text).strip()
+    return len(text) >= 20 and "\n" not in text and not _WIDGET_REPR.match(text)
+
+
 @dataclass
 class Report:
     notebook: Path
@@ -206,6 +217,11 @@ def check_notebook(notebook: Path) -> Report:
         report.problems.append("no widget among the stored outputs")
     elif "widgets" not in nb.metadata:
         report.problems.append("widget state is not stored (readers would see no widget)")
+    for d in data:
+        if WIDGET_VIEW in d and not readable_fallback(d.get("text/plain", "")):
+            shown = "".join(d.get("text/plain", "")).strip()[:60] or "nothing"
+            report.problems.append(f"a widget's text for readers without JavaScript (a forge) says {shown!r}, "
+                                   "not what the widget shows")
     prose = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown").lower()
     if "what you will learn" not in prose:
         report.problems.append('no "What you will learn" opening')
