@@ -1,10 +1,8 @@
 """A clean first open: `lguest-book open` copies and trusts the book; a chapter opened in
 JupyterLab (Chromium) shows its widgets from the saved state, nothing is marked modified, and
-saving writes back what was there (the .py twin byte for byte)."""
+saving writes back the same bytes, notebook and .py twin."""
 
 from __future__ import annotations
-
-import json
 
 import pytest
 
@@ -21,7 +19,7 @@ def test_a_chapter_opens_trusted_and_unmodified(tmp_path, monkeypatch):
     copy = tmp_path / "my-book"
     assert cli.main(["open", str(copy), "--dry-run"]) == 0
     notebook, twin = copy / CHAPTER, (copy / CHAPTER).with_suffix(".py")
-    stored_nb, stored_twin = json.loads(notebook.read_text()), twin.read_bytes()
+    stored_nb, stored_twin = notebook.read_bytes(), twin.read_bytes()
     log = tmp_path / "server.log"
     with _e2e.jupyterlab(copy, extra_args=tuple(cli.lab_options()), log_copy=log) as (base, token), \
             sync_api.sync_playwright() as pw:
@@ -50,7 +48,5 @@ def test_a_chapter_opens_trusted_and_unmodified(tmp_path, monkeypatch):
         finally:
             browser.close()
     assert twin.read_bytes() == stored_twin, "saving rewrote the .py twin"
-    saved = json.loads(notebook.read_text())
-    assert saved["metadata"] == stored_nb["metadata"]
-    assert saved["cells"] == stored_nb["cells"]
+    assert notebook.read_bytes() == stored_nb, "saving rewrote the notebook (metadata JupyterLab changes?)"
     assert "without encryption" not in log.read_text()
