@@ -170,7 +170,7 @@ myst_enable_extensions = ["dollarmath", "amsmath"]
 html_theme = "sphinx_book_theme"
 html_theme_options = {"home_page_in_toc": True, "show_toc_level": 2}
 html_static_path = ["_site_static"]
-html_copy_source = False
+html_copy_source = True            # the download button offers the chapter's .ipynb
 html_show_sourcelink = False
 html_last_updated_fmt = None
 mathjax_path = "vendor/mathjax/tex-chtml.js"
@@ -232,13 +232,15 @@ def build(book: Path | str, out: Path | str, *, quiet: bool = True) -> Path:
         (src / "mathjax_config.js").write_text(MATHJAX_CONFIG)
         _vendor(modules, src / "_site_static")
         (src / "_site_static" / "favicon.svg").write_text(FAVICON)
-        doctrees = Path(tmp) / "doctrees"
+        # built inside the temporary folder (myst-nb writes beside the output folder), then copied
+        html, doctrees = Path(tmp) / "build" / "html", Path(tmp) / "build" / "doctrees"
         command = [sys.executable, "-m", "sphinx", "-b", "html", "-E", "-W", "--keep-going", "-d", str(doctrees),
-                   *(["-q"] if quiet else []), str(src), str(out)]
+                   *(["-q"] if quiet else []), str(src), str(html)]
         done = subprocess.run(command, capture_output=True, text=True)
         if done.returncode != 0:
             raise SiteError(f"sphinx failed:\n{(done.stderr or done.stdout).strip()[-3000:]}")
-    for leftover in (".buildinfo", ".buildinfo.bak"):
-        (out / leftover).unlink(missing_ok=True)
-    (out / ".nojekyll").write_text("")  # GitHub Pages: serve _static/ as it is
+        for leftover in (".buildinfo", ".buildinfo.bak"):
+            (html / leftover).unlink(missing_ok=True)
+        (html / ".nojekyll").write_text("")  # GitHub Pages: serve _static/ as it is
+        shutil.copytree(html, out, dirs_exist_ok=True)
     return out / "index.html"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import functools
 import http.server
 import json
-import shutil
+import re
 import threading
 from pathlib import Path
 
@@ -57,6 +57,10 @@ def test_the_site_has_every_chapter_and_vendors_its_javascript(site):
     for page in site.glob("*.html"):
         text = page.read_text()
         assert "cdn.jsdelivr.net" not in text and "cdnjs.cloudflare.com" not in text, page.name
+        # every local link and resource is in the site (the download button's .ipynb included)
+        for target in re.findall(r'(?:href|src)="([^"#?]+)', text):
+            if not re.match(r"^(https?:|mailto:|data:|javascript:)", target):
+                assert (page.parent / target).exists(), (page.name, target)
 
 
 def test_a_widget_view_without_saved_state_stops_the_build(tmp_path):
