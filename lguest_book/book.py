@@ -178,14 +178,15 @@ def stabilise(nb, name: str):
     return nb
 
 
-_WIDGET_REPR = re.compile(r"^[A-Za-z_]\w*\((children|layout|value|description|options|_dom_classes|style)=")
+_WIDGET_BOX_REPR = re.compile(r"^[A-Za-z_]\w*\(.*\bchildren=")
 
 
 def readable_fallback(text) -> bool:
-    """Is a widget output's text/plain a line that tells a reader what the widget shows (not
-    ipywidgets' ``VBox(children=...)`` repr)?"""
+    """Is a widget output's text/plain one line a reader can read where no JavaScript runs (a
+    forge)?  Not empty, not several lines, not ipywidgets' repr of a box of widgets
+    (``VBox(children=(HBox(children=...``), which says nothing about what the widget shows."""
     text = "".join(text).strip()
-    return len(text) >= 20 and "\n" not in text and not _WIDGET_REPR.match(text)
+    return bool(text) and "\n" not in text and not _WIDGET_BOX_REPR.match(text)
 
 
 @dataclass
