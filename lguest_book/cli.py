@@ -183,6 +183,9 @@ def cmd_book(args) -> int:
             seconds = book.execute(nb)
             total += seconds
             print(f"executed {nb} in {seconds:.1f} s")
+        from .locate import trust
+
+        trust(targets)  # outputs this machine just computed: JupyterLab shows their widgets at once
         print(f"{len(targets)} notebook(s) in {total:.1f} s")
         return 0
     reports = book.check(folder)

@@ -88,15 +88,17 @@ def copy_book(dest: Path | str, source: Path | None = None) -> tuple[list[Path],
     return copied, kept
 
 
-def trust(book: Path | str) -> list[Path]:
-    """Sign every chapter notebook of ``book`` with this user's Jupyter notary (the same
-    secret and database JupyterLab uses), as ``jupyter trust`` would."""
+def trust(book: Path | str | list) -> list[Path]:
+    """Sign every chapter notebook of ``book`` (a folder, or a list of notebooks) with this
+    user's Jupyter notary (the same secret and database JupyterLab uses), as ``jupyter trust``
+    would.  The notebooks' files are not changed: signatures live in the notary's database."""
     import nbformat
     from nbformat.sign import NotebookNotary
 
     notary = NotebookNotary()
     signed = []
-    for path in sorted(Path(book).glob("[0-9][0-9]-*.ipynb")):
+    paths = [Path(p) for p in book] if isinstance(book, list) else sorted(Path(book).glob("[0-9][0-9]-*.ipynb"))
+    for path in paths:
         nb = nbformat.read(path, 4)
         if not notary.check_signature(nb):
             notary.sign(nb)

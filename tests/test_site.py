@@ -57,6 +57,8 @@ def test_the_site_has_every_chapter_and_vendors_its_javascript(site):
     for page in site.glob("*.html"):
         text = page.read_text()
         assert "cdn.jsdelivr.net" not in text and "cdnjs.cloudflare.com" not in text, page.name
+        if page.stem[:2].isdigit():  # a chapter: its code is highlighted
+            assert 'class="highlight-ipython3' in text and '<span class="k">' in text, page.name
         # every local link and resource is in the site (the download button's .ipynb included)
         for target in re.findall(r'(?:href|src)="([^"#?]+)', text):
             if not re.match(r"^(https?:|mailto:|data:|javascript:)", target):

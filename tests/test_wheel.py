@@ -118,6 +118,7 @@ def test_a_reader_without_a_clone_gets_the_book(env, tmp_path):
     executed = run(env, tmp_path, "book", "execute", str(chapters[0].relative_to(tmp_path)))
     assert executed.returncode == 0, executed.stderr
     assert "executed" in executed.stdout and "without encryption" not in executed.stderr
+    assert notary.check_signature(nbformat.read(chapters[0], 4))  # re-executed, still trusted
 
     # the classroom edition from the installed book
     course = run(env, tmp_path, "classroom", "course", "course")
