@@ -66,8 +66,9 @@ def write_notebook(folder: Path, name: str = "stepper.ipynb") -> Path:
 
 
 @contextmanager
-def jupyterlab(folder: Path, timeout: float = 60.0):
-    """A JupyterLab server on 127.0.0.1 serving ``folder``; yields its base URL and token."""
+def jupyterlab(folder: Path, timeout: float = 60.0, extra_args: tuple = (), log_copy: Path | None = None):
+    """A JupyterLab server on 127.0.0.1 serving ``folder``; yields its base URL and token.
+    ``extra_args`` go on its command line; ``log_copy`` keeps its log once it has stopped."""
     port = _free_port()
     token = os.urandom(12).hex()
     home = Path(tempfile.mkdtemp(prefix="lgb-jupyter-"))
@@ -89,7 +90,7 @@ def jupyterlab(folder: Path, timeout: float = 60.0):
         sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
         f"--ServerApp.token={token}", f"--ServerApp.root_dir={folder}", "--ServerApp.open_browser=False",
         "--allow-root", "--LabApp.expose_app_in_browser=True", f"--LabServerApp.user_settings_dir={settings}",
-        f"--LabServerApp.workspaces_dir={home / 'workspaces'}",
+        f"--LabServerApp.workspaces_dir={home / 'workspaces'}", *extra_args,
     ]
     log = open(home / "server.log", "w")
     proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=folder)
@@ -117,6 +118,8 @@ def jupyterlab(folder: Path, timeout: float = 60.0):
             proc.kill()
             proc.wait()
         log.close()
+        if log_copy is not None:
+            shutil.copy(home / "server.log", log_copy)
         shutil.rmtree(home, ignore_errors=True)
 
 

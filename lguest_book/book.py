@@ -17,11 +17,16 @@ runs every notebook under nbval and compares its outputs with the stored ones.
 from __future__ import annotations
 
 import os
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-BOOK = Path(__file__).resolve().parent.parent / "book"
+from .locate import source_book
+
+BOOK = source_book()  # the clone's book/, or the copy the installed wheel carries
+# The kernelspec exactly as ipykernel installs it, so JupyterLab finds nothing to rewrite on open.
+KERNELSPEC = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 
 
@@ -65,7 +70,7 @@ def sync(book: Path | str = BOOK) -> list[Path]:
         notebook = twin.with_suffix(".ipynb")
         if not notebook.exists():
             nb = jupytext.read(twin)
-            nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+            nb.metadata["kernelspec"] = dict(KERNELSPEC)
             jupytext.write(nb, notebook)
         jupytext_cli(["--sync", "--quiet", str(notebook)])
         done.append(notebook)
@@ -83,9 +88,9 @@ def execute(notebook: Path, timeout: int = 120) -> float:
     nb = jupytext.read(text_twin(notebook)) if text_twin(notebook).exists() else nbformat.read(notebook, 4)
     if notebook.exists():  # keep the notebook's own metadata (kernelspec, jupytext pairing)
         nb.metadata.update(nbformat.read(notebook, 4).metadata)
-    nb.metadata.setdefault("kernelspec", {"name": "python3", "display_name": "Python 3", "language": "python"})
+    nb.metadata["kernelspec"] = dict(KERNELSPEC)
     start = time.perf_counter()
-    client = NotebookClient(nb, timeout=timeout, kernel_name="python3", store_widget_state=True,
+    client = NotebookClient(nb, config=_kernel_config(), timeout=timeout, kernel_name="python3", store_widget_state=True,
                             record_timing=False, resources={"metadata": {"path": str(notebook.parent)}})
     # the fault stepper shows the kernel's C live when LGUEST_BOOK_C_SOURCE names it: never
     # while storing outputs and widget state (the book never holds the kernel's text)
@@ -100,6 +105,18 @@ def execute(notebook: Path, timeout: int = 120) -> float:
     jupytext.write(nb, notebook)
     jupytext.write(nb, text_twin(notebook), fmt="py:percent")
     return seconds
+
+
+def _kernel_config():
+    """The kernel manager's configuration: CurveZMQ keys for the kernel when pyzmq can encrypt
+    (ipykernel then has no reason to warn that it runs over TCP without encryption), else
+    local IPC sockets."""
+    import zmq
+    from traitlets.config import Config
+
+    if zmq.has("curve"):
+        return Config({"KernelManager": {"transport_encryption": "auto"}})
+    return Config({"KernelManager": {"transport": "ipc"}})
 
 
 def _coalesce_streams(outputs: list) -> list:
@@ -169,6 +186,17 @@ def stabilise(nb, name: str):
     return nb
 
 
+_WIDGET_BOX_REPR = re.compile(r"^[A-Za-z_]\w*\(.*\bchildren=")
+
+
+def readable_fallback(text) -> bool:
+    """Is a widget output's text/plain one line a reader can read where no JavaScript runs (a
+    forge)?  Not empty, not several lines, not ipywidgets' repr of a box of widgets
+    (``VBox(children=(HBox(children=...``), which says nothing about what the widget shows."""
+    text = "".join(text).strip()
+    return bool(text) and "\n" not in text and not _WIDGET_BOX_REPR.match(text)
+
+
 @dataclass
 class Report:
     notebook: Path
@@ -198,6 +226,11 @@ def check_notebook(notebook: Path) -> Report:
         report.problems.append("no widget among the stored outputs")
     elif "widgets" not in nb.metadata:
         report.problems.append("widget state is not stored (readers would see no widget)")
+    for d in data:
+        if WIDGET_VIEW in d and not readable_fallback(d.get("text/plain", "")):
+            shown = "".join(d.get("text/plain", "")).strip()[:60] or "nothing"
+            report.problems.append(f"a widget's text for readers without JavaScript (a forge) says {shown!r}, "
+                                   "not what the widget shows")
     prose = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown").lower()
     if "what you will learn" not in prose:
         report.problems.append('no "What you will learn" opening')

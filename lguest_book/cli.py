@@ -7,7 +7,7 @@
     lguest-book flaws [--pae]             show each known flaw of page_tables.c happen
     lguest-book bench [--quick]           measure the model's speed and memory
     lguest-book verify [...]              check the model against the referees
-    lguest-book open                      open the book in JupyterLab
+    lguest-book open [DIR]                open the book in JupyterLab (a copy in DIR outside a clone)
     lguest-book classroom course DIR      an nbgrader course made from the book's graded chapters
     lguest-book classroom generate|release|collect|autograde|feedback|export|report ...
                                           the course's nbgrader cycle (see --help)
@@ -15,6 +15,7 @@
     lguest-book practice KIND [--seed N] [--answer]
                                           a practice problem (walk, fault, evict, set_pte)
     lguest-book book sync|execute|check   keep the book's notebooks, twins and outputs
+    lguest-book book html OUT             the static HTML edition (offline, from the stored outputs)
 """
 
 from __future__ import annotations
@@ -145,22 +146,48 @@ def cmd_verify(args) -> int:
     return run_all(args)
 
 
+def _find_book(given, *, writing: bool = False):
+    """The book a command works on, or None after a one-line error on stderr."""
+    from .locate import NoBook, find_book
+
+    try:
+        return find_book(given, writing=writing)
+    except NoBook as err:
+        print(err, file=sys.stderr)
+        return None
+
+
 def cmd_book(args) -> int:
     from . import book
 
-    folder = Path(args.book)
+    if args.action == "html":
+        return _cmd_book_html(args)
+    folder = _find_book(args.book, writing=args.action != "check")
+    if folder is None:
+        return 2
     if args.action == "sync":
-        for nb in book.sync(folder):
+        done = book.sync(folder)
+        for nb in done:
             print(f"synced {nb}")
+        if not done:
+            print(f"no text twins (NN-name.py) to sync in {folder}", file=sys.stderr)
+            return 1
         return 0
     if args.action == "execute":
         book.sync(folder)
         targets = [Path(c) for c in args.chapters] or book.chapters(folder)
+        missing = [str(t) for t in targets if not t.is_file()]
+        if missing:
+            print(f"no such notebook: {', '.join(missing)}", file=sys.stderr)
+            return 2
         total = 0.0
         for nb in targets:
             seconds = book.execute(nb)
             total += seconds
             print(f"executed {nb} in {seconds:.1f} s")
+        from .locate import trust
+
+        trust(targets)  # outputs this machine just computed: JupyterLab shows their widgets at once
         print(f"{len(targets)} notebook(s) in {total:.1f} s")
         return 0
     reports = book.check(folder)
@@ -172,20 +199,75 @@ def cmd_book(args) -> int:
     return 1 if bad else 0
 
 
-def cmd_open(args) -> int:
-    book = Path(args.book)
-    if not book.is_dir():
-        print(f"no book folder at {book}", file=sys.stderr)
+def _cmd_book_html(args) -> int:
+    from . import htmlsite as site
+
+    if not args.chapters or len(args.chapters) != 1:
+        print("book html needs one output folder: lguest-book book html OUT", file=sys.stderr)
         return 2
-    beside = Path(sys.executable).parent / "jupyter"  # the venv's, even when it is not activated
-    exe = str(beside) if beside.exists() else shutil.which("jupyter")
-    if exe is None:
+    folder = _find_book(args.book)
+    if folder is None:
+        return 2
+    try:
+        index = site.build(folder, Path(args.chapters[0]))
+    except site.SiteError as err:
+        print(err, file=sys.stderr)
+        return 1
+    print(f"the HTML edition is in {index.parent} (open {index}; publish the folder on any static host)")
+    return 0
+
+
+def lab_options() -> list[str]:
+    """JupyterLab options `open` adds: the kernels get CurveZMQ keys when pyzmq can encrypt, so
+    each kernel neither runs in plain text nor warns that it does."""
+    try:
+        import zmq
+    except ImportError:  # pragma: no cover - JupyterLab brings pyzmq
+        return []
+    return ["--MappingKernelManager.transport_encryption=auto"] if zmq.has("curve") else []
+
+
+def cmd_open(args) -> int:
+    from . import locate
+
+    named = args.dir or args.book or os.environ.get("LGUEST_BOOK_DIR")
+    source = locate.source_book()
+    if named:
+        folder = Path(named)
+    elif locate.is_book("book") and locate.in_clone():
+        folder = Path("book")  # a clone: open the book itself, the source of truth
+    elif locate.in_clone():
+        folder = source
+    else:
+        folder = Path(locate.READER_COPY)
+    if not locate.is_book(source) and not locate.is_book(folder):
+        print(f"no book at {folder}, and this installation carries none to copy there", file=sys.stderr)
+        return 2
+    if locate.is_book(source) and folder.resolve() != source.resolve():
+        fresh = not folder.exists()
+        copied, kept = locate.copy_book(folder, source)
+        if copied:
+            print(f"{'copied the book' if fresh else 'added'} {len(copied)} file(s) {'into' if fresh else 'missing from'} {folder}")
+        for rel in kept:
+            print(f"kept your {folder / rel} (it differs from the book's; delete it to get the book's back)")
+    if not locate.is_book(folder):
+        print(f"no book at {folder}: no chapter notebooks (NN-name.ipynb) there", file=sys.stderr)
+        return 2
+    signed = locate.trust(folder)
+    print(f"trusted {len(signed)} notebook(s) in {folder} (their widgets show at once)")
+    import importlib.util
+
+    if importlib.util.find_spec("jupyterlab") is None:  # this Python's, even when its venv is not activated
         print("JupyterLab is not installed: pip install 'lguest-book[book]'", file=sys.stderr)
         return 2
     extra = ["--no-browser"] if args.no_browser else []
     if hasattr(os, "geteuid") and os.geteuid() == 0:  # JupyterLab refuses root unless told
         extra.append("--allow-root")
-    return subprocess.call([exe, "lab", str(book)] + extra)
+    command = [sys.executable, "-m", "jupyterlab", str(folder)] + extra + lab_options()
+    if args.dry_run:
+        print("would run: " + " ".join(command))
+        return 0
+    return subprocess.call(command)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -230,10 +312,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_verify)
 
-    p = sub.add_parser("book", help="sync, execute or check the book's notebooks")
-    p.add_argument("action", choices=("sync", "execute", "check"))
-    p.add_argument("chapters", nargs="*", help="notebooks to execute (default: all)")
-    p.add_argument("--book", default=os.environ.get("LGUEST_BOOK_DIR", "book"))
+    p = sub.add_parser("book", help="sync, execute or check the book's notebooks; build its HTML edition")
+    p.add_argument("action", choices=("sync", "execute", "check", "html"))
+    p.add_argument("chapters", nargs="*", help="execute: notebooks to execute (default: all); html: the output folder")
+    p.add_argument("--book", default=None, help="the book's folder (default: $LGUEST_BOOK_DIR, else ./book or "
+                   "./lguest-book when they hold chapters, else the book this installation carries)")
     p.set_defaults(func=cmd_book)
 
     p = sub.add_parser("classroom", help="an nbgrader course from the book, or self-study copies")
@@ -265,14 +348,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pae", action="store_true", help="fuzz: PAE Guests")
     p.set_defaults(func=cmd_lab)
 
-    p = sub.add_parser("open", help="open the book in JupyterLab")
-    p.add_argument("--book", default=os.environ.get("LGUEST_BOOK_DIR", "book"))
-    p.add_argument("--no-browser", action="store_true")
+    p = sub.add_parser("open", help="open the book in JupyterLab (copying it into DIR first)")
+    p.add_argument("dir", nargs="?", default=None, help="your copy of the book (default: the clone's book/ "
+                   "inside a clone, else ./lguest-book); missing files are copied in, yours are never overwritten")
+    p.add_argument("--book", default=None, help=argparse.SUPPRESS)  # the older spelling of DIR
+    p.add_argument("--no-browser", action="store_true", help="start JupyterLab without opening a browser")
+    p.add_argument("--dry-run", action="store_true", help="copy and trust the book, print the JupyterLab command, do not run it")
     p.set_defaults(func=cmd_open)
     return parser
 
 
-_BOOK_DIR = os.environ.get("LGUEST_BOOK_DIR", str(Path(__file__).resolve().parent.parent / "book"))
+_BOOK_DIR = None  # as for `lguest-book book`: --book, $LGUEST_BOOK_DIR, the clone's or the installed book
 
 
 def _classroom_parsers(steps) -> None:
@@ -334,6 +420,10 @@ def cmd_classroom(args) -> int:
 
 def _classroom_step(classroom, args) -> int:
     say = print
+    if args.action in ("course", "student-copy"):
+        args.book = _find_book(args.book)
+        if args.book is None:
+            return 2
     if args.action == "course":
         ids = classroom.make_course(args.dir, args.book, force=args.force, exchange=args.exchange,
                                     time_limit=args.time_limit)

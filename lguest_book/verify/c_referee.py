@@ -62,7 +62,9 @@ def gcc_m32_available() -> bool:
 
 def build(pae: bool, source: str | Path | None = None) -> Path:
     """Compile the referee for one layout (cached by the hash of everything that goes in)."""
-    base = extract.ROOT / "build" / "referee"
+    from ..locate import build_dir
+
+    base = build_dir("referee")  # the clone's build/, else the user's cache: never site-packages
     c_file = extract.extract(source, base / "page_tables.c")
     key = hashlib.sha256()
     for path in (c_file, SHIM / "lguest_shim.h", SHIM / "driver.c"):

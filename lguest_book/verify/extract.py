@@ -93,10 +93,15 @@ def to_c(text: str) -> str:
 
 
 def extract(source: str | os.PathLike | None = None, dest: str | os.PathLike | None = None) -> Path:
-    """Write the C source to ``dest`` (default build/referee/page_tables.c); return its path."""
+    """Write the C source to ``dest`` (default build/referee/page_tables.c in a clone, else
+    $XDG_CACHE_HOME/lguest-book/referee/); return its path."""
     src = find_source(source)
     c = to_c(src.read_text(errors="replace"))
-    dest = Path(dest) if dest else ROOT / "build" / "referee" / "page_tables.c"
+    if not dest:
+        from ..locate import build_dir
+
+        dest = build_dir("referee") / "page_tables.c"  # build/ in a clone, else the user's cache
+    dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     if not dest.exists() or dest.read_text() != c:
         dest.write_text(c)
