@@ -25,6 +25,7 @@ import sys
 from pathlib import Path
 
 from . import flaws as _flaws
+from . import fmt
 from . import inspect as li
 from . import page_tables as pt
 from .guest import Guest
@@ -49,32 +50,34 @@ def cmd_tour(args) -> int:
     g = Guest(pae=args.pae)
     L = g.x86
     say = print
+    vaddr, gpfn = fmt.vaddr, lambda n: fmt.frame(n, L)
+    entry = lambda v: fmt.entry(v, L)  # noqa: E731
     say(f"A {L.name} guest with {g.lg.pfn_limit} pages of memory has booted under lguest.")
-    say(f"Its kernel lives at {g.kernel_address:#x}; the Switcher at {g.host.switcher_addr:#x}.")
+    say(f"Its kernel lives at {vaddr(g.kernel_address)}; the Switcher at {vaddr(g.host.switcher_addr)}.")
     proc = g.new_process("init")
     g.switch_to(proc)
-    vaddr = 0x08048000
-    pte = g.map(vaddr, 0x300, accessed=False)
-    say(f"\nThe guest maps {vaddr:#x} to its page {0x300:#x} in its own tables: PTE {pte:#x} ({L.describe(pte)}).")
-    say(f"Shadow PTE for {vaddr:#x} before any access: {li.walk_shadow(g, vaddr)[-1].value:#x}")
+    va = 0x08048000
+    pte = g.map(va, 0x300, accessed=False)
+    say(f"\nThe guest maps {vaddr(va)} to its page {gpfn(0x300)} in its own tables: PTE {entry(pte)} ({L.describe(pte)}).")
+    say(f"Shadow PTE for {vaddr(va)} before any access: {entry(li.walk_shadow(g, va)[-1].value)}")
     say("\nNow the guest writes to it.  The CPU walks the shadow tables, finds nothing, faults,")
     say("and lguest's demand_page() runs.  Its decisions:")
     with Tracer() as t:
-        access = g.touch(vaddr, write=True, user=True)
+        access = g.touch(va, write=True, user=True)
     for e in t.trace.decisions("demand_page"):
         say(f"  [{'yes' if e.outcome else 'no '}] {e.label}")
     for kind, ptr, old, new in t.trace.writes():
-        where = f"shadow entry {ptr}" if kind == "shadow" else f"guest PTE at {ptr:#x}"
-        say(f"  wrote {where}: {old or 0:#x} -> {new:#x}")
-    spte = li.walk_shadow(g, vaddr)[-1].value
-    say(f"\nThe access succeeded after {access.faults} fault(s): host physical address {access.hpa:#x}.")
-    say(f"Shadow PTE: {spte:#x} ({L.describe(spte)}): host frame {L.pte_pfn(spte):#x} stands for guest page {0x300:#x}.")
-    gpte = g.guest_pte(vaddr)
-    say(f"Guest PTE now: {gpte:#x} ({L.describe(gpte)}): lguest set Accessed and Dirty for it.")
+        where = f"shadow entry {fmt.ptr(*ptr, L)}" if kind == "shadow" else f"guest PTE at {fmt.paddr(ptr, L)}"
+        say(f"  wrote {where}: {entry(old or 0)} -> {entry(new)}")
+    spte = li.walk_shadow(g, va)[-1].value
+    say(f"\nThe access succeeded after {access.faults} fault(s): host physical address {fmt.paddr(access.hpa, L)}.")
+    say(f"Shadow PTE: {entry(spte)} ({L.describe(spte)}): host frame {gpfn(L.pte_pfn(spte))} stands for guest page {gpfn(0x300)}.")
+    gpte = g.guest_pte(va)
+    say(f"Guest PTE now: {entry(gpte)} ({L.describe(gpte)}): lguest set Accessed and Dirty for it.")
     say("\nThe four cached shadow top levels:")
     for slot in li.pgdir_cache(g):
         mark = "*" if slot["current"] else " "
-        say(f" {mark} slot {slot['slot']}: gpgdir={slot['gpgdir']:#x} allocated={slot['allocated']} "
+        say(f" {mark} slot {slot['slot']}: gpgdir={fmt.paddr(slot['gpgdir'], L)} allocated={slot['allocated']} "
             f"switcher_mapped={slot['switcher_mapped']} last_host_cpu={slot['last_host_cpu']}")
     g.shutdown()
     return 0
@@ -112,16 +115,16 @@ def cmd_trace(args) -> int:
     with Tracer() as t:
         result = pt.demand_page(g.cpu, args.vaddr, errcode)
     print(t.trace.render())
-    print(f"\ndemand_page returned {result}; guest {'killed: ' + g.dead if g.dead else 'alive'}")
+    fixed, iomem = result
+    print(f"\ndemand_page returned ({fixed}, {fmt.paddr(iomem, g.x86)}); guest {'killed: ' + g.dead if g.dead else 'alive'}")
     return 0
 
 
 def cmd_flaws(args) -> int:
     for f in _flaws.FLAWS:
         print(f"== {f.title}\n   in {f.where}; breaks: {f.promise}")
-        for key, value in f.demo(args.pae).items():
-            shown = f"{value:#x}" if isinstance(value, int) and not isinstance(value, bool) and value > 9 else value
-            print(f"   {key}: {shown}")
+        for key, value in f.demo(args.pae).items():  # frames and entries come typed (fmt), counts plain
+            print(f"   {key}: {value}")
         print()
     return 0
 

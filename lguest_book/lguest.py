@@ -16,6 +16,7 @@ from __future__ import annotations
 import random
 from typing import Callable, Iterable
 
+from . import fmt as _fmt
 from .host import Host, Launcher, _check_int
 from .x86 import PAGE_SIZE, ULONG_MASK
 
@@ -65,9 +66,18 @@ class Pgdir:
 
     def __repr__(self) -> str:
         return (
-            f"Pgdir(gpgdir={self.gpgdir:#x}, pgdir={self.pgdir:#x}, "
+            f"Pgdir(gpgdir={_fmt.paddr(self.gpgdir, pae=self.pae)}, pgdir={_fmt.frame(self.pgdir, pae=self.pae)}, "
             f"switcher_mapped={self.switcher_mapped}, last_host_cpu={self.last_host_cpu})"
         )
+
+    pae = False  # for printing only: a PAE guest's slots are PgdirPAE
+
+
+class PgdirPAE(Pgdir):
+    """A PAE guest's ``struct pgdir`` (the same fields; it prints 16-digit addresses)."""
+
+    __slots__ = ()
+    pae = True
 
 
 class LgCpu:
@@ -124,7 +134,7 @@ class Lguest:
         self.stack_pages = 0
         self.lguest_data = 0  # a Launcher address, NULL until LHCALL_LGUEST_INIT
         self.dead: str | None = None
-        self.pgdirs = [Pgdir() for _ in range(PGDIR_SLOTS)]
+        self.pgdirs = [(PgdirPAE if host.layout.pae else Pgdir)() for _ in range(PGDIR_SLOTS)]
         self.cpus = [LgCpu(self, 0)]
         if isinstance(prandom, PrandomSource):
             self.prandom_u32 = prandom

@@ -234,7 +234,7 @@ def test_cli_tour_and_trace(capsys):
     assert "The access succeeded after 1 fault(s)" in out
     assert "lguest set Accessed and Dirty" in out
     assert cli.main(["trace", "0x08048000", "--write", "--pae"]) == 0
-    assert "demand_page returned (True, 0); guest alive" in capsys.readouterr().out
+    assert "demand_page returned (True, 0x0000000000000000); guest alive" in capsys.readouterr().out
 
 
 def test_cli_rejects_a_bad_address(capsys):
