@@ -35,6 +35,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable
 
+from . import fmt
 from . import inspect as li
 from . import page_tables as pt
 from .guest import Guest
@@ -182,7 +183,7 @@ def snapshot(g: Guest) -> dict:
         "cache": [(c["allocated"], c["gpgdir"], c["switcher_mapped"], c["last_host_cpu"]) for c in cache],
         "current": li.current_slot(g),
         "shadow": [li.shadow_mappings(g, s) if c["allocated"] else {} for s, c in enumerate(cache)],
-        "guest": [g.guest_pte(v) for v in _WATCHED],
+        "guest": [fmt.as_entry(g.guest_pte(v), g.x86) for v in _WATCHED],
         "refs": {f: c for f, (c, _) in li.refcounts(g).items()},
     }
 
@@ -201,16 +202,16 @@ def _describe_difference(a: dict, b: dict) -> str:
             for v in sorted(set(sa) | set(sb)):
                 if sa.get(v) != sb.get(v):
                     ra, rb = sa.get(v), sb.get(v)
-                    show = lambda x: "none" if x is None else f"{x:#x}"  # noqa: E731
-                    return f"slot {slot}: shadow PTE for {v:#x} is {show(rb)}, expected {show(ra)}"
+                    show = lambda x: "none" if x is None else str(x)  # noqa: E731 - typed by inspect
+                    return f"slot {slot}: shadow PTE for {fmt.vaddr(v)} is {show(rb)}, expected {show(ra)}"
     if a["guest"] != b["guest"]:
         for v, x, y in zip(_WATCHED, a["guest"], b["guest"]):
             if x != y:
-                return f"the Guest's PTE for {v:#x} is {y:#x}, expected {x:#x} (accessed/dirty write-back?)"
+                return f"the Guest's PTE for {fmt.vaddr(v)} is {y}, expected {x} (accessed/dirty write-back?)"
     if a["refs"] != b["refs"]:
         for f in sorted(set(a["refs"]) | set(b["refs"])):
             if a["refs"].get(f) != b["refs"].get(f):
-                return (f"host frame {f:#x} has {b['refs'].get(f, 0)} references, expected "
+                return (f"host frame {f} has {b['refs'].get(f, 0)} references, expected "
                         f"{a['refs'].get(f, 0)} (a page pinned or released once too often?)")
     return "the machines differ"
 
@@ -393,7 +394,7 @@ def _same(a, b) -> bool:
 def _show(x) -> str:
     if isinstance(x, _Raised):
         return f"an exception ({x!r})"
-    if isinstance(x, bool) or x is None:
+    if isinstance(x, bool) or x is None or isinstance(x, (fmt.Hex, fmt.Ptr)):
         return repr(x)
     if isinstance(x, int):
         return f"{x:#x}"

@@ -31,6 +31,7 @@ from __future__ import annotations
 import heapq
 import struct
 
+from . import fmt as _fmt
 from .x86 import PAGE_SHIFT, PAGE_SIZE, Layout
 
 _U32 = struct.Struct("<I")
@@ -198,7 +199,7 @@ class Host:
             return
         # Linux would print "BUG: Bad page state" and carry on corrupted.
         self.refcount[frame] = count
-        self.anomalies.append(f"put_page on frame {frame:#x} whose count was already 0")
+        self.anomalies.append(f"put_page on frame {_fmt.frame(frame, self.layout)} whose count was already 0")
 
     def page_count(self, frame: int) -> int:
         return self.refcount.get(frame, 0)
@@ -218,7 +219,7 @@ class Host:
         if frame == 0:
             raise KernelOops("BUG: unable to handle kernel NULL pointer dereference")
         if not 0 < frame < self.ram_pages:
-            raise KernelOops(f"BUG: unable to handle kernel paging request (frame {frame:#x})")
+            raise KernelOops(f"BUG: unable to handle kernel paging request (frame {_fmt.frame(frame, self.layout)})")
 
     def _as_table(self, frame: int) -> list[int]:
         self._check_frame(frame)
