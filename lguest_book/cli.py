@@ -42,6 +42,16 @@ def _int(text: str) -> int:
     return value
 
 
+def _seed(text: str) -> int:
+    try:
+        value = int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text} is not a seed (a seed is a non-negative integer)")
+    return value
+
+
 def _layout_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pae", action="store_true", help="use the 3-level PAE layout")
 
@@ -88,9 +98,11 @@ def cmd_where(args) -> int:
 
     name = args.name
     if name not in pt.C_FUNCTIONS:
-        close = [n for n in pt.C_FUNCTIONS if name.strip("_") in n]
+        stem = name.strip("_ ")
+        close = [n for n in pt.C_FUNCTIONS if len(stem) >= 3 and stem in n]
         hint = f" (did you mean {', '.join(close)}?)" if close else ""
-        print(f"{name} is not a function of page_tables.c{hint}", file=sys.stderr)
+        shown = name if stem and name.isprintable() and " " not in name else repr(name)
+        print(f"{shown} is not a function of page_tables.c{hint}", file=sys.stderr)
         return 2
     func = getattr(pt, name)
     lines, start = pyinspect.getsourcelines(func)
@@ -243,7 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("practice", help="a seeded practice problem, answer on request")
     p.add_argument("kind", choices=("walk", "fault", "evict", "set_pte"))
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_seed, default=0, help="a non-negative integer: the same seed, the same problem")
     p.add_argument("--answer", action="store_true", help="also show the answer (computed by the model)")
     p.set_defaults(func=cmd_practice)
 

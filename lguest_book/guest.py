@@ -175,15 +175,19 @@ class Guest:
         return gpfn
 
     def free_page(self, gpfn: int) -> None:
+        _check_int("gpfn", gpfn, 0, self.lg.pfn_limit - 1)
         self._free.append(gpfn)
 
     def write_phys(self, paddr: int, data: bytes) -> None:
         """Store bytes at a guest-physical address (the Guest's own store)."""
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(f"data must be bytes, not {type(data).__name__}")
         _check_int("paddr", paddr, 0, self.lg.pfn_limit * PAGE_SIZE - len(data))
         self.lg.launcher.write_bytes(self.lg.mem_base + paddr, bytes(data), force=True)
 
     def read_phys(self, paddr: int, size: int) -> bytes:
         """Load bytes from a guest-physical address."""
+        _check_int("size", size, 0, self.lg.pfn_limit * PAGE_SIZE)
         _check_int("paddr", paddr, 0, self.lg.pfn_limit * PAGE_SIZE - size)
         data = self.lg.launcher.read_bytes(self.lg.mem_base + paddr, size)
         return data if data is not None else bytes(size)
@@ -266,16 +270,28 @@ class Guest:
 
     def new_process(self, name: str | None = None) -> Process:
         """A new address space sharing the kernel's mappings."""
+        if name is not None and not isinstance(name, str):
+            raise TypeError(f"name must be a str, not {type(name).__name__}")
         return self._new_top_level(name or f"proc{len(self.processes)}")
 
     def switch_to(self, proc: Process) -> None:
         """Load ``proc``'s top level into cr3 (LHCALL_NEW_PGTABLE)."""
-        if not isinstance(proc, Process):
-            raise TypeError(f"proc must be a Process, not {type(proc).__name__}")
+        self._own(proc)
         self.current = proc
         hc.do_hcall(self.cpu, hc.LHCALL_NEW_PGTABLE, proc.gpgdir)
 
+    def _own(self, proc) -> Process:
+        """``proc`` must be an address space of this Guest: another Guest's Process names a
+        top level in *that* Guest's memory (and maybe its other layout)."""
+        if not isinstance(proc, Process):
+            raise TypeError(f"proc must be a Process, not {type(proc).__name__}")
+        if not any(p is proc for p in self.processes):
+            raise ValueError(f"proc={proc!r} is not a process of this Guest (make one with its new_process())")
+        return proc
+
     def _space(self, vaddr: int, proc: Process | None) -> Process:
+        if proc is not None:
+            self._own(proc)
         if vaddr >= self.kernel_address:
             return self.swapper
         proc = proc or self.current
@@ -338,7 +354,9 @@ class Guest:
         L = self.x86
         _check_int("index", index, 0, L.PTRS_PER_PGD - 1)
         _check_int("value", value, 0, L.entry_mask)
-        proc = proc or self.current
+        proc = self._own(proc) if proc is not None else self.current
+        if proc is None:
+            raise ValueError("proc: no process is current yet; boot the guest or pass proc=")
         pgdp = proc.gpgdir + index * L.entry_bytes
         self.write_entry(pgdp, value)
         if L.pae:  # the PDPT is 32-byte aligned: (base, index) from its address

@@ -53,12 +53,19 @@ def BUG_ON(condition: bool, where: str) -> None:
         BUG(where)
 
 
+# Arguments that are counts (pages, CPUs, a seed...) print in decimal; addresses, entries and
+# frames in hex (lguest_book.fmt's rule).
+_COUNT_ARGUMENTS = frozenset(("mem_pages", "stack_pages", "device_pages", "seed", "nr_cpus", "current_cpu",
+                              "pages", "size", "count", "slot", "nr_pages", "cpu"))
+
+
 def _check_int(name: str, value, lo: int, hi: int) -> int:
     """Validate an argument a *user of the API* passes (not the guest)."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{name} must be an int, not {type(value).__name__}")
     if not lo <= value <= hi:
-        raise ValueError(f"{name}={value:#x} is out of range [{lo:#x}, {hi:#x}]")
+        show = str if name in _COUNT_ARGUMENTS else (lambda n: f"{n:#x}" if n >= 0 else str(n))
+        raise ValueError(f"{name}={show(value)} is out of range [{show(lo)}, {show(hi)}]")
     return value
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from . import fmt
+from .host import _check_int
 from .lguest import PGDIR_SLOTS, Lguest
 from .x86 import PAGE_SHIFT, PAGE_SIZE, _PAGE_PRESENT, _PAGE_PSE, Layout
 
@@ -31,6 +32,21 @@ def _lg(obj) -> Lguest:
     if not isinstance(lg, Lguest):
         raise TypeError(f"expected a Guest or an Lguest, not {type(obj).__name__}")
     return lg
+
+
+def _slot(lg: Lguest, slot) -> int:
+    """A pgdir slot argument: None means the current one."""
+    if slot is None:
+        return lg.cpus[0].cpu_pgd
+    if isinstance(slot, bool) or not isinstance(slot, int):
+        raise TypeError(f"slot must be an int (0..{PGDIR_SLOTS - 1}) or None, not {type(slot).__name__}")
+    if not 0 <= slot < PGDIR_SLOTS:
+        raise ValueError(f"slot={slot} is not a pgdir slot (0..{PGDIR_SLOTS - 1})")
+    return slot
+
+
+def _u32(name: str, value) -> int:
+    return _check_int(name, value, 0, 0xFFFFFFFF)
 
 
 def layout(obj) -> Layout:
@@ -72,6 +88,8 @@ class Step:
 
 def decode(obj, level: str, index: int, vaddr: int, value: int) -> Entry:
     L = layout(obj)
+    _check_level(L, level)
+    _check_int("value", value, 0, L.entry_mask)
     frame = L.pmd_pfn(value) if level == "pmd" else L.pte_pfn(value)
     return Entry(level, fmt.Index(index), fmt.Vaddr(vaddr), fmt.as_entry(value, L), bool(value & _PAGE_PRESENT),
                  fmt.as_frame(frame, L), tuple(L.flag_names(value)))
@@ -140,9 +158,8 @@ def shadow_table(obj, slot: int | None = None, level: str = "pgd", vaddr: int = 
     (default: the current one).  Empty if a level above is not present."""
     lg = _lg(obj)
     L = lg.x86
-    slot = current_slot(lg) if slot is None else slot
-    if not 0 <= slot < PGDIR_SLOTS:
-        raise ValueError(f"slot={slot} is not a pgdir slot (0..{PGDIR_SLOTS - 1})")
+    slot = _slot(lg, slot)
+    _u32("vaddr", vaddr)
     _check_level(L, level)
     frame = lg.pgdirs[slot].pgdir
     if not frame:
@@ -165,6 +182,9 @@ def guest_table(obj, gpgdir: int | None = None, level: str = "pgd", vaddr: int =
     lg = _lg(obj)
     L = lg.x86
     _check_level(L, level)
+    _u32("vaddr", vaddr)
+    if gpgdir is not None:
+        _u32("gpgdir", gpgdir)
     if gpgdir is None:
         gpgdir = lg.pgdirs[current_slot(lg)].gpgdir
     base = gpgdir
@@ -211,7 +231,7 @@ def shadow_mappings(obj, slot: int | None = None) -> dict[int, int]:
     """{virtual page address: shadow PTE} for every present shadow PTE of ``slot``."""
     lg = _lg(obj)
     L = lg.x86
-    slot = current_slot(lg) if slot is None else slot
+    slot = _slot(lg, slot)
     out: dict[int, int] = {}
     top = lg.pgdirs[slot].pgdir
     if not top:
@@ -239,6 +259,10 @@ def guest_mappings(obj, gpgdir: int | None = None, below: int | None = None) -> 
     ``gpgdir`` (default: the one the current slot shadows), optionally only below ``below``."""
     lg = _lg(obj)
     L = lg.x86
+    if gpgdir is not None:
+        _u32("gpgdir", gpgdir)
+    if below is not None:
+        _check_int("below", below, 0, 1 << 32)
     if gpgdir is None:
         gpgdir = lg.pgdirs[current_slot(lg)].gpgdir
     out: dict[int, int] = {}
@@ -263,7 +287,8 @@ def walk_shadow(obj, vaddr: int, slot: int | None = None) -> list[Step]:
     entry that is not present)."""
     lg = _lg(obj)
     L = lg.x86
-    slot = current_slot(lg) if slot is None else slot
+    slot = _slot(lg, slot)
+    _u32("vaddr", vaddr)
     frame = lg.pgdirs[slot].pgdir
     steps: list[Step] = []
     if not frame:
@@ -283,6 +308,9 @@ def walk_guest(obj, vaddr: int, gpgdir: int | None = None) -> list[Step]:
     """The Guest's own walk of ``vaddr`` through its tables in guest memory."""
     lg = _lg(obj)
     L = lg.x86
+    _u32("vaddr", vaddr)
+    if gpgdir is not None:
+        _u32("gpgdir", gpgdir)
     base = lg.pgdirs[current_slot(lg)].gpgdir if gpgdir is None else gpgdir
     steps: list[Step] = []
     for lev in _levels(L):
@@ -304,6 +332,7 @@ def owner(obj, frame: int, _reverse: dict | None = None) -> tuple[str, int | Non
     ("free", None) or ("host", None)."""
     lg = _lg(obj)
     host = lg.host
+    _check_int("frame", frame, 0, (1 << 32) - 1)
     if frame in host.lg_switcher_pages:
         return ("switcher", host.lg_switcher_pages.index(frame))
     for cpu in lg.cpus:
@@ -340,7 +369,9 @@ def compare(obj, start: int, pages: int, slot: int | None = None) -> list[dict]:
     entry missing, or flags not the same)."""
     lg = _lg(obj)
     L = lg.x86
-    slot = current_slot(lg) if slot is None else slot
+    slot = _slot(lg, slot)
+    _u32("start", start)
+    _check_int("pages", pages, 0, 1 << 20)
     gpgdir = lg.pgdirs[slot].gpgdir
     rows = []
     for n in range(pages):
@@ -371,5 +402,8 @@ def source_line(lineno: int) -> str:
     import linecache
 
     from . import page_tables
+
+    if isinstance(lineno, bool) or not isinstance(lineno, int):
+        raise TypeError(f"lineno must be an int, not {type(lineno).__name__}")
 
     return linecache.getline(page_tables.__file__, lineno).rstrip() if lineno > 0 else ""
