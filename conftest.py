@@ -18,9 +18,37 @@ _REFEREE_LINES: list[str] = []
 
 
 @pytest.fixture
-def referee_log():
-    """Tests of the referees call this with a line saying how much they compared."""
-    return _REFEREE_LINES.append
+def referee_log(request):
+    """Tests of the referees call this with a line saying how much they compared.  The line
+    travels in the test's report (``user_properties``), so it reaches the summary from an
+    xdist worker too."""
+    return lambda line: request.node.user_properties.append(("referee", line))
+
+
+def pytest_runtest_logreport(report):
+    if report.when == "call":
+        _REFEREE_LINES.extend(value for key, value in report.user_properties if key == "referee")
+
+
+# --- both cores: long modules first ------------------------------------------------------------
+# With --dist loadscope (see pyproject.toml) each module or notebook goes whole to one worker,
+# in the order collected; a long module started last would run alone at the end.  Modules
+# marked ``early`` (or named here) come first, longest first; the rest keep their order.
+EARLY_MODULES = ("tests/test_classroom.py", "tests/test_e2e_browser.py", "tests/test_book_tooling.py",
+                 "tests/test_referee_c.py")
+
+
+def _early_rank(item) -> int:
+    path = item.nodeid.split("::", 1)[0]
+    if path in EARLY_MODULES:
+        return EARLY_MODULES.index(path)
+    if item.get_closest_marker("early") is not None:
+        return len(EARLY_MODULES)
+    return len(EARLY_MODULES) + 1
+
+
+def pytest_collection_modifyitems(session, config, items):
+    items.sort(key=_early_rank)  # stable: within a rank, collection order
 
 
 def pytest_terminal_summary(terminalreporter):
