@@ -298,6 +298,14 @@ class Host:
         page[index] = value
 
 
+def _host_repr(self) -> str:
+    return (f"<Host {self.layout.name}, {self.nr_cpus} CPU(s), Switcher at {_fmt.vaddr(self.switcher_addr)}, "
+            f"{len(self.refcount)} frames in use>")
+
+
+Host.__repr__ = _host_repr
+
+
 class Launcher:
     """The Launcher process's view of guest memory: ``pages`` pages mapped at ``mem_base``.
 
@@ -318,6 +326,9 @@ class Launcher:
         self.frames: list[int] = [0] * pages
         self.readonly: set[int] = set()
         self.end = mem_base + pages * PAGE_SIZE
+
+    def __repr__(self) -> str:
+        return f"<Launcher: {self.pages} guest pages mapped at {_fmt.vaddr(self.mem_base)}>"
 
     # --- set-up knobs for tests and chapters ---------------------------------------------
     def unmap(self, gpfn: int) -> None:

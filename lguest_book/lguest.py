@@ -94,6 +94,9 @@ class LgCpu:
         self.esp1 = 0
         self.ss1 = 0
 
+    def __repr__(self) -> str:
+        return f"<LgCpu {self.id} of a {self.lg.x86.name} guest, slot {self.cpu_pgd}>"
+
 
 class Lguest:
     """struct lguest: one guest as the host sees it.
