@@ -499,7 +499,7 @@ def _cases_gpte_addr(hidden: bool) -> list[Case]:
                 L = g.x86
                 entry = li.walk_guest(g, vaddr)[1 if pae else 0].value if li.walk_guest(g, vaddr)[0].present else 0
                 return (g.cpu, entry if entry & 1 else (0x123 << 12) | 0x67, vaddr)
-            out.append(Case(f"{'PAE' if pae else 'non-PAE'} gpte_addr for {vaddr:#x}", build))
+            out.append(Case(f"{'PAE' if pae else 'non-PAE'} gpte_addr for {fmt.vaddr(vaddr)}", build))
     return out
 
 
@@ -521,7 +521,7 @@ def _cases_gpte_to_spte(hidden: bool) -> list[Case]:
             def build(gpte=gpte, write=write, pae=pae):
                 g, _ = user_guest(pae)
                 return (g.cpu, gpte, write)
-            out.append(Case(f"{'PAE' if pae else 'non-PAE'} gpte_to_spte({gpte:#x}, write={write})", build))
+            out.append(Case(f"{'PAE' if pae else 'non-PAE'} gpte_to_spte({fmt.entry(gpte, pae=pae)}, write={write})", build))
     return out
 
 
@@ -549,7 +549,7 @@ def _cases_page_writable(hidden: bool) -> list[Case]:
                 if prepare != "none":
                     g.touch(vaddr, write=prepare == "write", user=True)
                 return (g.cpu, vaddr)
-            out.append(Case(f"{'PAE' if pae else 'non-PAE'} page_writable({vaddr:#x}) after a {prepare}", build))
+            out.append(Case(f"{'PAE' if pae else 'non-PAE'} page_writable({fmt.vaddr(vaddr)}) after a {prepare}", build))
     return out
 
 
@@ -693,7 +693,7 @@ def _cases_guest_pa(hidden: bool) -> list[Case]:
                 g, _ = user_guest(pae)
                 g.map(0x08048000, 0x300)
                 return (g.cpu, vaddr)
-            out.append(Case(f"{'PAE' if pae else 'non-PAE'} __guest_pa({vaddr:#x})", build))
+            out.append(Case(f"{'PAE' if pae else 'non-PAE'} __guest_pa({fmt.vaddr(vaddr)})", build))
         def linear(pae=pae):
             g = Guest(pae=pae, seed=1, boot=False)
             return (g.cpu, 0x00345678)
