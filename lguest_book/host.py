@@ -175,6 +175,10 @@ class Host:
         self.allocations += 1
         return frame
 
+    def __repr__(self) -> str:
+        return (f"<Host {self.layout.name}, {self.nr_cpus} CPU(s), Switcher at {_fmt.vaddr(self.switcher_addr)}, "
+                f"{len(self.refcount)} frames in use>")
+
     def get_zeroed_page(self) -> int:
         """Allocate a zeroed frame for the kernel; 0 means the allocation failed."""
         if self._fail_after is not None:
@@ -296,14 +300,6 @@ class Host:
         if page is None:
             page = self._as_table(frame)
         page[index] = value
-
-
-def _host_repr(self) -> str:
-    return (f"<Host {self.layout.name}, {self.nr_cpus} CPU(s), Switcher at {_fmt.vaddr(self.switcher_addr)}, "
-            f"{len(self.refcount)} frames in use>")
-
-
-Host.__repr__ = _host_repr
 
 
 class Launcher:
