@@ -290,8 +290,24 @@ def cmd_practice(args) -> int:
     return 0
 
 
+def _path_mistake(args) -> str | None:
+    """A folder or notebook named on the command line that is not there (checked before any
+    subcommand starts, so it gets one line instead of a traceback or a silent no-op)."""
+    if args.command in ("book", "classroom") and not Path(args.book).is_dir():
+        return f"--book {args.book}: no such folder (the book's notebooks live in book/)"
+    if args.command == "book" and args.action == "execute":
+        for chapter in args.chapters:
+            if not Path(chapter).is_file():
+                return f"{chapter}: no such notebook"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    mistake = _path_mistake(args)
+    if mistake:
+        print(f"lguest-book {args.command}: {mistake}", file=sys.stderr)
+        return 2
     try:
         return args.func(args)
     except BrokenPipeError:  # e.g. `lguest-book flaws | head`: the reader has seen enough

@@ -38,6 +38,11 @@ def _run(capsys, *argv):
         (["tour", "extra"], "unrecognized arguments: extra"),
         (["flaws", "--bogus"], "unrecognized arguments: --bogus"),
         (["nosuchcommand"], "invalid choice: 'nosuchcommand'"),
+        (["book", "execute", "nosuch.ipynb"], "nosuch.ipynb: no such notebook"),
+        (["book", "check", "--book", "/nonexistent"], "--book /nonexistent: no such folder"),
+        (["book", "sync", "--book", "/nonexistent"], "--book /nonexistent: no such folder"),
+        (["classroom", "student-copy", "--book", "/nonexistent"], "--book /nonexistent: no such folder"),
+        (["open", "--book", "/nonexistent", "--no-browser"], "no book folder at /nonexistent"),
     ],
 )
 def test_cli_mistakes_get_one_line_and_a_non_zero_exit(capsys, argv, says):
