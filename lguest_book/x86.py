@@ -210,12 +210,13 @@ class Layout:
         return f"pfn {_fmt.frame(self.pte_pfn(entry), self)} {flags}"
 
     def split(self, vaddr: int) -> dict:
-        """The index fields of a virtual address for this layout."""
-        fields = {"pgd": self.pgd_index(vaddr)}
+        """The index fields of a virtual address for this layout (ints that print in hex, as
+        :mod:`lguest_book.fmt` prints indices; the offset in a page is three hex digits too)."""
+        fields = {"pgd": _fmt.Index(self.pgd_index(vaddr))}
         if self.pae:
-            fields["pmd"] = self.pmd_index(vaddr)
-        fields["pte"] = self.pte_index(vaddr)
-        fields["offset"] = vaddr & (PAGE_SIZE - 1)
+            fields["pmd"] = _fmt.Index(self.pmd_index(vaddr))
+        fields["pte"] = _fmt.Index(self.pte_index(vaddr))
+        fields["offset"] = _fmt.Index(vaddr & (PAGE_SIZE - 1))
         return fields
 
 

@@ -37,7 +37,7 @@ _ENTRY_KEYS = {"value", "pte", "gpte", "spte", "gpgd", "gpmd", "gentry", "spgd",
                "guest_pte_after_write", "pgd_flags", "pmd_flags", "where"}
 _FRAME_KEYS = {"frame", "pfn", "virtpfn", "pgdir", "pfn_limit", "device_limit", "linear_pages", "guest_frame",
                "host_frame", "victim_frame", "last_slot_pte_page", "frame_after_top_level"}
-_INDEX_KEYS = {"index"}
+_INDEX_KEYS = {"index", "offset"}
 _BITS_KEYS = {"errcode", "info", "bits", "call"}  # flag bits, an error code, a hypercall number
 _COUNT_KEY = re.compile(r"(refs|count|faults|asked|anyway|iterations|after|before|set_ptes|slot|cpu|seed|"
                         r"entries|fake_entries|id|i|idx|depth|lineno|nr_cpus|write|pages)(_\w+)?$")
@@ -164,7 +164,8 @@ def _public_reprs(pae: bool) -> list[str]:
     out += [repr(li.walk_shadow(g, 0x08048000)), repr(li.walk_guest(g, 0x08048000)), repr(li.limits(g)),
             repr(li.pgdir_cache(g)), repr(li.refcounts(g)), repr(li.compare(g, 0x08048000, 3)),
             repr(li.shadow_mappings(g)), repr(li.guest_mappings(g, below=0x10000000)),
-            repr(li.owner(g, g.lg.launcher.frames[0x300])), repr(li.decode(g, "pte", 0x48, 0x08048000, 0x300067))]
+            repr(li.owner(g, g.lg.launcher.frames[0x300])), repr(li.decode(g, "pte", 0x48, 0x08048000, 0x300067)),
+            g.x86.describe(0x300067), repr(g.x86)]
     for f in flaws.FLAWS:
         out.append(repr(f.demo(pae)))
     return out
@@ -217,3 +218,4 @@ def test_values_stay_ints():
     import json
 
     assert json.loads(json.dumps(li.limits(g)))["switcher_addr"] == g.host.switcher_addr
+    assert repr(g.x86.split(0xC0123456)) == "{'pgd': 0x003, 'pmd': 0x000, 'pte': 0x123, 'offset': 0x456}"
