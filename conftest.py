@@ -47,6 +47,25 @@ def _early_rank(item) -> int:
     return len(EARLY_MODULES) + 1
 
 
+def pytest_xdist_auto_num_workers(config):
+    """``-n auto``: the CPUs this process may run on (not psutil's count of the whole machine's
+    cores, which a container's CPU set can be far below), at most 4; none (one process, no
+    start-up of workers) when the command names a single test file or notebook, which
+    --dist loadscope would give to one worker anyway.  ``-n N`` is obeyed as given."""
+    import os
+    from pathlib import Path
+
+    if config.args_source == pytest.Config.ArgsSource.ARGS:
+        files = {arg.split("::", 1)[0] for arg in config.args}
+        if len(files) == 1 and Path(next(iter(files))).is_file():
+            return 0
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cpus = os.cpu_count() or 1
+    return max(1, min(4, cpus))
+
+
 def pytest_collection_modifyitems(session, config, items):
     items.sort(key=_early_rank)  # stable: within a rank, collection order
 
