@@ -280,6 +280,10 @@ class Tracer:
 
     :param lines: also record every line of page_tables.py executed (for steppers).
     :param host_calls: include the host primitives (allocation, references, stores).
+
+    Arguments and results are recorded as :mod:`lguest_book.fmt` numbers (still ints): a
+    virtual address, entry, frame, index or ``(frame, index)`` pointer prints in hex of the
+    traced Guest's layout (the layout of the first call recorded), a count in decimal.
     """
 
     def __init__(self, lines: bool = False, host_calls: bool = True):

@@ -158,3 +158,14 @@ def test_inspect_mistakes_name_the_argument(call, error, says):
     g = Guest()
     with pytest.raises(error, match=says):
         call(g)
+
+
+def test_practice_api_mistakes_name_the_argument():
+    from lguest_book import practice
+
+    with pytest.raises(ValueError, match="seed=-1 must be a non-negative int"):
+        practice.problem("walk", -1)
+    with pytest.raises(ValueError, match="seed='3' must be a non-negative int"):
+        practice.walk("3")
+    with pytest.raises(ValueError, match="kind='nope': choose one of walk, fault, evict, set_pte"):
+        practice.problem("nope")
