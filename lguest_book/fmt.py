@@ -95,7 +95,11 @@ class Hex(int):
     __str__ = __repr__
 
     def __format__(self, spec: str) -> str:
-        return int.__format__(int(self), spec) if spec else self.__repr__()
+        # a presentation type (x, d, #010x...) formats the int; an alignment or width alone
+        # (">12", "<18") lays out the hex text
+        if spec and spec[-1] in "bcdoxXneEfFgG%":
+            return int.__format__(int(self), spec)
+        return format(self.__repr__(), spec.rstrip("s"))
 
     def __reduce__(self):
         return (type(self), (int(self),))

@@ -215,6 +215,7 @@ def test_values_stay_ints():
     assert (frame, index) == step.where and index == 0x48 and isinstance(step.value, int)
     assert step.value & 0xFFF == 0x067 and type(step.value & 0xFFF) is int  # arithmetic gives plain ints
     assert f"{step.value:#x}" == hex(step.value) and str(step.value) == f"0x{int(step.value):016x}"
+    assert f"{step.value:>20}" == "  " + str(step.value) and f"{step.value:d}" == str(int(step.value))
     import json
 
     assert json.loads(json.dumps(li.limits(g)))["switcher_addr"] == g.host.switcher_addr
