@@ -12,6 +12,9 @@ settings.load_profile("ci")
 
 
 # --- the referees' counts, shown at the end of every run -----------------------------------
+import json  # noqa: E402
+from pathlib import Path  # noqa: E402
+
 import pytest  # noqa: E402
 
 _REFEREE_LINES: list[str] = []
@@ -28,23 +31,30 @@ def referee_log(request):
 def pytest_runtest_logreport(report):
     if report.when == "call":
         _REFEREE_LINES.extend(value for key, value in report.user_properties if key == "referee")
+    module = _module(report.nodeid)
+    _MODULE_SECONDS[module] = _MODULE_SECONDS.get(module, 0.0) + report.duration
 
 
 # --- both cores: long modules first ------------------------------------------------------------
 # With --dist loadscope (see pyproject.toml) each module or notebook goes whole to one worker,
-# in the order collected; a long module started last would run alone at the end.  Modules
-# marked ``early`` (or named here) come first, longest first; the rest keep their order.
+# in the order collected; a long module started last would run alone at the end.  So modules
+# are started longest first: by the time each took in the last run on this clone (kept in
+# build/test-durations.json), else modules named here or marked ``early`` first.
 EARLY_MODULES = ("tests/test_classroom.py", "tests/test_e2e_browser.py", "tests/test_book_tooling.py",
                  "tests/test_referee_c.py")
+_DURATIONS = Path(__file__).resolve().parent / "build" / "test-durations.json"
+_MODULE_SECONDS: dict[str, float] = {}
 
 
-def _early_rank(item) -> int:
-    path = item.nodeid.split("::", 1)[0]
-    if path in EARLY_MODULES:
-        return EARLY_MODULES.index(path)
-    if item.get_closest_marker("early") is not None:
-        return len(EARLY_MODULES)
-    return len(EARLY_MODULES) + 1
+def _module(nodeid: str) -> str:
+    return nodeid.split("::", 1)[0]
+
+
+def _stored_durations() -> dict[str, float]:
+    try:
+        return {str(k): float(v) for k, v in json.loads(_DURATIONS.read_text()).items()}
+    except (OSError, ValueError, AttributeError):
+        return {}
 
 
 def pytest_xdist_auto_num_workers(config):
@@ -53,10 +63,9 @@ def pytest_xdist_auto_num_workers(config):
     start-up of workers) when the command names a single test file or notebook, which
     --dist loadscope would give to one worker anyway.  ``-n N`` is obeyed as given."""
     import os
-    from pathlib import Path
 
     if config.args_source == pytest.Config.ArgsSource.ARGS:
-        files = {arg.split("::", 1)[0] for arg in config.args}
+        files = {_module(arg) for arg in config.args}
         if len(files) == 1 and Path(next(iter(files))).is_file():
             return 0
     try:
@@ -67,7 +76,34 @@ def pytest_xdist_auto_num_workers(config):
 
 
 def pytest_collection_modifyitems(session, config, items):
-    items.sort(key=_early_rank)  # stable: within a rank, collection order
+    stored = _stored_durations()
+
+    def priority(item) -> float:
+        path = _module(item.nodeid)
+        if path in stored:
+            return stored[path]
+        if path in EARLY_MODULES:
+            return 100_000.0 - EARLY_MODULES.index(path)
+        return 50_000.0 if item.get_closest_marker("early") is not None else 0.0
+
+    items.sort(key=lambda item: -priority(item))  # stable: a module's items keep their order
+
+
+def pytest_sessionfinish(session):
+    """Keep how long each module took (the main process sees every worker's reports)."""
+    if hasattr(session.config, "workerinput") or not _MODULE_SECONDS:
+        return
+    config = session.config
+    whole = config.args_source == pytest.Config.ArgsSource.TESTPATHS and not (
+        config.option.keyword or config.option.markexpr or getattr(config.option, "lf", False))
+    stored = {} if whole else _stored_durations()  # a part of a module's tests says little: keep the longest
+    for module, seconds in _MODULE_SECONDS.items():
+        stored[module] = round(max(seconds, stored.get(module, 0.0)), 2)
+    try:
+        _DURATIONS.parent.mkdir(exist_ok=True)
+        _DURATIONS.write_text(json.dumps(stored, indent=1, sort_keys=True) + "\n")
+    except OSError:
+        pass  # a read-only checkout: the next run orders by EARLY_MODULES
 
 
 def pytest_terminal_summary(terminalreporter):
