@@ -95,7 +95,8 @@ def pytest_sessionfinish(session):
         return
     config = session.config
     whole = config.args_source == pytest.Config.ArgsSource.TESTPATHS and not (
-        config.option.keyword or config.option.markexpr or getattr(config.option, "lf", False))
+        config.option.keyword or config.option.markexpr or getattr(config.option, "lf", False)
+        or config.getoption("ignore") or config.getoption("deselect"))
     stored = {} if whole else _stored_durations()  # a part of a module's tests says little: keep the longest
     for module, seconds in _MODULE_SECONDS.items():
         stored[module] = round(max(seconds, stored.get(module, 0.0)), 2)
