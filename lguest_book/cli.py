@@ -313,6 +313,10 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # e.g. `lguest-book flaws | head`: the reader has seen enough
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except OSError as err:  # a folder that cannot be made, a file that cannot be read: one line
+        where = f": {err.filename}" if err.filename else ""
+        print(f"lguest-book {args.command}: {err.strerror or err}{where}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -43,6 +43,8 @@ def _run(capsys, *argv):
         (["book", "sync", "--book", "/nonexistent"], "--book /nonexistent: no such folder"),
         (["classroom", "student-copy", "--book", "/nonexistent"], "--book /nonexistent: no such folder"),
         (["open", "--book", "/nonexistent", "--no-browser"], "no book folder at /nonexistent"),
+        (["classroom", "student-copy", "--out", "/proc/nonexistent/copy"], "No such file or directory: /proc/nonexistent"),
+        (["classroom", "course", "/proc/nonexistent/course"], "No such file or directory: /proc/nonexistent"),
     ],
 )
 def test_cli_mistakes_get_one_line_and_a_non_zero_exit(capsys, argv, says):
