@@ -57,6 +57,7 @@ def _stored_durations() -> dict[str, float]:
         return {}
 
 
+@pytest.hookimpl(optionalhook=True)  # a hook of pytest-xdist: `-p no:xdist` still works
 def pytest_xdist_auto_num_workers(config):
     """``-n auto``: the CPUs this process may run on (not psutil's count of the whole machine's
     cores, which a container's CPU set can be far below), at most 4; none (one process, no
