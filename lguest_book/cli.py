@@ -28,6 +28,7 @@ import sys
 from pathlib import Path
 
 from . import flaws as _flaws
+from . import fmt
 from . import inspect as li
 from . import page_tables as pt
 from .guest import Guest
@@ -44,6 +45,16 @@ def _int(text: str) -> int:
     return value
 
 
+def _seed(text: str) -> int:
+    try:
+        value = int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text} is not a seed (a seed is a non-negative integer)")
+    return value
+
+
 def _layout_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pae", action="store_true", help="use the 3-level PAE layout")
 
@@ -52,32 +63,34 @@ def cmd_tour(args) -> int:
     g = Guest(pae=args.pae)
     L = g.x86
     say = print
+    vaddr, gpfn = fmt.vaddr, lambda n: fmt.frame(n, L)
+    entry = lambda v: fmt.entry(v, L)  # noqa: E731
     say(f"A {L.name} guest with {g.lg.pfn_limit} pages of memory has booted under lguest.")
-    say(f"Its kernel lives at {g.kernel_address:#x}; the Switcher at {g.host.switcher_addr:#x}.")
+    say(f"Its kernel lives at {vaddr(g.kernel_address)}; the Switcher at {vaddr(g.host.switcher_addr)}.")
     proc = g.new_process("init")
     g.switch_to(proc)
-    vaddr = 0x08048000
-    pte = g.map(vaddr, 0x300, accessed=False)
-    say(f"\nThe guest maps {vaddr:#x} to its page {0x300:#x} in its own tables: PTE {pte:#x} ({L.describe(pte)}).")
-    say(f"Shadow PTE for {vaddr:#x} before any access: {li.walk_shadow(g, vaddr)[-1].value:#x}")
+    va = 0x08048000
+    pte = g.map(va, 0x300, accessed=False)
+    say(f"\nThe guest maps {vaddr(va)} to its page {gpfn(0x300)} in its own tables: PTE {entry(pte)} ({L.describe(pte)}).")
+    say(f"Shadow PTE for {vaddr(va)} before any access: {entry(li.walk_shadow(g, va)[-1].value)}")
     say("\nNow the guest writes to it.  The CPU walks the shadow tables, finds nothing, faults,")
     say("and lguest's demand_page() runs.  Its decisions:")
     with Tracer() as t:
-        access = g.touch(vaddr, write=True, user=True)
+        access = g.touch(va, write=True, user=True)
     for e in t.trace.decisions("demand_page"):
         say(f"  [{'yes' if e.outcome else 'no '}] {e.label}")
     for kind, ptr, old, new in t.trace.writes():
-        where = f"shadow entry {ptr}" if kind == "shadow" else f"guest PTE at {ptr:#x}"
-        say(f"  wrote {where}: {old or 0:#x} -> {new:#x}")
-    spte = li.walk_shadow(g, vaddr)[-1].value
-    say(f"\nThe access succeeded after {access.faults} fault(s): host physical address {access.hpa:#x}.")
-    say(f"Shadow PTE: {spte:#x} ({L.describe(spte)}): host frame {L.pte_pfn(spte):#x} stands for guest page {0x300:#x}.")
-    gpte = g.guest_pte(vaddr)
-    say(f"Guest PTE now: {gpte:#x} ({L.describe(gpte)}): lguest set Accessed and Dirty for it.")
+        where = f"shadow entry {fmt.ptr(*ptr, L)}" if kind == "shadow" else f"guest PTE at {fmt.paddr(ptr, L)}"
+        say(f"  wrote {where}: {entry(old or 0)} -> {entry(new)}")
+    spte = li.walk_shadow(g, va)[-1].value
+    say(f"\nThe access succeeded after {access.faults} fault(s): host physical address {fmt.paddr(access.hpa, L)}.")
+    say(f"Shadow PTE: {entry(spte)} ({L.describe(spte)}): host frame {gpfn(L.pte_pfn(spte))} stands for guest page {gpfn(0x300)}.")
+    gpte = g.guest_pte(va)
+    say(f"Guest PTE now: {entry(gpte)} ({L.describe(gpte)}): lguest set Accessed and Dirty for it.")
     say("\nThe four cached shadow top levels:")
     for slot in li.pgdir_cache(g):
         mark = "*" if slot["current"] else " "
-        say(f" {mark} slot {slot['slot']}: gpgdir={slot['gpgdir']:#x} allocated={slot['allocated']} "
+        say(f" {mark} slot {slot['slot']}: gpgdir={fmt.paddr(slot['gpgdir'], L)} allocated={slot['allocated']} "
             f"switcher_mapped={slot['switcher_mapped']} last_host_cpu={slot['last_host_cpu']}")
     g.shutdown()
     return 0
@@ -88,9 +101,11 @@ def cmd_where(args) -> int:
 
     name = args.name
     if name not in pt.C_FUNCTIONS:
-        close = [n for n in pt.C_FUNCTIONS if name.strip("_") in n]
+        stem = name.strip("_ ")
+        close = [n for n in pt.C_FUNCTIONS if len(stem) >= 3 and stem in n]
         hint = f" (did you mean {', '.join(close)}?)" if close else ""
-        print(f"{name} is not a function of page_tables.c{hint}", file=sys.stderr)
+        shown = name if stem and name.isprintable() and " " not in name else repr(name)
+        print(f"{shown} is not a function of page_tables.c{hint}", file=sys.stderr)
         return 2
     func = getattr(pt, name)
     lines, start = pyinspect.getsourcelines(func)
@@ -115,16 +130,16 @@ def cmd_trace(args) -> int:
     with Tracer() as t:
         result = pt.demand_page(g.cpu, args.vaddr, errcode)
     print(t.trace.render())
-    print(f"\ndemand_page returned {result}; guest {'killed: ' + g.dead if g.dead else 'alive'}")
+    fixed, iomem = result
+    print(f"\ndemand_page returned ({fixed}, {fmt.paddr(iomem, g.x86)}); guest {'killed: ' + g.dead if g.dead else 'alive'}")
     return 0
 
 
 def cmd_flaws(args) -> int:
     for f in _flaws.FLAWS:
         print(f"== {f.title}\n   in {f.where}; breaks: {f.promise}")
-        for key, value in f.demo(args.pae).items():
-            shown = f"{value:#x}" if isinstance(value, int) and not isinstance(value, bool) and value > 9 else value
-            print(f"   {key}: {shown}")
+        for key, value in f.demo(args.pae).items():  # frames and entries come typed (fmt), counts plain
+            print(f"   {key}: {value}")
         print()
     return 0
 
@@ -324,7 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("practice", help="a seeded practice problem, answer on request")
     p.add_argument("kind", choices=("walk", "fault", "evict", "set_pte"))
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_seed, default=0, help="a non-negative integer: the same seed, the same problem")
     p.add_argument("--answer", action="store_true", help="also show the answer (computed by the model)")
     p.set_defaults(func=cmd_practice)
 
@@ -581,13 +596,34 @@ def cmd_experiment(args) -> int:
     return 0
 
 
+def _path_mistake(args) -> str | None:
+    """A folder or notebook named on the command line that is not there (checked before any
+    subcommand starts, so it gets one line instead of a traceback or a silent no-op)."""
+    book = getattr(args, "book", None)
+    if args.command in ("book", "classroom") and book is not None and not Path(book).is_dir():
+        return f"--book {book}: no such folder (the book's notebooks live in book/)"
+    if args.command == "book" and args.action == "execute":
+        for chapter in args.chapters:
+            if not Path(chapter).is_file():
+                return f"{chapter}: no such notebook"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    mistake = _path_mistake(args)
+    if mistake:
+        print(f"lguest-book {args.command}: {mistake}", file=sys.stderr)
+        return 2
     try:
         return args.func(args)
     except BrokenPipeError:  # e.g. `lguest-book flaws | head`: the reader has seen enough
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except OSError as err:  # a folder that cannot be made, a file that cannot be read: one line
+        where = f": {err.filename}" if err.filename else ""
+        print(f"lguest-book {args.command}: {err.strerror or err}{where}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":  # pragma: no cover

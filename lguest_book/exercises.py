@@ -35,6 +35,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable
 
+from . import fmt
 from . import inspect as li
 from . import page_tables as pt
 from .guest import Guest
@@ -182,7 +183,7 @@ def snapshot(g: Guest) -> dict:
         "cache": [(c["allocated"], c["gpgdir"], c["switcher_mapped"], c["last_host_cpu"]) for c in cache],
         "current": li.current_slot(g),
         "shadow": [li.shadow_mappings(g, s) if c["allocated"] else {} for s, c in enumerate(cache)],
-        "guest": [g.guest_pte(v) for v in _WATCHED],
+        "guest": [fmt.as_entry(g.guest_pte(v), g.x86) for v in _WATCHED],
         "refs": {f: c for f, (c, _) in li.refcounts(g).items()},
     }
 
@@ -201,16 +202,16 @@ def _describe_difference(a: dict, b: dict) -> str:
             for v in sorted(set(sa) | set(sb)):
                 if sa.get(v) != sb.get(v):
                     ra, rb = sa.get(v), sb.get(v)
-                    show = lambda x: "none" if x is None else f"{x:#x}"  # noqa: E731
-                    return f"slot {slot}: shadow PTE for {v:#x} is {show(rb)}, expected {show(ra)}"
+                    show = lambda x: "none" if x is None else str(x)  # noqa: E731 - typed by inspect
+                    return f"slot {slot}: shadow PTE for {fmt.vaddr(v)} is {show(rb)}, expected {show(ra)}"
     if a["guest"] != b["guest"]:
         for v, x, y in zip(_WATCHED, a["guest"], b["guest"]):
             if x != y:
-                return f"the Guest's PTE for {v:#x} is {y:#x}, expected {x:#x} (accessed/dirty write-back?)"
+                return f"the Guest's PTE for {fmt.vaddr(v)} is {y}, expected {x} (accessed/dirty write-back?)"
     if a["refs"] != b["refs"]:
         for f in sorted(set(a["refs"]) | set(b["refs"])):
             if a["refs"].get(f) != b["refs"].get(f):
-                return (f"host frame {f:#x} has {b['refs'].get(f, 0)} references, expected "
+                return (f"host frame {f} has {b['refs'].get(f, 0)} references, expected "
                         f"{a['refs'].get(f, 0)} (a page pinned or released once too often?)")
     return "the machines differ"
 
@@ -393,7 +394,7 @@ def _same(a, b) -> bool:
 def _show(x) -> str:
     if isinstance(x, _Raised):
         return f"an exception ({x!r})"
-    if isinstance(x, bool) or x is None:
+    if isinstance(x, bool) or x is None or isinstance(x, (fmt.Hex, fmt.Ptr)):
         return repr(x)
     if isinstance(x, int):
         return f"{x:#x}"
@@ -498,7 +499,7 @@ def _cases_gpte_addr(hidden: bool) -> list[Case]:
                 L = g.x86
                 entry = li.walk_guest(g, vaddr)[1 if pae else 0].value if li.walk_guest(g, vaddr)[0].present else 0
                 return (g.cpu, entry if entry & 1 else (0x123 << 12) | 0x67, vaddr)
-            out.append(Case(f"{'PAE' if pae else 'non-PAE'} gpte_addr for {vaddr:#x}", build))
+            out.append(Case(f"{'PAE' if pae else 'non-PAE'} gpte_addr for {fmt.vaddr(vaddr)}", build))
     return out
 
 
@@ -520,7 +521,7 @@ def _cases_gpte_to_spte(hidden: bool) -> list[Case]:
             def build(gpte=gpte, write=write, pae=pae):
                 g, _ = user_guest(pae)
                 return (g.cpu, gpte, write)
-            out.append(Case(f"{'PAE' if pae else 'non-PAE'} gpte_to_spte({gpte:#x}, write={write})", build))
+            out.append(Case(f"{'PAE' if pae else 'non-PAE'} gpte_to_spte({fmt.entry(gpte, pae=pae)}, write={write})", build))
     return out
 
 
@@ -548,7 +549,7 @@ def _cases_page_writable(hidden: bool) -> list[Case]:
                 if prepare != "none":
                     g.touch(vaddr, write=prepare == "write", user=True)
                 return (g.cpu, vaddr)
-            out.append(Case(f"{'PAE' if pae else 'non-PAE'} page_writable({vaddr:#x}) after a {prepare}", build))
+            out.append(Case(f"{'PAE' if pae else 'non-PAE'} page_writable({fmt.vaddr(vaddr)}) after a {prepare}", build))
     return out
 
 
@@ -692,7 +693,7 @@ def _cases_guest_pa(hidden: bool) -> list[Case]:
                 g, _ = user_guest(pae)
                 g.map(0x08048000, 0x300)
                 return (g.cpu, vaddr)
-            out.append(Case(f"{'PAE' if pae else 'non-PAE'} __guest_pa({vaddr:#x})", build))
+            out.append(Case(f"{'PAE' if pae else 'non-PAE'} __guest_pa({fmt.vaddr(vaddr)})", build))
         def linear(pae=pae):
             g = Guest(pae=pae, seed=1, boot=False)
             return (g.cpu, 0x00345678)

@@ -8,7 +8,8 @@ faithfully, because a textbook that silently fixed them would be teaching a diff
 program.
 
 Each :class:`Flaw` has a ``demo(pae)`` that builds the situation with the model and returns
-what a reader can observe (a dict).  ``tests/test_flaws.py`` asserts every one.
+what a reader can observe (a dict; its frames and entries print in hex of the layout's width,
+its counts in decimal: see :mod:`lguest_book.fmt`).  ``tests/test_flaws.py`` asserts every one.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
+from . import fmt
 from . import hypercalls as hc
 from . import inspect as li
 from . import page_tables as pt
@@ -76,10 +78,10 @@ def _demo_set_pgd_bound(pae: bool) -> dict:
     after = host.page_count(target)
     return {
         "killed": g.dead,
-        "frame_after_top_level": next_frame,
-        "last_slot_pte_page": shadow_pte_frame,
+        "frame_after_top_level": fmt.as_frame(next_frame, g.x86),
+        "last_slot_pte_page": fmt.as_frame(shadow_pte_frame, g.x86),
         "fake_entries": 3,
-        "victim_frame": target,
+        "victim_frame": fmt.as_frame(target, g.x86),
         "victim_refs_before": before,
         "victim_refs_after": after,
         "anomalies": list(host.anomalies),
@@ -103,7 +105,7 @@ def _demo_double_release(pae: bool) -> dict:
         "killed": g.dead,
         "refs_while_mapped": refs_mapped,
         "refs_after_kill": refs_after_kill,
-        "stale_shadow_entry": stale,
+        "stale_shadow_entry": fmt.as_entry(stale, g.x86),
         "refs_after_teardown": g.host.page_count(frame),
         "freed_while_launcher_maps_it": g.host.is_free(frame) and g.lg.launcher.frames[0x300] == frame,
     }
@@ -141,11 +143,11 @@ def _demo_writable_not_dirty(pae: bool) -> dict:
     spte = li.walk_shadow(g, 0x08049000)[-1].value
     access = g.touch(0x08049000, write=True, user=True)
     return {
-        "guest_pte": pte,
-        "shadow_pte": spte,
+        "guest_pte": fmt.as_entry(pte, g.x86),
+        "shadow_pte": fmt.as_entry(spte, g.x86),
         "shadow_writable": bool(spte & _PAGE_RW),
         "write_faults": access.faults,
-        "guest_pte_after_write": g.guest_pte(0x08049000),
+        "guest_pte_after_write": fmt.as_entry(g.guest_pte(0x08049000), g.x86),
         "guest_sees_dirty": bool(g.guest_pte(0x08049000) & _PAGE_DIRTY),
     }
 
@@ -165,7 +167,7 @@ def _demo_pinned_not_present(pae: bool) -> dict:
     g.shutdown()
     return {
         "set_ptes": pins,
-        "frame": frame,
+        "frame": fmt.as_frame(frame, g.x86),
         "refs_before": before.get(frame, 0),
         "refs_while_running": refs,
         "refs_after_teardown": g.host.page_count(frame),

@@ -28,6 +28,7 @@ from __future__ import annotations
 import struct
 from collections import namedtuple
 
+from . import fmt
 from . import hypercalls as hc
 from . import mmu
 from .host import Host, KernelOops, _check_int
@@ -64,10 +65,21 @@ class Access(namedtuple("Access", "outcome hpa faults info")):
     error code passed to the Guest, or the device address for mmio)."""
 
     __slots__ = ()
+    pae = False  # the layout, for printing: physical addresses are as wide as its entries
 
     def __repr__(self) -> str:
-        hpa = f"{self.hpa:#x}" if self.hpa >= 0 else "-1"
-        return f"Access(outcome={self.outcome!r}, hpa={hpa}, faults={self.faults}, info={self.info:#x})"
+        hpa = fmt.paddr(self.hpa, pae=self.pae) if self.hpa >= 0 else "-1"
+        # info: a device's physical address for mmio, else an error code (flag bits)
+        info = fmt.paddr(self.info, pae=self.pae) if self.outcome == "mmio" else f"{self.info:#x}"
+        return f"Access(outcome={self.outcome!r}, hpa={hpa}, faults={self.faults}, info={info})"
+
+
+class AccessPAE(Access):
+    """An :class:`Access` of a PAE Guest (it prints its addresses 16 digits wide)."""
+
+    __slots__ = ()
+    pae = True
+
 
 _new_tuple = tuple.__new__  # builds an Access without namedtuple's Python-level __new__
 
@@ -81,7 +93,7 @@ class Process:
         self.pmd_pages = pmd_pages  # PAE: the guest frames of its mid-level pages, by pgd index
 
     def __repr__(self) -> str:
-        return f"<Process {self.name} gpgdir={self.gpgdir:#x}>"
+        return f"<Process {self.name} gpgdir={fmt.paddr(self.gpgdir, pae=bool(self.pmd_pages))}>"
 
 
 class Guest:
@@ -118,6 +130,7 @@ class Guest:
     ):
         self.x86 = layout_for(pae)
         self._walk = mmu.walk_pae if pae else mmu.walk_2level
+        self._Access = AccessPAE if pae else Access
         _check_int("mem_pages", mem_pages, FIRST_FREE_PFN + 16, 1 << 20)
         _check_int("kernel_address", kernel_address, 0, ULONG_MASK)
         _check_int("stack_pages", stack_pages, 0, 64)
@@ -162,15 +175,19 @@ class Guest:
         return gpfn
 
     def free_page(self, gpfn: int) -> None:
+        _check_int("gpfn", gpfn, 0, self.lg.pfn_limit - 1)
         self._free.append(gpfn)
 
     def write_phys(self, paddr: int, data: bytes) -> None:
         """Store bytes at a guest-physical address (the Guest's own store)."""
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(f"data must be bytes, not {type(data).__name__}")
         _check_int("paddr", paddr, 0, self.lg.pfn_limit * PAGE_SIZE - len(data))
         self.lg.launcher.write_bytes(self.lg.mem_base + paddr, bytes(data), force=True)
 
     def read_phys(self, paddr: int, size: int) -> bytes:
         """Load bytes from a guest-physical address."""
+        _check_int("size", size, 0, self.lg.pfn_limit * PAGE_SIZE)
         _check_int("paddr", paddr, 0, self.lg.pfn_limit * PAGE_SIZE - size)
         data = self.lg.launcher.read_bytes(self.lg.mem_base + paddr, size)
         return data if data is not None else bytes(size)
@@ -253,16 +270,28 @@ class Guest:
 
     def new_process(self, name: str | None = None) -> Process:
         """A new address space sharing the kernel's mappings."""
+        if name is not None and not isinstance(name, str):
+            raise TypeError(f"name must be a str, not {type(name).__name__}")
         return self._new_top_level(name or f"proc{len(self.processes)}")
 
     def switch_to(self, proc: Process) -> None:
         """Load ``proc``'s top level into cr3 (LHCALL_NEW_PGTABLE)."""
-        if not isinstance(proc, Process):
-            raise TypeError(f"proc must be a Process, not {type(proc).__name__}")
+        self._own(proc)
         self.current = proc
         hc.do_hcall(self.cpu, hc.LHCALL_NEW_PGTABLE, proc.gpgdir)
 
+    def _own(self, proc) -> Process:
+        """``proc`` must be an address space of this Guest: another Guest's Process names a
+        top level in *that* Guest's memory (and maybe its other layout)."""
+        if not isinstance(proc, Process):
+            raise TypeError(f"proc must be a Process, not {type(proc).__name__}")
+        if not any(p is proc for p in self.processes):
+            raise ValueError(f"proc={proc!r} is not a process of this Guest (make one with its new_process())")
+        return proc
+
     def _space(self, vaddr: int, proc: Process | None) -> Process:
+        if proc is not None:
+            self._own(proc)
         if vaddr >= self.kernel_address:
             return self.swapper
         proc = proc or self.current
@@ -325,7 +354,9 @@ class Guest:
         L = self.x86
         _check_int("index", index, 0, L.PTRS_PER_PGD - 1)
         _check_int("value", value, 0, L.entry_mask)
-        proc = proc or self.current
+        proc = self._own(proc) if proc is not None else self.current
+        if proc is None:
+            raise ValueError("proc: no process is current yet; boot the guest or pass proc=")
         pgdp = proc.gpgdir + index * L.entry_bytes
         self.write_entry(pgdp, value)
         if L.pae:  # the PDPT is 32-byte aligned: (base, index) from its address
@@ -420,7 +451,7 @@ class Guest:
             _check_int("vaddr", vaddr, 0, ULONG_MASK)
         lg = self.lg
         if lg.dead is not None:
-            return Access("dead", -1, 0, 0)
+            return self._Access("dead", -1, 0, 0)
         cpu = self.cpu
         host = self.host
         walk = self._walk
@@ -429,23 +460,23 @@ class Guest:
             pgdir = lg.pgdirs[cpu.cpu_pgd]
             # map_switcher_in_guest() runs before every entry; its first test is inlined here.
             if pgdir.last_host_cpu != host.current_cpu and not hc.enter_guest(cpu):
-                return Access("killed", -1, faults, 0)
+                return self._Access("killed", -1, faults, 0)
             try:
                 hpa, errcode = walk(host, pgdir.pgdir, vaddr, write, user)
             except KernelOops as err:  # the shadow tables point at nothing: a machine check
                 hc._oops(cpu, "the hardware page walk", err)
-                return Access("killed", -1, faults, 0)
+                return self._Access("killed", -1, faults, 0)
             if hpa >= 0:
-                return _new_tuple(Access, ("ok", hpa, faults, 0))
+                return _new_tuple(self._Access, ("ok", hpa, faults, 0))
             if faults == 3:
-                return Access("livelock", -1, faults, errcode)
+                return self._Access("livelock", -1, faults, errcode)
             faults += 1
             outcome, info = hc.page_fault(cpu, vaddr, errcode)
             if outcome == "fixed":
                 continue
             if outcome == "guest":
-                return Access("guest-fault", -1, faults, errcode)
-            return Access(outcome, -1, faults, info)
+                return self._Access("guest-fault", -1, faults, errcode)
+            return self._Access(outcome, -1, faults, info)
 
     def shutdown(self) -> None:
         """The Launcher closes the guest: every shadow page is released."""

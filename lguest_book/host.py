@@ -31,6 +31,7 @@ from __future__ import annotations
 import heapq
 import struct
 
+from . import fmt as _fmt
 from .x86 import PAGE_SHIFT, PAGE_SIZE, Layout
 
 _U32 = struct.Struct("<I")
@@ -52,12 +53,19 @@ def BUG_ON(condition: bool, where: str) -> None:
         BUG(where)
 
 
+# Arguments that are counts (pages, CPUs, a seed...) print in decimal; addresses, entries and
+# frames in hex (lguest_book.fmt's rule).
+_COUNT_ARGUMENTS = frozenset(("mem_pages", "stack_pages", "device_pages", "seed", "nr_cpus", "current_cpu",
+                              "pages", "size", "count", "slot", "nr_pages", "cpu"))
+
+
 def _check_int(name: str, value, lo: int, hi: int) -> int:
     """Validate an argument a *user of the API* passes (not the guest)."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{name} must be an int, not {type(value).__name__}")
     if not lo <= value <= hi:
-        raise ValueError(f"{name}={value:#x} is out of range [{lo:#x}, {hi:#x}]")
+        show = str if name in _COUNT_ARGUMENTS else (lambda n: f"{n:#x}" if n >= 0 else str(n))
+        raise ValueError(f"{name}={show(value)} is out of range [{show(lo)}, {show(hi)}]")
     return value
 
 
@@ -171,6 +179,10 @@ class Host:
         self.allocations += 1
         return frame
 
+    def __repr__(self) -> str:
+        return (f"<Host {self.layout.name}, {self.nr_cpus} CPU(s), Switcher at {_fmt.vaddr(self.switcher_addr)}, "
+                f"{len(self.refcount)} frames in use>")
+
     def get_zeroed_page(self) -> int:
         """Allocate a zeroed frame for the kernel; 0 means the allocation failed."""
         if self._fail_after is not None:
@@ -202,7 +214,7 @@ class Host:
             return
         # Linux would print "BUG: Bad page state" and carry on corrupted.
         self.refcount[frame] = count
-        self.anomalies.append(f"put_page on frame {frame:#x} whose count was already 0")
+        self.anomalies.append(f"put_page on frame {_fmt.frame(frame, self.layout)} whose count was already 0")
 
     def page_count(self, frame: int) -> int:
         return self.refcount.get(frame, 0)
@@ -222,7 +234,7 @@ class Host:
         if frame == 0:
             raise KernelOops("BUG: unable to handle kernel NULL pointer dereference")
         if not 0 < frame < self.ram_pages:
-            raise KernelOops(f"BUG: unable to handle kernel paging request (frame {frame:#x})")
+            raise KernelOops(f"BUG: unable to handle kernel paging request (frame {_fmt.frame(frame, self.layout)})")
 
     def _as_table(self, frame: int) -> list[int]:
         self._check_frame(frame)
@@ -314,6 +326,9 @@ class Launcher:
         self.frames: list[int] = [0] * pages
         self.readonly: set[int] = set()
         self.end = mem_base + pages * PAGE_SIZE
+
+    def __repr__(self) -> str:
+        return f"<Launcher: {self.pages} guest pages mapped at {_fmt.vaddr(self.mem_base)}>"
 
     # --- set-up knobs for tests and chapters ---------------------------------------------
     def unmap(self, gpfn: int) -> None:

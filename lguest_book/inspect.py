@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from . import fmt
+from .host import _check_int
 from .lguest import PGDIR_SLOTS, Lguest
 from .x86 import PAGE_SHIFT, PAGE_SIZE, _PAGE_PRESENT, _PAGE_PSE, Layout
 
@@ -30,6 +32,21 @@ def _lg(obj) -> Lguest:
     if not isinstance(lg, Lguest):
         raise TypeError(f"expected a Guest or an Lguest, not {type(obj).__name__}")
     return lg
+
+
+def _slot(lg: Lguest, slot) -> int:
+    """A pgdir slot argument: None means the current one."""
+    if slot is None:
+        return lg.cpus[0].cpu_pgd
+    if isinstance(slot, bool) or not isinstance(slot, int):
+        raise TypeError(f"slot must be an int (0..{PGDIR_SLOTS - 1}) or None, not {type(slot).__name__}")
+    if not 0 <= slot < PGDIR_SLOTS:
+        raise ValueError(f"slot={slot} is not a pgdir slot (0..{PGDIR_SLOTS - 1})")
+    return slot
+
+
+def _u32(name: str, value) -> int:
+    return _check_int(name, value, 0, 0xFFFFFFFF)
 
 
 def layout(obj) -> Layout:
@@ -50,7 +67,7 @@ class Entry:
 
     @property
     def text(self) -> str:
-        return f"{self.level}[{self.index}] {self.value:#x} " + ("|".join(self.flags) or "-")
+        return f"{self.level}[{fmt.index(self.index)}] {self.value!r} " + ("|".join(self.flags) or "-")
 
 
 @dataclass(frozen=True)
@@ -64,25 +81,37 @@ class Step:
     present: bool
 
 
+# Every number these functions return is an int (or a pair of ints) that prints the way
+# lguest_book.fmt says: addresses, entries, frames and indices in hex of the layout's width,
+# counts in decimal.  They compare, hash and compute as plain ints.
+
+
 def decode(obj, level: str, index: int, vaddr: int, value: int) -> Entry:
     L = layout(obj)
+    _check_level(L, level)
+    _check_int("value", value, 0, L.entry_mask)
     frame = L.pmd_pfn(value) if level == "pmd" else L.pte_pfn(value)
-    return Entry(level, index, vaddr, value, bool(value & _PAGE_PRESENT), frame, tuple(L.flag_names(value)))
+    return Entry(level, fmt.Index(index), fmt.Vaddr(vaddr), fmt.as_entry(value, L), bool(value & _PAGE_PRESENT),
+                 fmt.as_frame(frame, L), tuple(L.flag_names(value)))
 
 
 def limits(obj) -> dict:
     """The numbers that bound a Guest: where its kernel starts, where the Switcher is, how
-    much memory and device memory it has, and where the Launcher mapped that memory."""
+    much memory and device memory it has, and where the Launcher mapped that memory.
+
+    The limits of memory (``pfn_limit``, ``device_limit``) are guest frame numbers (the first
+    frame beyond), ``mem_base`` a Launcher virtual address, ``linear_pages`` a host frame."""
     lg = _lg(obj)
+    L = lg.x86
     return {
-        "kernel_address": lg.kernel_address,
-        "switcher_addr": lg.host.switcher_addr,
-        "pfn_limit": lg.pfn_limit,
-        "device_limit": lg.device_limit,
-        "mem_base": lg.mem_base,
+        "kernel_address": fmt.Vaddr(lg.kernel_address),
+        "switcher_addr": fmt.Vaddr(lg.host.switcher_addr),
+        "pfn_limit": fmt.as_frame(lg.pfn_limit, L),
+        "device_limit": fmt.as_frame(lg.device_limit, L),
+        "mem_base": fmt.Vaddr(lg.mem_base),
         "nr_cpus": lg.host.nr_cpus,
         "current_cpu": lg.host.current_cpu,
-        "linear_pages": lg.cpus[0].linear_pages,
+        "linear_pages": fmt.as_frame(lg.cpus[0].linear_pages, L),
         "dead": lg.dead,
     }
 
@@ -95,13 +124,14 @@ def current_slot(obj) -> int:
 def pgdir_cache(obj) -> list[dict]:
     """The four ``struct pgdir`` slots, as plain dicts."""
     lg = _lg(obj)
+    L = lg.x86
     cur = lg.cpus[0].cpu_pgd
     return [
         {
             "slot": i,
             "allocated": bool(p.pgdir),
-            "frame": p.pgdir,
-            "gpgdir": p.gpgdir,
+            "frame": fmt.as_frame(p.pgdir, L),
+            "gpgdir": fmt.as_paddr(p.gpgdir, L),
             "switcher_mapped": p.switcher_mapped,
             "last_host_cpu": p.last_host_cpu,
             "current": i == cur,
@@ -128,9 +158,8 @@ def shadow_table(obj, slot: int | None = None, level: str = "pgd", vaddr: int = 
     (default: the current one).  Empty if a level above is not present."""
     lg = _lg(obj)
     L = lg.x86
-    slot = current_slot(lg) if slot is None else slot
-    if not 0 <= slot < PGDIR_SLOTS:
-        raise ValueError(f"slot={slot} is not a pgdir slot (0..{PGDIR_SLOTS - 1})")
+    slot = _slot(lg, slot)
+    _u32("vaddr", vaddr)
     _check_level(L, level)
     frame = lg.pgdirs[slot].pgdir
     if not frame:
@@ -153,6 +182,9 @@ def guest_table(obj, gpgdir: int | None = None, level: str = "pgd", vaddr: int =
     lg = _lg(obj)
     L = lg.x86
     _check_level(L, level)
+    _u32("vaddr", vaddr)
+    if gpgdir is not None:
+        _u32("gpgdir", gpgdir)
     if gpgdir is None:
         gpgdir = lg.pgdirs[current_slot(lg)].gpgdir
     base = gpgdir
@@ -199,12 +231,13 @@ def shadow_mappings(obj, slot: int | None = None) -> dict[int, int]:
     """{virtual page address: shadow PTE} for every present shadow PTE of ``slot``."""
     lg = _lg(obj)
     L = lg.x86
-    slot = current_slot(lg) if slot is None else slot
+    slot = _slot(lg, slot)
     out: dict[int, int] = {}
     top = lg.pgdirs[slot].pgdir
     if not top:
         return out
     peek = lg.host.peek_table
+    entry = fmt.Hex16 if L.pae else fmt.Hex8
     for gi, g in enumerate(peek(top)[: L.PTRS_PER_PGD]):
         if not g & _PAGE_PRESENT:
             continue
@@ -217,7 +250,7 @@ def shadow_mappings(obj, slot: int | None = None) -> dict[int, int]:
         for start, frame in tables:
             for ti, pte in enumerate(peek(frame)[: L.PTRS_PER_PTE]):
                 if pte & _PAGE_PRESENT:
-                    out[(start + ti * PAGE_SIZE) & 0xFFFFFFFF] = pte
+                    out[fmt.Vaddr((start + ti * PAGE_SIZE) & 0xFFFFFFFF)] = entry(pte)
     return out
 
 
@@ -226,6 +259,10 @@ def guest_mappings(obj, gpgdir: int | None = None, below: int | None = None) -> 
     ``gpgdir`` (default: the one the current slot shadows), optionally only below ``below``."""
     lg = _lg(obj)
     L = lg.x86
+    if gpgdir is not None:
+        _u32("gpgdir", gpgdir)
+    if below is not None:
+        _check_int("below", below, 0, 1 << 32)
     if gpgdir is None:
         gpgdir = lg.pgdirs[current_slot(lg)].gpgdir
     out: dict[int, int] = {}
@@ -250,7 +287,8 @@ def walk_shadow(obj, vaddr: int, slot: int | None = None) -> list[Step]:
     entry that is not present)."""
     lg = _lg(obj)
     L = lg.x86
-    slot = current_slot(lg) if slot is None else slot
+    slot = _slot(lg, slot)
+    _u32("vaddr", vaddr)
     frame = lg.pgdirs[slot].pgdir
     steps: list[Step] = []
     if not frame:
@@ -259,7 +297,7 @@ def walk_shadow(obj, vaddr: int, slot: int | None = None) -> list[Step]:
         index = _index(L, lev, vaddr)
         value = lg.host.peek_table(frame)[index]
         present = bool(value & _PAGE_PRESENT)
-        steps.append(Step(lev, index, (frame, index), value, present))
+        steps.append(Step(lev, fmt.Index(index), fmt.as_ptr((frame, index), L), fmt.as_entry(value, L), present))
         if not present or lev == "pte":
             break
         frame = L.pmd_pfn(value) if lev == "pmd" else L.pgd_pfn(value)
@@ -270,6 +308,9 @@ def walk_guest(obj, vaddr: int, gpgdir: int | None = None) -> list[Step]:
     """The Guest's own walk of ``vaddr`` through its tables in guest memory."""
     lg = _lg(obj)
     L = lg.x86
+    _u32("vaddr", vaddr)
+    if gpgdir is not None:
+        _u32("gpgdir", gpgdir)
     base = lg.pgdirs[current_slot(lg)].gpgdir if gpgdir is None else gpgdir
     steps: list[Step] = []
     for lev in _levels(L):
@@ -277,7 +318,7 @@ def walk_guest(obj, vaddr: int, gpgdir: int | None = None) -> list[Step]:
         where = (base + index * L.entry_bytes) & 0xFFFFFFFF
         value = _read_guest(lg, where)
         present = bool(value & _PAGE_PRESENT)
-        steps.append(Step(lev, index, where, value, present))
+        steps.append(Step(lev, fmt.Index(index), fmt.as_paddr(where, L), fmt.as_entry(value, L), present))
         if not present or lev == "pte":
             break
         base = (L.pmd_pfn(value) if lev == "pmd" else L.pgd_pfn(value)) << PAGE_SHIFT
@@ -291,6 +332,7 @@ def owner(obj, frame: int, _reverse: dict | None = None) -> tuple[str, int | Non
     ("free", None) or ("host", None)."""
     lg = _lg(obj)
     host = lg.host
+    _check_int("frame", frame, 0, (1 << 32) - 1)
     if frame in host.lg_switcher_pages:
         return ("switcher", host.lg_switcher_pages.index(frame))
     for cpu in lg.cpus:
@@ -298,7 +340,7 @@ def owner(obj, frame: int, _reverse: dict | None = None) -> tuple[str, int | Non
             return ("regs", cpu.id)
     reverse = _reverse if _reverse is not None else _guest_pages(lg)
     if frame in reverse:
-        return ("guest", reverse[frame])
+        return ("guest", fmt.as_frame(reverse[frame], lg.x86))
     for i, p in enumerate(lg.pgdirs):
         if p.pgdir == frame and frame:
             return ("shadow", i)
@@ -316,7 +358,8 @@ def refcounts(obj) -> dict[int, tuple[int, tuple[str, int | None]]]:
     """{frame: (reference count, owner)} for every frame in use."""
     lg = _lg(obj)
     reverse = _guest_pages(lg)
-    return {f: (c, owner(lg, f, reverse)) for f, c in sorted(lg.host.refcount.items())}
+    frame = fmt.Frame8 if lg.x86.pae else fmt.Frame5
+    return {frame(f): (c, owner(lg, f, reverse)) for f, c in sorted(lg.host.refcount.items())}
 
 
 # --- guest vs shadow ---------------------------------------------------------------------------
@@ -326,7 +369,9 @@ def compare(obj, start: int, pages: int, slot: int | None = None) -> list[dict]:
     entry missing, or flags not the same)."""
     lg = _lg(obj)
     L = lg.x86
-    slot = current_slot(lg) if slot is None else slot
+    slot = _slot(lg, slot)
+    _u32("start", start)
+    _check_int("pages", pages, 0, 1 << 20)
     gpgdir = lg.pgdirs[slot].gpgdir
     rows = []
     for n in range(pages):
@@ -339,11 +384,11 @@ def compare(obj, start: int, pages: int, slot: int | None = None) -> list[dict]:
         sflags = L.pte_flags(spte) if spte & _PAGE_PRESENT else 0
         rows.append(
             {
-                "vaddr": vaddr,
-                "guest": gpte,
-                "shadow": spte,
-                "guest_frame": L.pte_pfn(gpte) if gpte & _PAGE_PRESENT else None,
-                "host_frame": L.pte_pfn(spte) if spte & _PAGE_PRESENT else None,
+                "vaddr": fmt.Vaddr(vaddr),
+                "guest": fmt.as_entry(gpte, L),
+                "shadow": fmt.as_entry(spte, L),
+                "guest_frame": fmt.as_frame(L.pte_pfn(gpte), L) if gpte & _PAGE_PRESENT else None,
+                "host_frame": fmt.as_frame(L.pte_pfn(spte), L) if spte & _PAGE_PRESENT else None,
                 "differs": gflags != sflags,
             }
         )
@@ -357,6 +402,9 @@ def source_line(lineno: int) -> str:
     import linecache
 
     from . import page_tables
+
+    if isinstance(lineno, bool) or not isinstance(lineno, int):
+        raise TypeError(f"lineno must be an int, not {type(lineno).__name__}")
 
     return linecache.getline(page_tables.__file__, lineno).rstrip() if lineno > 0 else ""
 

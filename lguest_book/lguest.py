@@ -21,6 +21,7 @@ import random
 import re
 from typing import Callable, Iterable
 
+from . import fmt as _fmt
 from .host import Host, Launcher, _check_int
 from .x86 import PAGE_SHIFT, PAGE_SIZE, ULONG_MASK
 
@@ -70,9 +71,18 @@ class Pgdir:
 
     def __repr__(self) -> str:
         return (
-            f"Pgdir(gpgdir={self.gpgdir:#x}, pgdir={self.pgdir:#x}, "
+            f"Pgdir(gpgdir={_fmt.paddr(self.gpgdir, pae=self.pae)}, pgdir={_fmt.frame(self.pgdir, pae=self.pae)}, "
             f"switcher_mapped={self.switcher_mapped}, last_host_cpu={self.last_host_cpu})"
         )
+
+    pae = False  # for printing only: a PAE guest's slots are PgdirPAE
+
+
+class PgdirPAE(Pgdir):
+    """A PAE guest's ``struct pgdir`` (the same fields; it prints 16-digit addresses)."""
+
+    __slots__ = ()
+    pae = True
 
 
 class LgCpu:
@@ -88,6 +98,9 @@ class LgCpu:
         self.regs_page = 0
         self.esp1 = 0
         self.ss1 = 0
+
+    def __repr__(self) -> str:
+        return f"<LgCpu {self.id} of a {self.lg.x86.name} guest, slot {self.cpu_pgd}>"
 
 
 class Lguest:
@@ -129,7 +142,7 @@ class Lguest:
         self.stack_pages = 0
         self.lguest_data = 0  # a Launcher address, NULL until LHCALL_LGUEST_INIT
         self.dead: str | None = None
-        self.pgdirs = [Pgdir() for _ in range(PGDIR_SLOTS)]
+        self.pgdirs = [(PgdirPAE if host.layout.pae else Pgdir)() for _ in range(PGDIR_SLOTS)]
         self.cpus = [LgCpu(self, 0)]
         if isinstance(prandom, PrandomSource):
             self.prandom_u32 = prandom

@@ -19,6 +19,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Callable
 
+from . import fmt
 from . import inspect as li
 from .guest import Guest
 from .lguest import PrandomSource
@@ -94,20 +95,20 @@ def walk(seed: int = 0) -> Problem:
     g, p, maps = _setup(rng, pae, 4)
     vaddr = rng.choice(sorted(maps)) + rng.randrange(0x1000) if rng.random() < 0.8 else 0x50000000 + rng.randrange(1 << 20)
     L = g.x86
-    lines = [f"A {L.name} Guest's top level is at guest-physical {p.gpgdir:#x}.  Its entries:"]
+    lines = [f"A {L.name} Guest's top level is at guest-physical {fmt.paddr(p.gpgdir, L)}.  Its entries:"]
     for st in li.walk_guest(g, vaddr):
-        lines.append(f"  {st.level} entry at {st.where:#x} holds {st.value:#x}")
-    lines.append(f"Walk {vaddr:#x}: which entry addresses are read, in order, and what guest-physical")
+        lines.append(f"  {st.level} entry at {fmt.paddr(st.where, L)} holds {fmt.entry(st.value, L)}")
+    lines.append(f"Walk {fmt.vaddr(vaddr)}: which entry addresses are read, in order, and what guest-physical")
     lines.append("address does it reach (None if the walk stops)?  Answer: ([addresses], paddr or None)")
 
     def solve():
         steps = li.walk_guest(g, vaddr)
         last = steps[-1]
         pa = (L.pte_pfn(last.value) << 12 | vaddr & 0xFFF) if last.level == "pte" and last.present else None
-        return ([s.where for s in steps], pa)
+        return ([s.where for s in steps], fmt.as_paddr(pa, L))
 
     return Problem("walk", seed, "\n".join(lines), solve,
-                   lambda a: f"entries at {[hex(x) for x in a[0]]}, reaching {a[1] if a[1] is None else hex(a[1])}")
+                   lambda a: f"entries at [{', '.join(fmt.paddr(x, L) for x in a[0])}], reaching {a[1]}")
 
 
 # --- fault ---------------------------------------------------------------------------------
@@ -123,12 +124,12 @@ def fault(seed: int = 0) -> Problem:
         vaddr = rng.choice(sorted(maps))
         faults.append((vaddr, rng.random() < 0.5, rng.random() < 0.7))
     L = g.x86
-    lines = [f"A {L.name} Guest (pfn_limit {g.lg.pfn_limit:#x}) has these PTEs:"]
+    lines = [f"A {L.name} Guest (pfn_limit {fmt.frame(g.lg.pfn_limit, L)}) has these PTEs:"]
     for v, pte in sorted(maps.items()):
-        lines.append(f"  {v:#010x}: {pte:#x} ({L.describe(pte)})")
+        lines.append(f"  {fmt.vaddr(v)}: {fmt.entry(pte, L)} ({L.describe(pte)})")
     lines.append("These faults happen in order (each on a freshly flushed shadow):")
     for v, w, u in faults:
-        lines.append(f"  a {'write' if w else 'read'} from {'user' if u else 'kernel'} mode at {v:#x}")
+        lines.append(f"  a {'write' if w else 'read'} from {'user' if u else 'kernel'} mode at {fmt.vaddr(v)}")
     lines.append("For each: does demand_page() fix it, and what is the Guest's PTE afterwards?")
     lines.append("Answer: [(True/False, pte), ...]")
 
@@ -142,11 +143,11 @@ def fault(seed: int = 0) -> Problem:
         for v, w, u in faults:
             h.flush_user()
             outcome, _ = hc.page_fault(h.cpu, v, (2 if w else 0) | (4 if u else 0))
-            out.append((outcome == "fixed", h.guest_pte(v)))
+            out.append((outcome == "fixed", fmt.as_entry(h.guest_pte(v), L)))
         return out
 
     return Problem("fault", seed, "\n".join(lines), solve,
-                   lambda a: "; ".join(f"{'fixed' if f else 'refused'}, PTE {pte:#x}" for f, pte in a))
+                   lambda a: "; ".join(f"{'fixed' if f else 'refused'}, PTE {fmt.entry(pte, L)}" for f, pte in a))
 
 
 # --- evict ---------------------------------------------------------------------------------
@@ -162,10 +163,10 @@ def evict(seed: int = 0) -> Problem:
     cache = li.pgdir_cache(g)
     lines = ["The four slots of the pgdir cache hold:"]
     for c in cache:
-        lines.append(f"  slot {c['slot']}: " + (f"Guest top level {c['gpgdir']:#x}" if c["allocated"] else "unused") +
+        lines.append(f"  slot {c['slot']}: " + (f"Guest top level {fmt.paddr(c['gpgdir'], g.x86)}" if c["allocated"] else "unused") +
                      ("  (current)" if c["current"] else ""))
-    lines.append(f"The next values of prandom_u32() are: {', '.join(hex(v) for v in values[boot_drawn:boot_drawn + 6])}, ...")
-    lines.append("The Guest switches to, in order: " + ", ".join(f"{procs[i].name} ({procs[i].gpgdir:#x})" for i in order))
+    lines.append(f"The next values of prandom_u32() are: {', '.join(format(v, '#010x') for v in values[boot_drawn:boot_drawn + 6])}, ...")
+    lines.append("The Guest switches to, in order: " + ", ".join(f"{procs[i].name} ({fmt.paddr(procs[i].gpgdir, g.x86)})" for i in order))
     lines.append("Which slot is current after each switch?  Answer: [slot, ...]")
 
     def solve():
@@ -201,12 +202,14 @@ def set_pte(seed: int = 0) -> Problem:
     new = (0x500 + rng.randrange(64)) << 12 | rng.choice((0x07, 0x27, 0x67, 0x03, 0x23))
     if kernel:
         new = new & ~0x4 | 0x100
-    lines = [f"Three processes have each touched {vaddr:#x} ({'a kernel' if kernel else 'a user'} address).  The cache:"]
+    L = g.x86
+    lines = [f"Three processes have each touched {fmt.vaddr(vaddr)} ({'a kernel' if kernel else 'a user'} address).  The cache:"]
     for c in li.pgdir_cache(g):
         if c["allocated"]:
             spte = li.walk_shadow(g, vaddr, c["slot"])[-1].value
-            lines.append(f"  slot {c['slot']} (Guest top level {c['gpgdir']:#x}): shadow PTE {spte:#x}")
-    lines.append(f"The Guest sets the PTE for {vaddr:#x} in top level {target.gpgdir:#x} to {new:#x} and makes SET_PTE.")
+            lines.append(f"  slot {c['slot']} (Guest top level {fmt.paddr(c['gpgdir'], L)}): shadow PTE {fmt.entry(spte, L)}")
+    lines.append(f"The Guest sets the PTE for {fmt.vaddr(vaddr)} in top level {fmt.paddr(target.gpgdir, L)} to "
+                 f"{fmt.entry(new, L)} and makes SET_PTE.")
     lines.append("What is each slot's shadow PTE afterwards (host frames as the model allocates them)?")
     lines.append("Answer: {slot: pte, ...}")
 
@@ -219,7 +222,7 @@ def set_pte(seed: int = 0) -> Problem:
                 for c in li.pgdir_cache(h) if c["allocated"]}
 
     return Problem("set_pte", seed, "\n".join(lines), solve,
-                   lambda a: ", ".join(f"slot {s}: {v:#x}" for s, v in sorted(a.items())))
+                   lambda a: ", ".join(f"slot {s}: {fmt.entry(v, L)}" for s, v in sorted(a.items())))
 
 
 GENERATORS = {"walk": walk, "fault": fault, "evict": evict, "set_pte": set_pte}

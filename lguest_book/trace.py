@@ -33,6 +33,7 @@ import sys
 import threading
 from dataclasses import dataclass, field
 
+from . import fmt as _fmtmod
 from . import host as _host
 from . import lguest as _lguest
 from . import page_tables as _pt
@@ -76,13 +77,100 @@ class Event:
 
 
 def _fmt(value) -> str:
-    if isinstance(value, bool) or value is None:
+    """An argument or result as a trace prints it: the numbers a :class:`Tracer` recorded are
+    already typed (:mod:`lguest_book.fmt`: addresses, entries, frames and indices in hex of
+    the layout's width); any other int is a count, in decimal."""
+    if isinstance(value, bool) or value is None or isinstance(value, (_fmtmod.Hex, _fmtmod.Ptr)):
         return str(value)
     if isinstance(value, int):
-        return f"{value:#x}" if value > 9 or value < 0 else str(value)
+        return str(value)
     if isinstance(value, tuple):
         return "(" + ", ".join(_fmt(v) for v in value) + ")"
     return repr(value)
+
+
+# --- what each argument and result of a traced function is ---------------------------------
+# Kinds: "vaddr" (32-bit virtual address), "paddr" (guest- or host-physical address), "entry"
+# (a page-table entry, or flags as they sit in one), "frame", "index" (into a table page),
+# "ptr" ((frame, index)), "ptr|entry" (whichever the value is), "bits" (an error code's flag bits), anything else a count (decimal).
+_ARG_KINDS = {
+    "vaddr": "vaddr", "uaddr": "vaddr", "start": "vaddr",
+    "gpgdir": "paddr", "pgtable": "paddr", "pmdp": "paddr", "addr": "paddr",
+    "gpgd": "entry", "gentry": "entry", "gpte": "entry", "gpmd": "entry", "pte": "entry",
+    "pgd_flags": "entry", "pmd_flags": "entry", "value": "entry",
+    "spgd": "ptr|entry", "spmd": "ptr|entry", "ptr": "ptr",  # a pointer, or (spte_addr) the entry
+    "virtpfn": "frame", "frame": "frame",
+    "errcode": "bits",
+}
+# per function: arguments whose meaning differs from the table (a slot or a CPU is a count)
+_ARG_OVERRIDES = {
+    "spgd_addr": {"i": "count"},
+    "flush_user_mappings": {"idx": "count"},
+    "__guest_set_pte": {"idx": "count"},
+    "guest_set_pgd": {"idx": "index"},
+    "guest_set_pmd": {"idx": "index"},
+    "remove_switcher_percpu_map": {"i": "count"},
+    "put_user_u32": {"value": "count"},
+}
+_RETURN_KINDS = {
+    "spgd_addr": "ptr", "spmd_addr": "ptr", "spte_addr": "ptr", "find_spte": "ptr",
+    "gpgd_addr": "paddr", "gpmd_addr": "paddr", "gpte_addr": "paddr", "guest_pa": "paddr",
+    "get_pfn": "frame", "gpte_to_spte": "entry", "lgread": "entry", "get_zeroed_page": "frame",
+    "demand_page": ("bool", "paddr"), "__guest_pa": ("bool", "paddr"),
+    "get_user_u32": ("count", "vaddr"), "get_user_pages_fast": ("count", "frame"),
+}
+
+
+def _shape(kind, value, pae: bool):
+    """``value`` as a number of ``kind`` (see _ARG_KINDS), printing the fmt rule's way."""
+    if isinstance(kind, tuple):
+        if isinstance(value, tuple) and len(value) == len(kind):
+            return tuple(_shape(k, v, pae) for k, v in zip(kind, value))
+        return value
+    if kind == "ptr|entry":
+        kind = "ptr" if isinstance(value, tuple) else "entry"
+    if kind == "ptr":
+        if isinstance(value, tuple) and len(value) == 2 and all(type(v) is int for v in value):
+            return _fmtmod.as_ptr(value, pae=pae)
+        return value
+    if value.__class__ is not int or kind not in _SHAPERS:
+        return value
+    if kind == "frame" and value < 0:
+        return value
+    return _SHAPERS[kind](pae)(value)
+
+
+_SHAPERS = {
+    "vaddr": lambda pae: _fmtmod.Vaddr,
+    "paddr": lambda pae: _fmtmod.Hex16 if pae else _fmtmod.Hex8,
+    "entry": lambda pae: _fmtmod.Hex16 if pae else _fmtmod.Hex8,
+    "frame": lambda pae: _fmtmod.Frame8 if pae else _fmtmod.Frame5,
+    "index": lambda pae: _fmtmod.Index,
+    "bits": lambda pae: _Bits,
+}
+
+
+class _Bits(_fmtmod.Hex):
+    """Flag bits (an error code): ``0x`` and as few digits as it takes."""
+
+    __slots__ = ()
+    digits = 1
+
+
+def _layout_of(args: dict):
+    for name in ("cpu", "lg", "host", "self", "mm"):
+        obj = args.get(name)
+        if obj is None:
+            continue
+        for path in (("lg", "x86"), ("x86",), ("layout",), ("host", "layout")):
+            target = obj
+            for attr in path:
+                target = getattr(target, attr, None)
+                if target is None:
+                    break
+            if target is not None and hasattr(target, "pae"):
+                return bool(target.pae)
+    return None
 
 
 class Trace(list):
@@ -192,6 +280,10 @@ class Tracer:
 
     :param lines: also record every line of page_tables.py executed (for steppers).
     :param host_calls: include the host primitives (allocation, references, stores).
+
+    Arguments and results are recorded as :mod:`lguest_book.fmt` numbers (still ints): a
+    virtual address, entry, frame, index or ``(frame, index)`` pointer prints in hex of the
+    traced Guest's layout (the layout of the first call recorded), a count in decimal.
     """
 
     def __init__(self, lines: bool = False, host_calls: bool = True):
@@ -203,6 +295,7 @@ class Tracer:
         self._pending: dict[int, tuple] = {}  # frame id -> decision awaiting its outcome
         self._previous = None
         self._thread = None
+        self._pae = None  # the traced Guest's layout, learnt from the first call's arguments
 
     # sys.settrace protocol
     def _global(self, frame, event, arg):
@@ -211,16 +304,21 @@ class Tracer:
         name = self._codes.get(frame.f_code)
         if name is None:
             return None
-        args = {k: frame.f_locals[k] for k in frame.f_code.co_varnames[: frame.f_code.co_argcount]}
+        raw = {k: frame.f_locals[k] for k in frame.f_code.co_varnames[: frame.f_code.co_argcount]}
+        if self._pae is None:
+            self._pae = _layout_of(raw)
+        pae = bool(self._pae)
+        overrides = _ARG_OVERRIDES.get(name, {})
+        args = {k: _shape(overrides.get(k) or _ARG_KINDS.get(k), v, pae) for k, v in raw.items()}
         event_ = Event("call", name, self._depth, args)
         if name == "store":
             try:
-                event_.old = args["self"].deref(args["ptr"])
+                event_.old = _shape("entry", raw["self"].deref(raw["ptr"]), pae)
             except Exception:  # noqa: BLE001 - the store itself will oops; record no old value
                 event_.old = None
         elif name == "lgwrite":
-            lg = args["cpu"].lg
-            event_.old = lg.launcher.read_int((lg.mem_base + args["addr"]) & 0xFFFFFFFF, lg.entry_bytes)
+            lg = raw["cpu"].lg
+            event_.old = _shape("entry", lg.launcher.read_int((lg.mem_base + raw["addr"]) & 0xFFFFFFFF, lg.entry_bytes), pae)
         self.trace.append(event_)
         self._depth += 1
         return self._local
@@ -236,7 +334,8 @@ class Tracer:
             if self._exc.pop(id(frame), None) is not None and arg is None:
                 self.trace.append(Event("raise", name, self._depth, value=self._last_exc))
             else:
-                self.trace.append(Event("return", name, self._depth, value=arg))
+                value = _shape(_RETURN_KINDS.get(name), arg, bool(self._pae))
+                self.trace.append(Event("return", name, self._depth, value=value))
         elif event == "exception":
             self._exc[id(frame)] = True
             self._last_exc = arg[1]

@@ -21,6 +21,8 @@ non-PAE build has no NX bit at all).
 
 from __future__ import annotations
 
+from . import fmt as _fmt
+
 PAGE_SHIFT = 12
 PAGE_SIZE = 1 << PAGE_SHIFT
 PAGE_MASK = 0xFFFFF000  # ~(PAGE_SIZE - 1) as a 32-bit unsigned long
@@ -203,19 +205,21 @@ class Layout:
         return names
 
     def describe(self, entry: int) -> str:
-        """A one-line human reading of an entry: ``pfn 0x1234 P|RW|A``."""
+        """A one-line human reading of an entry: ``pfn 0x01234 P|RW|A`` (the frame as wide as
+        the layout's frame numbers)."""
         if not entry:
             return "empty"
         flags = "|".join(self.flag_names(entry)) or "no flags"
-        return f"pfn {self.pte_pfn(entry):#x} {flags}"
+        return f"pfn {_fmt.frame(self.pte_pfn(entry), self)} {flags}"
 
     def split(self, vaddr: int) -> dict:
-        """The index fields of a virtual address for this layout."""
-        fields = {"pgd": self.pgd_index(vaddr)}
+        """The index fields of a virtual address for this layout (ints that print in hex, as
+        :mod:`lguest_book.fmt` prints indices; the offset in a page is three hex digits too)."""
+        fields = {"pgd": _fmt.Index(self.pgd_index(vaddr))}
         if self.pae:
-            fields["pmd"] = self.pmd_index(vaddr)
-        fields["pte"] = self.pte_index(vaddr)
-        fields["offset"] = vaddr & (PAGE_SIZE - 1)
+            fields["pmd"] = _fmt.Index(self.pmd_index(vaddr))
+        fields["pte"] = _fmt.Index(self.pte_index(vaddr))
+        fields["offset"] = _fmt.Index(vaddr & (PAGE_SIZE - 1))
         return fields
 
 

@@ -61,10 +61,21 @@ def gcc_m32_available() -> bool:
 
 
 def build(pae: bool, source: str | Path | None = None) -> Path:
-    """Compile the referee for one layout (cached by the hash of everything that goes in)."""
+    """Compile the referee for one layout (cached by the hash of everything that goes in).
+    Several processes (pytest-xdist workers) may ask at once: one builds, the others wait for
+    it under a lock on build/referee/.lock, then find the executable made."""
+    import fcntl
+
     from ..locate import build_dir
 
     base = build_dir("referee")  # the clone's build/, else the user's cache: never site-packages
+    base.mkdir(parents=True, exist_ok=True)
+    with open(base / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        return _build_locked(base, pae, source)
+
+
+def _build_locked(base: Path, pae: bool, source) -> Path:
     c_file = extract.extract(source, base / "page_tables.c")
     key = hashlib.sha256()
     for path in (c_file, SHIM / "lguest_shim.h", SHIM / "driver.c"):
