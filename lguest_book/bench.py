@@ -24,7 +24,7 @@ import os
 import resource
 import time
 
-from . import page_tables as pt
+from .boundary import port  # the raw twins, as the Guest's fault path calls them
 from .guest import Guest
 
 ROUNDS = 5
@@ -59,11 +59,11 @@ def _user_guest(pae: bool, pages: int) -> tuple[Guest, list[int]]:
 def bench_demand_page(pae: bool, pages: int = 8192, rounds: int = ROUNDS) -> float:
     g, addrs = _user_guest(pae, pages)
     cpu = g.cpu
-    demand_page = pt.demand_page
+    demand_page = port.demand_page
     work = [(vaddr, 2 if i % 2 else 0) for i, vaddr in enumerate(addrs)]
 
     def setup():
-        pt.guest_pagetable_flush_user(cpu)
+        port.guest_pagetable_flush_user(cpu)
 
     def body():
         for vaddr, errcode in work:
@@ -94,7 +94,7 @@ def bench_set_pte(pae: bool, pages: int = 4096, rounds: int = ROUNDS) -> float:
     cpu, gpgdir = g.cpu, g.current.gpgdir
     ptes = [g.guest_pte(vaddr) | 0x20 for vaddr in addrs]
     work = list(zip(addrs, ptes))
-    guest_set_pte = pt.guest_set_pte
+    guest_set_pte = port.guest_set_pte
 
     def body():
         for vaddr, pte in work:
@@ -118,7 +118,7 @@ def bench_new_pagetable(pae: bool, switches: int = 2000, rounds: int = ROUNDS) -
 
     def body():
         for gpgdir in order:
-            pt.guest_new_pagetable(cpu, gpgdir)
+            port.guest_new_pagetable(cpu, gpgdir)
             touch(0x08000000, False, True)
             touch(0x08001000, True, True)
 
@@ -202,7 +202,7 @@ def bench_memory(pae: bool = False, gib: float = 1.0) -> dict:
     g = Guest(pae=pae, mem_pages=pages, stack_pages=0, seed=3, kernel_address=0x80000000)
     cpu = g.cpu
     for gpfn in range(pages):
-        pt.demand_page(cpu, g.kernel_address + (gpfn << 12), 0)
+        port.demand_page(cpu, g.kernel_address + (gpfn << 12), 0)
     mapped = len(g.lg.launcher.mapped_frames())
     seconds = time.perf_counter() - start
     gc.collect()

@@ -89,7 +89,7 @@ def cmd_where(args) -> int:
         hint = f" (did you mean {', '.join(close)}?)" if close else ""
         print(f"{name} is not a function of page_tables.c{hint}", file=sys.stderr)
         return 2
-    func = getattr(pt, name)
+    func = vars(pt)[name]  # the twin itself, not the checked view pt.NAME gives users
     lines, start = pyinspect.getsourcelines(func)
     path = Path(pyinspect.getsourcefile(func)).resolve()
     try:

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .lguest import PGDIR_SLOTS, Lguest
+from .boundary import check_count, check_slot, check_u32
+from .lguest import Lguest
 from .x86 import PAGE_SHIFT, PAGE_SIZE, _PAGE_PRESENT, _PAGE_PSE, Layout
 
 __all__ = [
@@ -66,6 +67,10 @@ class Step:
 
 def decode(obj, level: str, index: int, vaddr: int, value: int) -> Entry:
     L = layout(obj)
+    _check_level(L, level)
+    check_count("index", index, L.ENTRIES_PER_PAGE - 1)
+    check_u32("vaddr", vaddr)
+    check_count("value", value, L.entry_mask)
     frame = L.pmd_pfn(value) if level == "pmd" else L.pte_pfn(value)
     return Entry(level, index, vaddr, value, bool(value & _PAGE_PRESENT), frame, tuple(L.flag_names(value)))
 
@@ -128,9 +133,9 @@ def shadow_table(obj, slot: int | None = None, level: str = "pgd", vaddr: int = 
     (default: the current one).  Empty if a level above is not present."""
     lg = _lg(obj)
     L = lg.x86
+    check_slot("slot", slot)
+    check_u32("vaddr", vaddr)
     slot = current_slot(lg) if slot is None else slot
-    if not 0 <= slot < PGDIR_SLOTS:
-        raise ValueError(f"slot={slot} is not a pgdir slot (0..{PGDIR_SLOTS - 1})")
     _check_level(L, level)
     frame = lg.pgdirs[slot].pgdir
     if not frame:
@@ -153,6 +158,9 @@ def guest_table(obj, gpgdir: int | None = None, level: str = "pgd", vaddr: int =
     lg = _lg(obj)
     L = lg.x86
     _check_level(L, level)
+    check_u32("vaddr", vaddr)
+    if gpgdir is not None:
+        check_u32("gpgdir", gpgdir)
     if gpgdir is None:
         gpgdir = lg.pgdirs[current_slot(lg)].gpgdir
     base = gpgdir
@@ -198,6 +206,7 @@ def _read_guest(lg: Lguest, paddr: int) -> int:
 def shadow_mappings(obj, slot: int | None = None) -> dict[int, int]:
     """{virtual page address: shadow PTE} for every present shadow PTE of ``slot``."""
     lg = _lg(obj)
+    check_slot("slot", slot)
     L = lg.x86
     slot = current_slot(lg) if slot is None else slot
     out: dict[int, int] = {}
@@ -226,6 +235,10 @@ def guest_mappings(obj, gpgdir: int | None = None, below: int | None = None) -> 
     ``gpgdir`` (default: the one the current slot shadows), optionally only below ``below``."""
     lg = _lg(obj)
     L = lg.x86
+    if gpgdir is not None:
+        check_u32("gpgdir", gpgdir)
+    if below is not None:
+        check_count("below", below, 1 << 32)
     if gpgdir is None:
         gpgdir = lg.pgdirs[current_slot(lg)].gpgdir
     out: dict[int, int] = {}
@@ -249,6 +262,8 @@ def walk_shadow(obj, vaddr: int, slot: int | None = None) -> list[Step]:
     """The shadow walk of ``vaddr``: one :class:`Step` per level read (it stops at the first
     entry that is not present)."""
     lg = _lg(obj)
+    check_u32("vaddr", vaddr)
+    check_slot("slot", slot)
     L = lg.x86
     slot = current_slot(lg) if slot is None else slot
     frame = lg.pgdirs[slot].pgdir
@@ -269,6 +284,9 @@ def walk_shadow(obj, vaddr: int, slot: int | None = None) -> list[Step]:
 def walk_guest(obj, vaddr: int, gpgdir: int | None = None) -> list[Step]:
     """The Guest's own walk of ``vaddr`` through its tables in guest memory."""
     lg = _lg(obj)
+    check_u32("vaddr", vaddr)
+    if gpgdir is not None:
+        check_u32("gpgdir", gpgdir)
     L = lg.x86
     base = lg.pgdirs[current_slot(lg)].gpgdir if gpgdir is None else gpgdir
     steps: list[Step] = []
@@ -290,6 +308,7 @@ def owner(obj, frame: int, _reverse: dict | None = None) -> tuple[str, int | Non
     ("shadow", slot) for a top level, ("shadow", None) for a lower shadow table page,
     ("free", None) or ("host", None)."""
     lg = _lg(obj)
+    check_count("frame", frame, (1 << 32) - 1)
     host = lg.host
     if frame in host.lg_switcher_pages:
         return ("switcher", host.lg_switcher_pages.index(frame))
@@ -325,6 +344,9 @@ def compare(obj, start: int, pages: int, slot: int | None = None) -> list[dict]:
     what the CPU really uses, the frame translation, and whether they differ (a shadow
     entry missing, or flags not the same)."""
     lg = _lg(obj)
+    check_u32("start", start)
+    check_count("pages", pages, 1 << 20)
+    check_slot("slot", slot)
     L = lg.x86
     slot = current_slot(lg) if slot is None else slot
     gpgdir = lg.pgdirs[slot].gpgdir
@@ -354,6 +376,8 @@ def compare(obj, start: int, pages: int, slot: int | None = None) -> list[dict]:
 def source_line(lineno: int) -> str:
     """Line ``lineno`` of the port (page_tables.py), as a tracer's ``line`` events number it;
     "" if there is no such line."""
+    if lineno.__class__ is not int:
+        raise TypeError(f"lineno must be an int, not {type(lineno).__name__}")
     import linecache
 
     from . import page_tables
