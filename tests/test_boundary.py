@@ -232,3 +232,78 @@ def test_the_fault_path_runs_no_check(g):
     assert g.dead is None
     assert boundary.__file__ not in seen
     assert pt.__file__ in seen
+
+
+# --- the MMU's TLB (host.tlb): a cached walk never answers for a changed table ---------------------
+class _NoTLB(dict):
+    """A TLB that never keeps anything: every touch walks."""
+
+    def __setitem__(self, key, value):
+        pass
+
+
+def _state(g):
+    return (
+        li.refcounts(g), li.pgdir_cache(g), g.dead, [li.shadow_mappings(g, s) for s in range(4)],
+        [g.read_phys(gpfn << 12, 4096) for gpfn in range(0x200, 0x240)],
+    )
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("pae", [False, True], ids=["nonpae", "pae"])
+def test_the_tlb_changes_nothing_but_speed(pae, seed):
+    import random
+
+    rng = random.Random(seed)
+    guests = [Guest(pae=pae, seed=seed, nr_cpus=2), Guest(pae=pae, seed=seed, nr_cpus=2)]
+    guests[1].host.tlb = _NoTLB()
+    for g in guests:
+        g.procs = [g.new_process(f"p{i}") for i in range(5)]
+    pages = [0x08000000 + i * 4096 for i in range(24)] + [0xC0000000 + i * 4096 for i in range(8)]
+    for step in range(600):
+        op = rng.random()
+        vaddr = rng.choice(pages)
+        args = (rng.random() < 0.4, rng.random() < 0.5)
+        gpfn, flags = rng.randrange(0x200, 0x240), rng.choice([0x7, 0x5, 0x27, 0x67, 0x25, 0x3])
+        proc, cpu, byte = rng.randrange(5), rng.randrange(2), rng.randrange(256)
+        results = []
+        for g in guests:
+            if op < 0.55:
+                results.append(g.touch(vaddr, *args))
+            elif op < 0.75:
+                if vaddr < 0xC0000000:
+                    g.set_pte(vaddr, (gpfn << 12) | flags)
+            elif op < 0.85:
+                g.switch_to(g.procs[proc])
+            elif op < 0.9:
+                g.host.current_cpu = cpu
+            elif op < 0.95:
+                g.flush_user()
+            elif op < 0.97:
+                g.flush_all()
+            else:
+                g.write_phys(gpfn << 12, bytes([byte]) * 8)
+        assert results[:1] == results[1:], (step, results)
+    assert _state(guests[0]) == _state(guests[1])
+
+
+def test_the_tlb_sees_every_change():
+    g = Guest(seed=1)
+    p = g.new_process("p")
+    g.switch_to(p)
+    g.map(0x08048000, 0x300)
+    first = g.touch(0x08048000, user=True)
+    assert g.touch(0x08048000, user=True) is not first and g.touch(0x08048000, user=True).hpa == first.hpa
+    g.map(0x08048000, 0x301)                                                # the Guest changes its PTE
+    moved = g.touch(0x08048000, user=True)
+    assert moved.outcome == "ok" and moved.hpa != first.hpa                  # (mapped at once: Accessed)
+    assert g.touch(0x08048000, write=True, user=True).faults == 1           # read-only shadow: a fault
+    pt.guest_pagetable_clear_all(g.cpu)                                     # host side, by hand
+    assert g.touch(0x08048000, user=True).faults == 1
+    q = g.new_process("q")
+    g.switch_to(q)
+    assert g.touch(0x08048000, user=True).outcome == "guest-fault"          # another address space
+    g.switch_to(p)
+    assert g.touch(0x08048000, user=True).outcome == "ok"
+    g.lg.dead = "killed by hand"
+    assert g.touch(0x08048000, user=True).outcome == "dead"
