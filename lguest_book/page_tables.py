@@ -174,7 +174,9 @@ def gpte_to_spte(cpu: LgCpu, gpte: int, write: int) -> int:
         kill_guest(cpu, f"failed to get page {L.pte_pfn(gpte)}")
         # No flags, so teardown will not try to release this entry.
         flags = 0
-    return L.pfn_pte(pfn, flags)
+    # pfn_pte(pfn, __pgprot(flags)), written out: massage_pgprot() would only clear NX, which
+    # 32-bit flags never hold.
+    return (((pfn << PAGE_SHIFT) & L.phys_mask) | flags) & L.entry_mask
 
 
 def release_pte(host: Host, pte: int) -> None:
