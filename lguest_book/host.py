@@ -322,7 +322,8 @@ class Host:
         if page is None:
             page = self._as_table(frame)
         page[index] = value
-        self.tlb.clear()
+        if self.tlb:  # (emptying an empty dict costs a call; testing it does not)
+            self.tlb.clear()
 
 
 class Launcher:

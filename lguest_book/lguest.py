@@ -210,7 +210,8 @@ def lgwrite(cpu: LgCpu, addr: int, type_name: str, value: int) -> None:
         page = lg.host.tables.get(launcher.frames[index])
         if page is not None and not addr & (size - 1) and index not in launcher.readonly:
             page[(addr & 0xFFF) // size] = value
-            lg.host.tlb.clear()
+            if lg.host.tlb:  # a cached walk may have read this entry
+                lg.host.tlb.clear()
             return
         if launcher.write_guest(addr, size, value):
             return
