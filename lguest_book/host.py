@@ -305,23 +305,22 @@ class Host:
         return frame + index // n, index % n
 
     def deref(self, ptr: tuple[int, int] | None) -> int:
-        if ptr is None:
-            raise KernelOops("BUG: unable to handle kernel NULL pointer dereference")
-        frame, index = ptr
-        page = self.tables.get(frame)
-        if page is None:
-            page = self._as_table(frame)
-        return page[index]
+        """``*ptr``: the entry a pointer points to."""
+        try:
+            return self.tables[ptr[0]][ptr[1]]  # the common case: a frame held as entries
+        except (KeyError, TypeError):
+            if ptr is None:
+                raise KernelOops("BUG: unable to handle kernel NULL pointer dereference") from None
+            return self._as_table(ptr[0])[ptr[1]]
 
     def store(self, ptr: tuple[int, int] | None, value: int) -> None:
         """set_pte()/set_pmd()/set_pgd() and plain ``*p = v`` stores."""
-        if ptr is None:
-            raise KernelOops("BUG: unable to handle kernel NULL pointer dereference")
-        frame, index = ptr
-        page = self.tables.get(frame)
-        if page is None:
-            page = self._as_table(frame)
-        page[index] = value
+        try:
+            self.tables[ptr[0]][ptr[1]] = value  # the common case: a frame held as entries
+        except (KeyError, TypeError):
+            if ptr is None:
+                raise KernelOops("BUG: unable to handle kernel NULL pointer dereference") from None
+            self._as_table(ptr[0])[ptr[1]] = value
         if self.tlb:  # (emptying an empty dict costs a call; testing it does not)
             self.tlb.clear()
 
