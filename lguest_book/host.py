@@ -221,7 +221,8 @@ class Host:
 
     # --- frame contents ------------------------------------------------------------------
     def table(self, frame: int) -> list[int]:
-        """The frame seen as a page of entries (``__va(pfn << PAGE_SHIFT)`` in the C)."""
+        """The frame seen as a page of entries (``__va(pfn << PAGE_SHIFT)`` in the C).  Read
+        it freely; change an entry with :meth:`store`, which also empties the TLB."""
         page = self.tables.get(frame)
         if page is None:
             page = self._as_table(frame)
