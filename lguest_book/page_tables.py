@@ -95,8 +95,9 @@ def spgd_addr(cpu: LgCpu, i: int, vaddr: int) -> tuple[int, int]:
 def spmd_addr(cpu: LgCpu, spgd: int, vaddr: int) -> tuple[int, int]:
     """PAE only: pointer to the shadow mid-level entry below the (present) entry ``spgd``."""
     L = cpu.lg.x86
-    index = L.pmd_index(vaddr)
-    BUG_ON(not (L.pgd_flags(spgd) & _PAGE_PRESENT), "spmd_addr")
+    index = (vaddr >> L.PMD_SHIFT) & (L.PTRS_PER_PMD - 1)  # pmd_index(vaddr)
+    if not (L.pgd_flags(spgd) & _PAGE_PRESENT):  # BUG_ON: the top-level entry must be present
+        BUG("spmd_addr")
     return (L.pgd_pfn(spgd), index)
 
 
@@ -107,7 +108,8 @@ def spte_addr(cpu: LgCpu, spgd: int, vaddr: int) -> tuple[int, int]:
         pmd = spmd_addr(cpu, spgd, vaddr)
         spmd = cpu.lg.host.deref(pmd)
         page = L.pmd_pfn(spmd)
-        BUG_ON(not (L.pmd_flags(spmd) & _PAGE_PRESENT), "spte_addr")
+        if not (L.pmd_flags(spmd) & _PAGE_PRESENT):  # BUG_ON: the mid-level entry must be present
+            BUG("spte_addr")
     else:
         page = (spgd & L.PTE_PFN_MASK) >> PAGE_SHIFT  # pgd_pfn(spgd)
         if not spgd & _PAGE_PRESENT:  # BUG_ON: the top-level entry must be present
