@@ -129,7 +129,7 @@ def cmd_flaws(args) -> int:
 def cmd_bench(args) -> int:
     from . import bench
 
-    results = bench.run_all(quick=args.quick)
+    results = bench.run_all(quick=args.quick, source=args.source)
     print(bench.format_results(results))
     return 0
 
@@ -213,6 +213,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="measure the model's speed and memory")
     p.add_argument("--quick", action="store_true", help="small sizes, one round (a smoke run)")
+    p.add_argument("--source", help="the page_tables.c (or its cregit text) the compiled C is timed from; "
+                   "default: as verify finds it")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("verify", help="check the model against the C and a real MMU")
