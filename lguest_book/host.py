@@ -389,8 +389,10 @@ class Launcher:
             frame = self._fault_in(index)
             if not frame:
                 return 0, 0
-        refcount = self.host.refcount  # get_page()
-        refcount[frame] = refcount.get(frame, 0) + 1
+        try:  # get_page()
+            self.host.refcount[frame] += 1
+        except KeyError:  # (a count that went to zero: Host.anomalies has the story)
+            self.host.refcount[frame] = 1
         return 1, frame
 
     def read_int(self, uaddr: int, size: int) -> int | None:
