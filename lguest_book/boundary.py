@@ -21,8 +21,10 @@ So the checks live here, at the layer a user calls, and nowhere on the path the 
   port through :data:`port`, which reads the very same module namespace (so a swap is seen by
   every caller, at call time).  The fault path (Guest -> hypercalls -> page_tables) therefore
   runs no check at all.
-* **Views and the Guest** check their own arguments with :func:`checked` (a decorator taking a
-  rule per parameter) or at the top of the method, as cheaply as the hot path allows.
+* **Views and the Guest** check their own arguments at their top, with the same rules
+  (:func:`check_u32`, :func:`check_slot`, :func:`check_count`; the Guest with
+  ``host._check_int``), as cheaply as the hot path allows (``Guest.touch`` tests ``vaddr``
+  inline and calls a check only when it fails).
 
 Rules raise ``TypeError`` (wrong kind of value) or ``ValueError`` (right kind, out of range),
 each one line naming the argument: ``vaddr must be an int, not str`` or
@@ -44,8 +46,7 @@ from .x86 import PAE, ULONG_MASK
 ERRCODE_BITS = 0x1F  # x86 page-fault error code: present, write, user, reserved, fetch
 
 __all__ = [
-    "PORT_RULES", "PAE_ONLY", "port", "checked", "check_port_args", "check_u32", "check_slot",
-    "check_count",
+    "PORT_RULES", "PAE_ONLY", "port", "check_port_args", "check_u32", "check_slot", "check_count",
 ]
 
 
@@ -247,28 +248,6 @@ def _binder(func: Callable, rules: dict[str, Callable], pae_only: str | None = N
             raise ValueError(f"{pae_only}() exists only under PAE, and this guest is non-PAE (pae=False)")
 
     return check
-
-
-def checked(**rules: Callable) -> Callable:
-    """Decorator for a function a user calls: check each named parameter with its rule (a
-    parameter without a rule is not checked here), then run the function."""
-
-    def decorate(func: Callable) -> Callable:
-        sig = _pyinspect.signature(func)
-        full = {n: rules.get(n, ANY) for n in sig.parameters}
-        unknown = set(rules) - set(full)
-        if unknown:
-            raise AssertionError(f"{func.__name__}: rules for unknown parameters {sorted(unknown)}")
-        check = _binder(func, full)
-
-        @functools.wraps(func)
-        def checked_call(*args, **kwargs):
-            check(args, kwargs)
-            return func(*args, **kwargs)
-
-        return checked_call
-
-    return decorate
 
 
 def check_port_args(name: str, *args, **kwargs) -> None:
