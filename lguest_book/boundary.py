@@ -224,7 +224,7 @@ PAE_ONLY = frozenset({"spmd_addr", "check_gpmd", "release_pmd", "guest_set_pmd"}
 # Applying rules to a call
 # =============================================================================================
 def _binder(func: Callable, rules: dict[str, Callable], pae_only: str | None = None) -> Callable:
-    """A function ``check(*args, **kwargs)`` that applies ``rules`` to a call of ``func``."""
+    """A function ``check(args, kwargs)`` that applies ``rules`` to the call ``func(*args, **kwargs)``."""
     sig = _pyinspect.signature(func)
     names = tuple(sig.parameters)
     missing = [n for n in names if n not in rules]
