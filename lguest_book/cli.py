@@ -107,7 +107,7 @@ def cmd_where(args) -> int:
         shown = name if stem and name.isprintable() and " " not in name else repr(name)
         print(f"{shown} is not a function of page_tables.c{hint}", file=sys.stderr)
         return 2
-    func = getattr(pt, name)
+    func = vars(pt)[name]  # the twin itself, not the checked view pt.NAME gives users
     lines, start = pyinspect.getsourcelines(func)
     path = Path(pyinspect.getsourcefile(func)).resolve()
     try:
@@ -147,7 +147,7 @@ def cmd_flaws(args) -> int:
 def cmd_bench(args) -> int:
     from . import bench
 
-    results = bench.run_all(quick=args.quick)
+    results = bench.run_all(quick=args.quick, source=args.source)
     print(bench.format_results(results))
     return 0
 
@@ -312,6 +312,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="measure the model's speed and memory")
     p.add_argument("--quick", action="store_true", help="small sizes, one round (a smoke run)")
+    p.add_argument("--source", help="the page_tables.c (or its cregit text) the compiled C is timed from; "
+                   "default: as verify finds it")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("verify", help="check the model against the C and a real MMU",

@@ -31,7 +31,7 @@ from collections import namedtuple
 from . import fmt
 from . import hypercalls as hc
 from . import mmu
-from .host import Host, KernelOops, _check_int
+from .host import TLB_ENTRIES, Host, KernelOops, _check_int
 from .lguest import LGUEST_DATA_CR2, LGUEST_DATA_KERNEL_ADDRESS, LGUEST_DATA_RESERVE_MEM, Lguest, PrandomSource
 from .x86 import (
     PAGE_MASK,
@@ -454,12 +454,18 @@ class Guest:
             return self._Access("dead", -1, 0, 0)
         cpu = self.cpu
         host = self.host
+        pgdir = lg.pgdirs[cpu.cpu_pgd]
+        # map_switcher_in_guest() runs before every entry; its first test is inlined here.
+        if pgdir.last_host_cpu == host._current_cpu:
+            # The TLB: a walk that succeeded, and what it read has not changed since.
+            hit = host.tlb.get((pgdir.pgdir, vaddr, write, user))
+            if hit is not None:
+                return hit
         walk = self._walk
         faults = 0
         while True:
             pgdir = lg.pgdirs[cpu.cpu_pgd]
-            # map_switcher_in_guest() runs before every entry; its first test is inlined here.
-            if pgdir.last_host_cpu != host.current_cpu and not hc.enter_guest(cpu):
+            if pgdir.last_host_cpu != host._current_cpu and not hc.enter_guest(cpu):
                 return self._Access("killed", -1, faults, 0)
             try:
                 hpa, errcode = walk(host, pgdir.pgdir, vaddr, write, user)
@@ -467,6 +473,10 @@ class Guest:
                 hc._oops(cpu, "the hardware page walk", err)
                 return self._Access("killed", -1, faults, 0)
             if hpa >= 0:
+                tlb = host.tlb
+                if len(tlb) >= TLB_ENTRIES:
+                    tlb.clear()
+                tlb[pgdir.pgdir, vaddr, write, user] = _new_tuple(self._Access, ("ok", hpa, 0, 0))
                 return _new_tuple(self._Access, ("ok", hpa, faults, 0))
             if faults == 3:
                 return self._Access("livelock", -1, faults, errcode)

@@ -24,6 +24,15 @@ What the C file takes from the Linux kernel around it is modelled here, small:
 * **Oopses.**  Where the C would dereference NULL or hit a ``BUG_ON``, the model raises
   :class:`KernelOops`; the entry points in :mod:`lguest_book.hypercalls` catch it and do what
   an oops does to the process that caused it: the Launcher dies, and with it the guest.
+* **The TLB.**  ``Host.tlb`` caches the MMU's successful walks (see :mod:`lguest_book.mmu`).
+  Every change to the content of a frame held as entries empties it: ``store``, the
+  Launcher's writes into such a frame, a frame handed out again, a frame turned into bytes.
+  (The walk's own Accessed/Dirty updates only ever set bits a cached walk has already set.)
+
+Guest memory is kept in the same two forms.  A page the host reads as page-table entries
+(``lgread``) is held as entries from then on, and the Launcher's reads and writes of whole
+aligned entries go to that list directly, so a Guest that writes its tables while the host
+reads them never makes a page change form back and forth.
 """
 
 from __future__ import annotations
@@ -38,6 +47,7 @@ _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
 _UNPACK = {4: _U32.unpack_from, 8: _U64.unpack_from}
 _PACK = {4: _U32.pack_into, 8: _U64.pack_into}
+TLB_ENTRIES = 1 << 16  # cached walks kept before the TLB is emptied (it only grows by touches)
 
 
 class KernelOops(Exception):
@@ -86,7 +96,7 @@ class Host:
     __slots__ = (
         "layout", "nr_cpus", "TOTAL_SWITCHER_PAGES", "ram_pages", "first_frame", "switcher_addr",
         "_current_cpu", "tables", "data", "refcount", "anomalies", "oopses", "_next_frame",
-        "_free", "_fail_after", "_fail_count", "allocations", "lg_switcher_pages",
+        "_free", "_fail_after", "_fail_count", "allocations", "lg_switcher_pages", "tlb",
     )
 
     def __init__(
@@ -111,6 +121,7 @@ class Host:
         self._current_cpu = 0
 
         self.tables: dict[int, list[int]] = {}
+        self.tlb: dict = {}  # the MMU's cached walks: emptied when an entry they read may change
         self.data: dict[int, bytearray] = {}
         self.refcount: dict[int, int] = {}
         self.anomalies: list[str] = []
@@ -152,6 +163,7 @@ class Host:
     @current_cpu.setter
     def current_cpu(self, cpu: int) -> None:
         self._current_cpu = _check_int("current_cpu", cpu, 0, self.nr_cpus - 1)
+        self.tlb.clear()
 
     # --- the page allocator --------------------------------------------------------------
     def fail_allocations(self, count: int = 1, after: int = 0) -> None:
@@ -173,7 +185,8 @@ class Host:
             self._next_frame += 1
         else:
             return 0
-        self.tables.pop(frame, None)
+        if self.tables.pop(frame, None) is not None:
+            self.tlb.clear()  # a cached walk may have read the frame's old entries
         self.data.pop(frame, None)
         self.refcount[frame] = 1
         self.allocations += 1
@@ -224,7 +237,8 @@ class Host:
 
     # --- frame contents ------------------------------------------------------------------
     def table(self, frame: int) -> list[int]:
-        """The frame seen as a page of entries (``__va(pfn << PAGE_SHIFT)`` in the C)."""
+        """The frame seen as a page of entries (``__va(pfn << PAGE_SHIFT)`` in the C).  Read
+        it freely; change an entry with :meth:`store`, which also empties the TLB."""
         page = self.tables.get(frame)
         if page is None:
             page = self._as_table(frame)
@@ -266,10 +280,31 @@ class Host:
         raw = self.data.get(frame)
         if raw is None and frame in self.tables:
             page = self.tables.pop(frame)
-            fmt = _U64 if self.layout.pae else _U32
-            raw = bytearray(b"".join(fmt.pack(v) for v in page))
+            raw = bytearray(struct.pack(f"<{len(page)}{'Q' if self.layout.pae else 'I'}", *page))
             self.data[frame] = raw
+            self.tlb.clear()  # its content will now change as bytes
         return raw
+
+    def entries_bytes(self, frame: int, offset: int, size: int) -> bytes:
+        """``size`` bytes at ``offset`` of a frame held as entries, without changing its form."""
+        page = self.tables[frame]
+        width = self.layout.entry_bytes
+        first, last = offset // width, (offset + size + width - 1) // width
+        raw = struct.pack(f"<{last - first}{'Q' if width == 8 else 'I'}", *page[first:last])
+        start = offset - first * width
+        return raw[start : start + size]
+
+    def write_entries(self, frame: int, offset: int, data: bytes) -> bool:
+        """Write whole aligned entries into a frame held as entries; False if ``data`` does
+        not cover whole entries (the caller then writes bytes)."""
+        width = self.layout.entry_bytes
+        if offset % width or len(data) % width:
+            return False
+        page = self.tables[frame]
+        first = offset // width
+        page[first : first + len(data) // width] = struct.unpack(f"<{len(data) // width}{'Q' if width == 8 else 'I'}", data)
+        self.tlb.clear()
+        return True
 
     def writable_bytes(self, frame: int) -> bytearray:
         raw = self.page_bytes(frame)
@@ -287,23 +322,24 @@ class Host:
         return frame + index // n, index % n
 
     def deref(self, ptr: tuple[int, int] | None) -> int:
-        if ptr is None:
-            raise KernelOops("BUG: unable to handle kernel NULL pointer dereference")
-        frame, index = ptr
-        page = self.tables.get(frame)
-        if page is None:
-            page = self._as_table(frame)
-        return page[index]
+        """``*ptr``: the entry a pointer points to."""
+        try:
+            return self.tables[ptr[0]][ptr[1]]  # the common case: a frame held as entries
+        except (KeyError, TypeError):
+            if ptr is None:
+                raise KernelOops("BUG: unable to handle kernel NULL pointer dereference") from None
+            return self._as_table(ptr[0])[ptr[1]]
 
     def store(self, ptr: tuple[int, int] | None, value: int) -> None:
         """set_pte()/set_pmd()/set_pgd() and plain ``*p = v`` stores."""
-        if ptr is None:
-            raise KernelOops("BUG: unable to handle kernel NULL pointer dereference")
-        frame, index = ptr
-        page = self.tables.get(frame)
-        if page is None:
-            page = self._as_table(frame)
-        page[index] = value
+        try:
+            self.tables[ptr[0]][ptr[1]] = value  # the common case: a frame held as entries
+        except (KeyError, TypeError):
+            if ptr is None:
+                raise KernelOops("BUG: unable to handle kernel NULL pointer dereference") from None
+            self._as_table(ptr[0])[ptr[1]] = value
+        if self.tlb:  # (emptying an empty dict costs a call; testing it does not)
+            self.tlb.clear()
 
 
 class Launcher:
@@ -372,8 +408,10 @@ class Launcher:
             frame = self._fault_in(index)
             if not frame:
                 return 0, 0
-        refcount = self.host.refcount  # get_page()
-        refcount[frame] = refcount.get(frame, 0) + 1
+        try:  # get_page()
+            self.host.refcount[frame] += 1
+        except KeyError:  # (a count that went to zero: Host.anomalies has the story)
+            self.host.refcount[frame] = 1
         return 1, frame
 
     def read_int(self, uaddr: int, size: int) -> int | None:
@@ -383,21 +421,24 @@ class Launcher:
             frame = self.frames[offset >> PAGE_SHIFT]
             if frame > 0:
                 raw = self.data.get(frame)
-                if raw is None:
-                    raw = self.host.page_bytes(frame)
-                    if raw is None:
-                        return 0
-                return _UNPACK[size](raw, uaddr & 0xFFF)[0]
+                if raw is not None:
+                    return _UNPACK[size](raw, uaddr & 0xFFF)[0]
+                if frame in self.host.tables:  # held as entries
+                    return int.from_bytes(self.host.entries_bytes(frame, uaddr & 0xFFF, size), "little")
+                return 0
             return 0 if frame == 0 else None
         raw = self.read_bytes(uaddr, size)
         return None if raw is None else int.from_bytes(raw, "little")
 
     def read_guest(self, paddr: int, size: int) -> int | None:
         """copy_from_user(mem_base + paddr): the same as ``read_int(mem_base + paddr)``,
-        with the common case (inside one page, page present) first."""
+        with the common case (inside one page, page present) first.  A whole aligned entry
+        is read from the page held as entries, which it is from then on (see lgread)."""
         if paddr & 0xFFF <= PAGE_SIZE - size and 0 <= paddr < self.end - self.mem_base:
             frame = self.frames[paddr >> PAGE_SHIFT]
             if frame > 0:
+                if size == self.host.layout.entry_bytes and not paddr & (size - 1):
+                    return self.host.table(frame)[(paddr & 0xFFF) // size]
                 raw = self.data.get(frame)
                 if raw is not None:
                     return _UNPACK[size](raw, paddr & 0xFFF)[0]
@@ -409,6 +450,11 @@ class Launcher:
             index = paddr >> PAGE_SHIFT
             frame = self.frames[index]
             if frame > 0 and index not in self.readonly:
+                page = self.host.tables.get(frame)
+                if page is not None and size == self.host.layout.entry_bytes and not paddr & (size - 1):
+                    page[(paddr & 0xFFF) // size] = value
+                    self.host.tlb.clear()
+                    return True
                 raw = self.data.get(frame)
                 if raw is not None:
                     _PACK[size](raw, paddr & 0xFFF, value)
@@ -424,8 +470,13 @@ class Launcher:
             offset = uaddr & (PAGE_SIZE - 1)
             chunk = min(size, PAGE_SIZE - offset)
             frame = self.frames[index]
-            raw = self.host.page_bytes(frame) if frame else None
-            out += raw[offset : offset + chunk] if raw is not None else bytes(chunk)
+            raw = self.data.get(frame) if frame else None
+            if raw is not None:
+                out += raw[offset : offset + chunk]
+            elif frame in self.host.tables:  # held as entries: read them as they are
+                out += self.host.entries_bytes(frame, offset, chunk)
+            else:
+                out += bytes(chunk)
             uaddr += chunk
             size -= chunk
         return bytes(out)
@@ -450,7 +501,8 @@ class Launcher:
                 return False
             offset = uaddr & (PAGE_SIZE - 1)
             chunk = min(len(data) - pos, PAGE_SIZE - offset)
-            self.host.writable_bytes(frame)[offset : offset + chunk] = data[pos : pos + chunk]
+            if frame not in self.host.tables or not self.host.write_entries(frame, offset, bytes(data[pos : pos + chunk])):
+                self.host.writable_bytes(frame)[offset : offset + chunk] = data[pos : pos + chunk]
             uaddr += chunk
             pos += chunk
         return True
@@ -465,6 +517,11 @@ class Launcher:
                 raw = self.data.get(frame)
                 if raw is not None:
                     _PACK[size](raw, uaddr & 0xFFF, value)
+                    return True
+                page = self.host.tables.get(frame)
+                if page is not None and size == self.host.layout.entry_bytes and not uaddr & (size - 1):
+                    page[(uaddr & 0xFFF) // size] = value
+                    self.host.tlb.clear()
                     return True
         return self.write_bytes(uaddr, value.to_bytes(size, "little"), force)
 

@@ -18,6 +18,7 @@ recorded in ``host.oopses``.  A guest can therefore never raise a Python excepti
 from __future__ import annotations
 
 from . import page_tables as pt
+from .boundary import port  # the raw twins: the Guest's path runs no argument check
 from .host import KernelOops
 from .lguest import (
     LGUEST_DATA_CR2,
@@ -89,7 +90,7 @@ def launch(lg: Lguest) -> int:
     cpu.regs_page = lg.host.get_zeroed_page()  # lg_cpu_start
     if not cpu.regs_page:
         return -ENOMEM
-    err = pt.init_guest_pagetable(lg)
+    err = port.init_guest_pagetable(lg)
     if err:
         lg.host.free_page(cpu.regs_page)
         cpu.regs_page = 0
@@ -99,7 +100,7 @@ def launch(lg: Lguest) -> int:
 def teardown(lg: Lguest) -> None:
     """The Launcher closed the guest: free the shadow tables and the register page."""
     try:
-        pt.free_guest_pagetable(lg)
+        port.free_guest_pagetable(lg)
     except KernelOops as err:  # even teardown can trip on what the C left behind
         _oops(lg.cpus[0], "free_guest_pagetable", err)
     for cpu in lg.cpus:
@@ -119,10 +120,10 @@ def initialize(cpu: LgCpu, call: int, arg1: int) -> None:
         kill_guest(cpu, f"bad guest page {c_ptr(lg.lguest_data)}")
     else:
         lg.lguest_data = (lg.mem_base + arg1) & ULONG_MASK
-    pt.page_table_guest_data_init(cpu)
+    port.page_table_guest_data_init(cpu)
     # The Launcher's writes above may have been the first to a guest page (copy-on-write),
     # so the C throws every shadow mapping away here.
-    pt.guest_pagetable_clear_all(cpu)
+    port.guest_pagetable_clear_all(cpu)
 
 
 def guest_set_stack(cpu: LgCpu, seg: int, esp: int, pages: int) -> None:
@@ -135,7 +136,7 @@ def guest_set_stack(cpu: LgCpu, seg: int, esp: int, pages: int) -> None:
     cpu.ss1 = seg
     cpu.esp1 = esp
     cpu.lg.stack_pages = pages
-    pt.pin_stack_pages(cpu)
+    port.pin_stack_pages(cpu)
 
 
 def do_hcall(cpu: LgCpu, call: int, arg1: int = 0, arg2: int = 0, arg3: int = 0, arg4: int = 0) -> None:
@@ -151,20 +152,20 @@ def do_hcall(cpu: LgCpu, call: int, arg1: int = 0, arg2: int = 0, arg3: int = 0,
             kill_guest(cpu, "already have lguest_data")
         elif call == LHCALL_FLUSH_TLB:
             if arg1:
-                pt.guest_pagetable_clear_all(cpu)
+                port.guest_pagetable_clear_all(cpu)
             else:
-                pt.guest_pagetable_flush_user(cpu)
+                port.guest_pagetable_flush_user(cpu)
         elif call == LHCALL_NEW_PGTABLE:
-            pt.guest_new_pagetable(cpu, arg1)
+            port.guest_new_pagetable(cpu, arg1)
         elif call == LHCALL_SET_STACK:
             guest_set_stack(cpu, arg1, arg2, arg3)
         elif call == LHCALL_SET_PTE:
             gpte = (arg3 | (arg4 << 32)) if lg.x86.pae else arg3
-            pt.guest_set_pte(cpu, arg1, arg2, gpte)
+            port.guest_set_pte(cpu, arg1, arg2, gpte)
         elif call == LHCALL_SET_PGD:
-            pt.guest_set_pgd(lg, arg1, arg2)
+            port.guest_set_pgd(lg, arg1, arg2)
         elif call == LHCALL_SET_PMD and lg.x86.pae:
-            pt.guest_set_pmd(lg, arg1, arg2)
+            port.guest_set_pmd(lg, arg1, arg2)
         elif call in (LHCALL_FLUSH_ASYNC, LHCALL_SEND_INTERRUPTS):
             pass
         else:  # not modelled here, or unknown
@@ -182,7 +183,7 @@ def page_fault(cpu: LgCpu, cr2: int, errcode: int) -> tuple[str, int]:
     ``("killed", 0)``.
     """
     try:
-        fixed, iomem = pt.demand_page(cpu, cr2, errcode)
+        fixed, iomem = port.demand_page(cpu, cr2, errcode)
     except KernelOops as err:
         _oops(cpu, "demand_page", err)
         return "killed", 0
@@ -221,7 +222,7 @@ def enter_guest(cpu: LgCpu) -> bool:
     if cpu.lg.dead is not None:
         return False
     try:
-        pt.map_switcher_in_guest(cpu, None)
+        port.map_switcher_in_guest(cpu, None)
     except KernelOops as err:
         _oops(cpu, "map_switcher_in_guest", err)
         return False

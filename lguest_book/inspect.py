@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from . import fmt
 from .host import _check_int
 from .lguest import PGDIR_SLOTS, Lguest
+from .boundary import check_count, check_slot, check_u32
 from .x86 import PAGE_SHIFT, PAGE_SIZE, _PAGE_PRESENT, _PAGE_PSE, Layout
 
 __all__ = [
@@ -230,6 +231,7 @@ def _read_guest(lg: Lguest, paddr: int) -> int:
 def shadow_mappings(obj, slot: int | None = None) -> dict[int, int]:
     """{virtual page address: shadow PTE} for every present shadow PTE of ``slot``."""
     lg = _lg(obj)
+    check_slot("slot", slot)
     L = lg.x86
     slot = _slot(lg, slot)
     out: dict[int, int] = {}
@@ -286,6 +288,8 @@ def walk_shadow(obj, vaddr: int, slot: int | None = None) -> list[Step]:
     """The shadow walk of ``vaddr``: one :class:`Step` per level read (it stops at the first
     entry that is not present)."""
     lg = _lg(obj)
+    check_u32("vaddr", vaddr)
+    check_slot("slot", slot)
     L = lg.x86
     slot = _slot(lg, slot)
     _u32("vaddr", vaddr)
@@ -307,6 +311,9 @@ def walk_shadow(obj, vaddr: int, slot: int | None = None) -> list[Step]:
 def walk_guest(obj, vaddr: int, gpgdir: int | None = None) -> list[Step]:
     """The Guest's own walk of ``vaddr`` through its tables in guest memory."""
     lg = _lg(obj)
+    check_u32("vaddr", vaddr)
+    if gpgdir is not None:
+        check_u32("gpgdir", gpgdir)
     L = lg.x86
     _u32("vaddr", vaddr)
     if gpgdir is not None:
@@ -331,6 +338,7 @@ def owner(obj, frame: int, _reverse: dict | None = None) -> tuple[str, int | Non
     ("shadow", slot) for a top level, ("shadow", None) for a lower shadow table page,
     ("free", None) or ("host", None)."""
     lg = _lg(obj)
+    check_count("frame", frame, (1 << 32) - 1)
     host = lg.host
     _check_int("frame", frame, 0, (1 << 32) - 1)
     if frame in host.lg_switcher_pages:
@@ -368,6 +376,9 @@ def compare(obj, start: int, pages: int, slot: int | None = None) -> list[dict]:
     what the CPU really uses, the frame translation, and whether they differ (a shadow
     entry missing, or flags not the same)."""
     lg = _lg(obj)
+    check_u32("start", start)
+    check_count("pages", pages, 1 << 20)
+    check_slot("slot", slot)
     L = lg.x86
     slot = _slot(lg, slot)
     _u32("start", start)
@@ -399,6 +410,8 @@ def compare(obj, start: int, pages: int, slot: int | None = None) -> list[dict]:
 def source_line(lineno: int) -> str:
     """Line ``lineno`` of the port (page_tables.py), as a tracer's ``line`` events number it;
     "" if there is no such line."""
+    if lineno.__class__ is not int:
+        raise TypeError(f"lineno must be an int, not {type(lineno).__name__}")
     import linecache
 
     from . import page_tables

@@ -324,7 +324,14 @@ def lgread(cpu: LgCpu, addr: int, type_name: str) -> int:
     size = lg.entry_bytes
     end = (addr + size) & 0xFFFFFFFF
     if addr <= end <= (lg.pfn_limit << 12) & 0xFFFFFFFF:  # lguest_address_ok()
-        value = lg.launcher.read_guest(addr, size)  # copy_from_user(mem_base + addr)
+        # copy_from_user(mem_base + addr): first the common case, an aligned entry of a page
+        # held as entries (see host.py), then the general copy.
+        if not addr & (size - 1):  # a whole entry
+            try:
+                return lg.host.tables[lg.launcher.frames[addr >> 12]][(addr & 0xFFF) // size]
+            except (KeyError, IndexError):  # not a page held as entries: the general copy
+                pass
+        value = lg.launcher.read_guest(addr, size)
         if value is not None:
             return value
     kill_guest(cpu, f"bad read address {c_hex(addr)} len {size}")
@@ -337,7 +344,19 @@ def lgwrite(cpu: LgCpu, addr: int, type_name: str, value: int) -> None:
     size = lg.entry_bytes
     end = (addr + size) & 0xFFFFFFFF
     if addr <= end <= (lg.pfn_limit << 12) & 0xFFFFFFFF:  # lguest_address_ok()
-        if lg.launcher.write_guest(addr, size, value):  # copy_to_user(mem_base + addr)
+        # copy_to_user(mem_base + addr): the common case first, as in lgread.
+        launcher = lg.launcher
+        index = addr >> 12
+        if not addr & (size - 1) and index not in launcher.readonly:  # a whole, writable entry
+            try:
+                lg.host.tables[launcher.frames[index]][(addr & 0xFFF) // size] = value
+            except (KeyError, IndexError):  # not a page held as entries: the general copy
+                pass
+            else:
+                if lg.host.tlb:  # a cached walk may have read this entry
+                    lg.host.tlb.clear()
+                return
+        if launcher.write_guest(addr, size, value):
             return
     kill_guest(cpu, f"bad write address {c_hex(addr)} len {size}")
 

@@ -11,9 +11,20 @@ and either yields a host physical address or a page fault with an x86 error code
 The host runs with CR0.WP set, so a supervisor write to a read-only page faults too: that is
 what lets lguest see the Guest's first write to a page.  Rights are the AND of every level
 (under PAE the top-level PDPTEs carry no rights).  Like a real walk, a successful one sets
-Accessed on every level that has the bit, and Dirty on the PTE for a write.  There is no TLB
-in this model: every access walks.  Large pages (PSE) in a directory entry map 4 MiB
-(2 MiB under PAE); lguest never makes them in shadow tables.
+Accessed on every level that has the bit, and Dirty on the PTE for a write.  Large pages
+(PSE) in a directory entry map 4 MiB (2 MiB under PAE); lguest never makes them in shadow
+tables.
+
+**The TLB.**  :meth:`Guest.touch <lguest_book.guest.Guest.touch>` keeps each successful walk
+in ``host.tlb`` (keyed by the top level, the address and the kind of access) and answers the
+same access from there while nothing a walk reads can have changed: the host empties the TLB
+whenever the content of a frame held as entries changes (a store to a shadow entry, the
+Launcher writing an entry, a frame handed out again, a frame turned into bytes).  That is
+exact, not an approximation: a walk that succeeded has already set every Accessed (and, for a
+write, Dirty) bit it would set, so walking again would change nothing and find the same
+address.  Unlike a real TLB it never serves a stale translation: lguest's own flushes are not
+needed for correctness here, and a missing flush in the C cannot be seen through it.  The
+functions below always walk.
 """
 
 from __future__ import annotations

@@ -32,7 +32,7 @@ def twin(name: str) -> Shown:
     and the model cannot drift), headed by the C name and its narrative marker."""
     if name not in _pt.C_FUNCTIONS:
         raise ValueError(f"{name!r} is not a function of page_tables.c")
-    source = _pyinspect.getsource(getattr(_pt, name)).rstrip()
+    source = _pyinspect.getsource(vars(_pt)[name]).rstrip()  # the twin, not its checked view
     marker = _pt.MARKERS[name]
     head = f"{name}() — {marker} — lguest_book/page_tables.py"
     return Shown(f"**`{name}()`** · {marker} · `lguest_book/page_tables.py`\n\n```python\n{source}\n```", f"{head}\n{source}")

@@ -7,8 +7,7 @@ docstring names the narrative marker (H:3xx...) of the C's literate comments.
 How the C maps onto Python:
 
 * ``#ifdef CONFIG_X86_PAE`` becomes ``if L.pae`` where ``L`` is the machine's layout
-  (:mod:`lguest_book.x86`).  Functions that exist only under PAE raise ``ValueError`` when
-  a *user of the API* calls them on a non-PAE guest.
+  (:mod:`lguest_book.x86`).
 * A pointer to a page-table entry is a ``(frame, index)`` pair; ``host.deref(p)`` is ``*p``
   and ``host.store(p, v)`` is ``set_pte(p, v)`` (or ``set_pmd``/``set_pgd``/``*p = v``).
   ``None`` is the NULL pointer.  ``lg.pgdirs[i].pgdir`` is a frame number, 0 for NULL.
@@ -32,6 +31,17 @@ How the C maps onto Python:
   fewer on the fault path.  Where all the flag bits matter (``check_gpgd``'s mask,
   ``gpte_to_spte``'s copy) the helpers are called.  Likewise ``pte_pfn(e)`` is
   ``(e & L.PTE_PFN_MASK) >> PAGE_SHIFT`` where it is spelled out.
+
+Arguments are not checked here, as the C does not check them: its callers are the rest of
+lguest.  A *user* who calls a function by hand is checked at the boundary
+(:mod:`lguest_book.boundary`): ``pt.demand_page`` read as an attribute of this module is a
+checked view, which applies the function's row of ``boundary.PORT_RULES`` (a rule per
+parameter; ``PAE_ONLY`` for the functions that exist only under ``CONFIG_X86_PAE``) and then
+runs the twin below.  A bad argument is a one-line ``TypeError``/``ValueError`` naming it.
+The functions here call one another by their global names, which are the twins themselves,
+and the layers above call them through ``boundary.port`` (this module's own namespace), so
+the Guest's path (fault -> hypercalls -> page_tables) runs no check at all; an exercise that
+swaps a function in (``setattr`` on this module) is seen by every caller.
 
 ``pin_stack_pages`` (from interrupts_and_traps.c) sits at the end, because page_tables.c
 calls it and it calls ``pin_page``.
@@ -78,62 +88,6 @@ from .x86 import (
 )
 
 ENOMEM = 12
-ERRCODE_BITS = 0x1F  # x86 page-fault error code: present, write, user, reserved, fetch
-
-
-# --- argument checks for users of the API (the guest cannot reach these) -----------------
-def _bad(name: str, value, what: str):
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, not {type(value).__name__}")
-    raise ValueError(f"{name}={value:#x} is not {what}")
-
-
-def _need_cpu(cpu) -> None:
-    if cpu.__class__ is not LgCpu:
-        raise TypeError(f"cpu must be an LgCpu (guest.cpu), not {type(cpu).__name__}")
-
-
-def _need_lg(lg) -> None:
-    if lg.__class__ is not Lguest:
-        raise TypeError(f"lg must be an Lguest (guest.lg), not {type(lg).__name__}")
-
-
-def _check_fault_args(cpu, vaddr, errcode) -> None:
-    _need_cpu(cpu)
-    _need_u32("vaddr", vaddr)
-    if errcode.__class__ is not int or not 0 <= errcode <= ERRCODE_BITS:
-        _bad("errcode", errcode, f"an x86 page-fault error code (bits {ERRCODE_BITS:#x})")
-
-
-def _need_pae(lg: Lguest, func: str) -> None:
-    if not lg.x86.pae:
-        raise ValueError(f"{func}() exists only under PAE, and this guest is non-PAE (lg.x86.pae is False)")
-
-
-def _need_slot(name: str, value) -> None:
-    if value.__class__ is not int or not 0 <= value < PGDIR_SLOTS:
-        _bad(name, value, f"a pgdir slot (0..{PGDIR_SLOTS - 1})")
-
-
-def _need_entry(lg: Lguest, name: str, value) -> None:
-    if value.__class__ is not int or not 0 <= value <= lg.x86.entry_mask:
-        _bad(name, value, f"a {lg.x86.entry_bytes * 8}-bit {lg.x86.name} entry")
-
-
-def _need_u32(name: str, value) -> None:
-    if value.__class__ is not int or not 0 <= value <= ULONG_MASK:
-        _bad(name, value, "a 32-bit unsigned value")
-
-
-def _check_helper(cpu, vaddr, func: str, pae_only: bool = False, **named) -> None:
-    """The address helpers' argument checks, for users of the API (the fault path only pays
-    for a few cheap comparisons before this is called)."""
-    _need_cpu(cpu)
-    _need_u32("vaddr", vaddr)
-    for name, value in named.items():
-        _need_slot(name, value)
-    if pae_only:
-        _need_pae(cpu.lg, func)
 
 
 # ===========================================================================================
@@ -141,11 +95,6 @@ def _check_helper(cpu, vaddr, func: str, pae_only: bool = False, **named) -> Non
 # ===========================================================================================
 def spgd_addr(cpu: LgCpu, i: int, vaddr: int) -> tuple[int, int]:
     """Pointer to the shadow top-level entry for ``vaddr`` in cached top level ``i``."""
-    if (
-        cpu.__class__ is not LgCpu or i.__class__ is not int or not 0 <= i < PGDIR_SLOTS
-        or vaddr.__class__ is not int or not 0 <= vaddr <= ULONG_MASK
-    ):
-        _check_helper(cpu, vaddr, "spgd_addr", i=i)
     L = cpu.lg.x86
     index = (vaddr >> L.PGDIR_SHIFT) & (L.PTRS_PER_PGD - 1)  # pgd_index(vaddr)
     return (cpu.lg.pgdirs[i].pgdir, index)
@@ -153,8 +102,6 @@ def spgd_addr(cpu: LgCpu, i: int, vaddr: int) -> tuple[int, int]:
 
 def spmd_addr(cpu: LgCpu, spgd: int, vaddr: int) -> tuple[int, int]:
     """PAE only: pointer to the shadow mid-level entry below the (present) entry ``spgd``."""
-    if cpu.__class__ is not LgCpu or not cpu.lg.x86.pae or vaddr.__class__ is not int or not 0 <= vaddr <= ULONG_MASK:
-        _check_helper(cpu, vaddr, "spmd_addr", pae_only=True)
     L = cpu.lg.x86
     index = L.pmd_index(vaddr)
     BUG_ON(not (pgd_flags(spgd) & _PAGE_PRESENT), "spmd_addr")
@@ -163,8 +110,6 @@ def spmd_addr(cpu: LgCpu, spgd: int, vaddr: int) -> tuple[int, int]:
 
 def spte_addr(cpu: LgCpu, spgd: int, vaddr: int) -> tuple[int, int]:
     """Pointer to the shadow PTE for ``vaddr`` below the (present) top-level entry ``spgd``."""
-    if cpu.__class__ is not LgCpu or vaddr.__class__ is not int or not 0 <= vaddr <= ULONG_MASK:
-        _check_helper(cpu, vaddr, "spte_addr")
     L = cpu.lg.x86
     if L.pae:  # PAE: there is a mid level
         pmd = spmd_addr(cpu, spgd, vaddr)
@@ -180,8 +125,6 @@ def spte_addr(cpu: LgCpu, spgd: int, vaddr: int) -> tuple[int, int]:
 
 def gpgd_addr(cpu: LgCpu, vaddr: int) -> int:
     """Guest-physical address of the Guest's top-level entry for ``vaddr`` (current table)."""
-    if cpu.__class__ is not LgCpu or vaddr.__class__ is not int or not 0 <= vaddr <= ULONG_MASK:
-        _check_helper(cpu, vaddr, "gpgd_addr")
     L = cpu.lg.x86
     index = vaddr >> L.PGDIR_SHIFT
     return (cpu.lg.pgdirs[cpu.cpu_pgd].gpgdir + index * L.entry_bytes) & ULONG_MASK
@@ -189,9 +132,6 @@ def gpgd_addr(cpu: LgCpu, vaddr: int) -> int:
 
 def gpmd_addr(gpgd: int, vaddr: int) -> int:
     """PAE only: guest-physical address of the Guest's mid-level entry below ``gpgd``."""
-    if vaddr.__class__ is not int or not 0 <= vaddr <= ULONG_MASK or gpgd.__class__ is not int:
-        _need_u32("vaddr", vaddr)
-        _bad("gpgd", gpgd, "a PAE top-level entry")
     gpage = (pgd_pfn(gpgd) << PAGE_SHIFT) & ULONG_MASK
     BUG_ON(not (pgd_flags(gpgd) & _PAGE_PRESENT), "gpmd_addr")
     return (gpage + PAE.pmd_index(vaddr) * PAE.entry_bytes) & ULONG_MASK
@@ -203,8 +143,6 @@ def gpte_addr(cpu: LgCpu, gentry: int, vaddr: int) -> int:
     ``gentry`` is the Guest mid-level entry under PAE and the top-level entry without it
     (the C has two versions of this function, one per layout).
     """
-    if cpu.__class__ is not LgCpu or vaddr.__class__ is not int or not 0 <= vaddr <= ULONG_MASK:
-        _check_helper(cpu, vaddr, "gpte_addr")
     L = cpu.lg.x86
     if L.pae:  # PAE: there is a mid level
         gpage = (pmd_pfn(gentry) << PAGE_SHIFT) & ULONG_MASK
@@ -244,7 +182,9 @@ def gpte_to_spte(cpu: LgCpu, gpte: int, write: int) -> int:
         kill_guest(cpu, f"failed to get page {L.pte_pfn(gpte)}")
         # No flags, so teardown will not try to release this entry.
         flags = 0
-    return L.pfn_pte(pfn, flags)
+    # pfn_pte(pfn, __pgprot(flags)), written out: massage_pgprot() would only clear NX, which
+    # 32-bit flags never hold.
+    return (((pfn << PAGE_SHIFT) & L.phys_mask) | flags) & L.entry_mask
 
 
 def release_pte(host: Host, pte: int) -> None:
@@ -284,9 +224,6 @@ def check_gpgd(cpu: LgCpu, gpgd: int) -> bool:
 
 def check_gpmd(cpu: LgCpu, gpmd: int) -> bool:
     """PAE only: a Guest mid-level entry may only carry _PAGE_TABLE flags."""
-    if cpu.__class__ is not LgCpu or not cpu.lg.x86.pae:
-        _check_helper(cpu, 0, "check_gpmd", pae_only=True)
-    L = cpu.lg.x86
     if (pmd_flags(gpmd) & ~_PAGE_TABLE) or (
         pmd_pfn(gpmd) >= cpu.lg.pfn_limit
     ):  # flags outside _PAGE_TABLE, or beyond guest memory
@@ -338,14 +275,6 @@ def demand_page(cpu: LgCpu, vaddr: int, errcode: int) -> tuple[bool, int]:
     """Returns ``(fixed, iomem)``: ``fixed`` if the shadow now maps ``vaddr``; else the fault
     is the Guest's own, unless ``iomem`` is non-zero: then it touched device memory at that
     guest-physical address and the Launcher must emulate the access."""
-    if (
-        cpu.__class__ is not LgCpu
-        or vaddr.__class__ is not int
-        or errcode.__class__ is not int
-        or not 0 <= vaddr <= 0xFFFFFFFF
-        or not 0 <= errcode <= ERRCODE_BITS
-    ):
-        _check_fault_args(cpu, vaddr, errcode)
     lg = cpu.lg
     L = lg.x86
 
@@ -420,8 +349,6 @@ def demand_page(cpu: LgCpu, vaddr: int, errcode: int) -> tuple[bool, int]:
 # ===========================================================================================
 def page_writable(cpu: LgCpu, vaddr: int) -> bool:
     """Does the current shadow table map ``vaddr`` present and writable?"""
-    _need_cpu(cpu)
-    _need_u32("vaddr", vaddr)
     if vaddr >= cpu.lg.host.switcher_addr:  # no stack in the Switcher
         return False
     spte = find_spte(cpu, vaddr, False, 0, 0)
@@ -434,8 +361,6 @@ def page_writable(cpu: LgCpu, vaddr: int) -> bool:
 
 def pin_page(cpu: LgCpu, vaddr: int) -> None:
     """Map a stack page now (as a write fault would) unless it already is; else kill."""
-    _need_cpu(cpu)
-    _need_u32("vaddr", vaddr)
     if not page_writable(cpu, vaddr) and (
         not demand_page(cpu, vaddr, 2)[0]
     ):  # not mapped writable, and a write fault cannot map it
@@ -448,8 +373,6 @@ def pin_page(cpu: LgCpu, vaddr: int) -> None:
 def release_pmd(host: Host, spmd: tuple[int, int]) -> None:
     """PAE only: release the PTE page a present shadow mid-level entry points to."""
     L = host.layout
-    if not L.pae:
-        raise ValueError("release_pmd() exists only under PAE, and this host is non-PAE")
     pmd = host.deref(spmd)
     if pmd_flags(pmd) & _PAGE_PRESENT:  # a present mid-level entry: release its PTE page
         ptepage = pmd_pfn(pmd)
@@ -479,8 +402,6 @@ def release_pgd(host: Host, spgd: tuple[int, int]) -> None:
 
 def flush_user_mappings(lg: Lguest, idx: int) -> None:
     """H:445: release every top-level entry of slot ``idx`` below the Guest's kernel address."""
-    _need_lg(lg)
-    _need_slot("idx", idx)
     host = lg.host
     for i in range(lg.x86.pgd_index(lg.kernel_address)):
         release_pgd(host, host.entry_ptr(lg.pgdirs[idx].pgdir, i))
@@ -488,7 +409,6 @@ def flush_user_mappings(lg: Lguest, idx: int) -> None:
 
 def guest_pagetable_flush_user(cpu: LgCpu) -> None:
     """H:440 (v): the Guest asked us to drop the user part of its current top level."""
-    _need_cpu(cpu)
     flush_user_mappings(cpu.lg, cpu.cpu_pgd)
 
 
@@ -497,8 +417,6 @@ def guest_pagetable_flush_user(cpu: LgCpu) -> None:
 # ===========================================================================================
 def __guest_pa(cpu: LgCpu, vaddr: int) -> tuple[bool, int]:
     """Returns ``(ok, paddr)``; ``paddr`` is 0xffffffff when the walk fails."""
-    _need_cpu(cpu)
-    _need_u32("vaddr", vaddr)
     L = cpu.lg.x86
     if cpu.linear_pages:  # not set up yet: identity
         return True, vaddr
@@ -547,8 +465,6 @@ def new_pgdir(cpu: LgCpu, gpgdir: int) -> tuple[int, bool]:
     caller must pin the stack).  If that allocation fails the current slot is reused.  Either
     way the user part of the chosen slot is flushed; its kernel part is kept.
     """
-    _need_cpu(cpu)
-    _need_u32("gpgdir", gpgdir)
     lg = cpu.lg
     blank_pgdir = False
     next = lg.prandom_u32() % PGDIR_SLOTS
@@ -568,7 +484,6 @@ def new_pgdir(cpu: LgCpu, gpgdir: int) -> tuple[int, bool]:
 def allocate_switcher_mapping(cpu: LgCpu) -> bool:
     """Make sure the current shadow table has PTE pages for every Switcher page, and map
     the shared Switcher code page (read-only, executable, kernel only) if it is not."""
-    _need_cpu(cpu)
     lg = cpu.lg
     host = lg.host
     L = lg.x86
@@ -589,7 +504,6 @@ def allocate_switcher_mapping(cpu: LgCpu) -> bool:
 def release_all_pagetables(lg: Lguest) -> None:
     """Release every entry of every cached shadow table, kernel part and Switcher included.
     The top-level pages themselves stay allocated."""
-    _need_lg(lg)
     host = lg.host
     for pgdir in lg.pgdirs:
         if not pgdir.pgdir:  # an unused slot
@@ -603,7 +517,6 @@ def release_all_pagetables(lg: Lguest) -> None:
 def guest_pagetable_clear_all(cpu: LgCpu) -> None:
     """Throw everything away (a kernel mapping changed), then re-pin the stack and the
     Switcher.  The Guest is "trapped in amber" while it all faults back in."""
-    _need_cpu(cpu)
     release_all_pagetables(cpu.lg)
     pin_stack_pages(cpu)
     if not allocate_switcher_mapping(cpu):  # the Switcher could not be mapped
@@ -615,8 +528,6 @@ def guest_pagetable_clear_all(cpu: LgCpu) -> None:
 # ===========================================================================================
 def guest_new_pagetable(cpu: LgCpu, pgtable: int) -> None:
     """The Guest loaded ``pgtable`` into cr3: find or make its shadow and make it current."""
-    _need_cpu(cpu)
-    _need_u32("pgtable", pgtable)
     lg = cpu.lg
     repin = False
     if cpu.linear_pages:  # still running on the made-up linear mapping
@@ -645,10 +556,6 @@ def __guest_set_pte(cpu: LgCpu, idx: int, vaddr: int, gpte: int) -> None:
     Normally the shadow entry is simply dropped (a later fault brings it back).  If the
     Guest already set Accessed or Dirty, the new entry goes in at once.
     """
-    _need_cpu(cpu)
-    _need_slot("idx", idx)
-    _need_u32("vaddr", vaddr)
-    _need_entry(cpu.lg, "gpte", gpte)
     lg = cpu.lg
     host = lg.host
     L = lg.x86
@@ -674,10 +581,6 @@ def __guest_set_pte(cpu: LgCpu, idx: int, vaddr: int, gpte: int) -> None:
 
 def guest_set_pte(cpu: LgCpu, gpgdir: int, vaddr: int, gpte: int) -> None:
     """The Guest set the PTE for ``vaddr`` in its top level ``gpgdir`` to ``gpte``."""
-    _need_cpu(cpu)
-    _need_u32("gpgdir", gpgdir)
-    _need_u32("vaddr", vaddr)
-    _need_entry(cpu.lg, "gpte", gpte)
     lg = cpu.lg
     if vaddr >= lg.host.switcher_addr:  # inside the Switcher
         kill_guest(cpu, "attempt to set pte into Switcher pages")
@@ -700,9 +603,6 @@ def guest_set_pgd(lg: Lguest, gpgdir: int, idx: int) -> None:
     releases the entry one past the end of the top-level page (under non-PAE, the first
     entry of the next physical frame).
     """
-    _need_lg(lg)
-    _need_u32("gpgdir", gpgdir)
-    _need_u32("idx", idx)
     cpu0 = lg.cpus[0]
     if idx > lg.x86.PTRS_PER_PGD:  # index past the end (note: > not >=)
         kill_guest(cpu0, f"Attempt to set pgd {idx}/{lg.x86.PTRS_PER_PGD}")
@@ -718,10 +618,6 @@ def guest_set_pgd(lg: Lguest, gpgdir: int, idx: int) -> None:
 
 def guest_set_pmd(lg: Lguest, pmdp: int, idx: int) -> None:
     """PAE only: a mid-level entry changed; simply throw everything away."""
-    _need_lg(lg)
-    _need_pae(lg, "guest_set_pmd")
-    _need_u32("pmdp", pmdp)
-    _need_u32("idx", idx)
     guest_pagetable_clear_all(lg.cpus[0])
 
 
@@ -730,7 +626,6 @@ def guest_set_pmd(lg: Lguest, pmdp: int, idx: int) -> None:
 # ===========================================================================================
 def init_guest_pagetable(lg: Lguest) -> int:
     """A new guest: one shadow top level, linear mode, Switcher mapped.  0 or -ENOMEM."""
-    _need_lg(lg)
     cpu = lg.cpus[0]
     cpu.cpu_pgd, allocated = new_pgdir(cpu, 0)
     if not allocated:  # no page for the first top level
@@ -744,7 +639,6 @@ def init_guest_pagetable(lg: Lguest) -> int:
 
 def page_table_guest_data_init(cpu: LgCpu) -> None:
     """LHCALL_LGUEST_INIT: read kernel_address from lguest_data, write reserve_mem back."""
-    _need_cpu(cpu)
     lg = cpu.lg
     top = (~lg.host.switcher_addr + 1) & ULONG_MASK  # 4 GiB - switcher_addr, in 32 bits
     # get_user() zeroes its destination when the read faults.
@@ -761,7 +655,6 @@ def page_table_guest_data_init(cpu: LgCpu) -> None:
 
 def free_guest_pagetable(lg: Lguest) -> None:
     """The guest is gone: release every shadow page, then the top-level pages."""
-    _need_lg(lg)
     release_all_pagetables(lg)
     for pgdir in lg.pgdirs:
         lg.host.free_page(pgdir.pgdir)
@@ -772,10 +665,7 @@ def free_guest_pagetable(lg: Lguest) -> None:
 # ===========================================================================================
 def remove_switcher_percpu_map(cpu: LgCpu, i: int) -> None:
     """Unmap host CPU ``i``'s two Switcher pages from the current shadow table."""
-    _need_cpu(cpu)
     host = cpu.lg.host
-    if i.__class__ is not int or not 0 <= i < host.nr_cpus:
-        _bad("i", i, f"a host CPU number (0..{host.nr_cpus - 1})")
     base = host.switcher_addr + PAGE_SIZE + i * PAGE_SIZE * 2
     pte = find_spte(cpu, base, False, 0, 0)
     release_pte(host, host.deref(pte))  # a NULL pte oopses here, as in the C
@@ -791,7 +681,6 @@ def map_switcher_in_guest(cpu: LgCpu, pages=None) -> None:
 
     ``pages`` is the C's ``struct lguest_pages *`` argument, which the function never uses.
     """
-    _need_cpu(cpu)
     lg = cpu.lg
     host = lg.host
     L = lg.x86
@@ -831,7 +720,6 @@ def pin_stack_pages(cpu: LgCpu) -> None:
     pages, and a second pass changes nothing (each page is then writable, or demand_page
     refuses it again), so the model stops after one full cycle: same outcome, no hang.
     """
-    _need_cpu(cpu)
     for i in range(min(cpu.lg.stack_pages, STACK_PIN_CYCLE)):
         pin_page(cpu, (cpu.esp1 - 1 - i * PAGE_SIZE) & ULONG_MASK)
 

@@ -268,7 +268,8 @@ _PT_FILE = _pt.__file__
 def _watched_codes(host_calls: bool) -> dict:
     """{code object: name} of the functions a trace (or a count) reports: the port's C
     functions, lguest's helpers, and with ``host_calls`` the host primitives."""
-    codes = {getattr(_pt, name).__code__: name for name in _pt.C_FUNCTIONS}
+    port = vars(_pt)  # the twins themselves, not the checked views users get as pt.NAME
+    codes = {port[name].__code__: name for name in _pt.C_FUNCTIONS}
     codes.update((getattr(_lguest, name).__code__, name) for name in _LGUEST_FUNCS)
     if host_calls:
         codes.update((method.__code__, method.__name__) for method in _HOST_METHODS)

@@ -88,7 +88,7 @@ class Layout:
         "pae", "name", "levels", "entry_bytes", "entry_mask", "PTRS_PER_PGD", "PTRS_PER_PMD",
         "PTRS_PER_PTE", "ENTRIES_PER_PAGE", "PGDIR_SHIFT", "PMD_SHIFT", "PGDIR_SIZE", "PMD_SIZE",
         "PHYSICAL_MASK_SHIFT", "PTE_PFN_MASK", "PTE_FLAGS_MASK", "PHYSICAL_PMD_PAGE_MASK",
-        "_PAGE_NX", "supported_pte_mask", "CHECK_GPGD_MASK", "phys_mask",
+        "_PAGE_NX", "supported_pte_mask", "CHECK_GPGD_MASK", "phys_mask", "pte_flags", "pgd_flags",
     )
 
     def __init__(self, pae: bool):
@@ -118,6 +118,10 @@ class Layout:
         # page_tables.c: what a Guest PGD entry may contain.
         self.CHECK_GPGD_MASK = _PAGE_PRESENT if pae else _PAGE_TABLE
         self.phys_mask = physical_mask  # phys_addr_t: 32 bits without PAE, 64 (44 used) with
+        # pte_flags(pte) and pgd_flags(pgd) are "entry & PTE_FLAGS_MASK": the int's own AND,
+        # bound to the mask, computes exactly that and costs a C call, not a Python one.
+        self.pte_flags = self.PTE_FLAGS_MASK.__and__
+        self.pgd_flags = self.PTE_FLAGS_MASK.__and__
 
     def __repr__(self) -> str:
         return f"<x86 layout {self.name}>"
@@ -134,18 +138,14 @@ class Layout:
 
     # --- flags and frame numbers ---------------------------------------------------------
     # A frame number is an unsigned long, so it is truncated to 32 bits.
-    def pte_flags(self, pte: int) -> int:
-        return pte & self.PTE_FLAGS_MASK
-
+    # (pte_flags and pgd_flags are set in __init__: entry & PTE_FLAGS_MASK.)
     def pte_pfn(self, pte: int) -> int:
         return ((pte & self.PTE_PFN_MASK) >> PAGE_SHIFT) & ULONG_MASK
 
     # The kernel's pgd_flags/pgd_pfn/pmd_flags/pmd_pfn (pgtable_types.h, pgtable.h), used by the
-    # Guest kernel and the readers' walks.  page_tables.c does not see these: drivers/lguest/lg.h
-    # replaces them with plain bit arithmetic (lguest_book.lguest.pgd_flags and the others).
-    def pgd_flags(self, pgd: int) -> int:
-        return pgd & self.PTE_FLAGS_MASK
-
+    # Guest kernel and the readers' walks (pgd_flags is set in __init__).  page_tables.c does not
+    # see these: drivers/lguest/lg.h replaces them with plain bit arithmetic
+    # (lguest_book.lguest.pgd_flags and the others).
     def pgd_pfn(self, pgd: int) -> int:
         return ((pgd & self.PTE_PFN_MASK) >> PAGE_SHIFT) & ULONG_MASK
 

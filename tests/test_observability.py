@@ -161,7 +161,7 @@ def test_inspect_rejects_nonsense():
         (lambda g: pt.guest_set_pmd(g.lg, 0, 0), "exists only under PAE"),
         (lambda g: pt.release_pmd(g.host, (1, 0)), "exists only under PAE"),
         (lambda g: pt.guest_set_pte(g.cpu, 0, 0x1000, 1 << 32), "gpte=0x100000000"),
-        (lambda g: pt.flush_user_mappings(g.lg, 4), "idx=0x4"),
+        (lambda g: pt.flush_user_mappings(g.lg, 4), "idx=4 "),  # a slot is a count: decimal (fmt)
         (lambda g: g.touch(1 << 32), "vaddr=0x100000000"),
         (lambda g: g.set_pmd(0, 0), "non-PAE guest has no mid level"),
         (lambda g: g.hypercall(-1), "call=-1 "),  # a negative number prints in decimal
