@@ -28,7 +28,7 @@ So the checks live here, at the layer a user calls, and nowhere on the path the 
 
 Rules raise ``TypeError`` (wrong kind of value) or ``ValueError`` (right kind, out of range),
 each one line naming the argument: ``vaddr must be an int, not str`` or
-``vaddr=-0x1 is not a 32-bit unsigned value``.
+``vaddr=-1 is not a 32-bit unsigned value``.
 """
 
 from __future__ import annotations
@@ -54,6 +54,11 @@ __all__ = [
 # Rules: rule(name, value, first) raises, or returns nothing.  ``first`` is the function's
 # first argument (already checked), from which a rule finds the layout and the host.
 # =============================================================================================
+
+def _is_int(value) -> bool:
+    """An int, or one of fmt's ints that print in hex (what inspect hands out), but not a bool."""
+    return isinstance(value, int) and value.__class__ is not bool
+
 def _kind(name: str, value, what: str):
     raise TypeError(f"{name} must be {what}, not {type(value).__name__}")
 
@@ -61,9 +66,9 @@ def _kind(name: str, value, what: str):
 def _range(name: str, value, what: str, decimal: bool = False):
     """Raise the error for ``value``: not an int at all, or an int out of range (shown in hex,
     or in decimal for a small count such as a slot or a CPU number)."""
-    if value.__class__ is not int:
+    if not _is_int(value):
         _kind(name, value, "an int")
-    shown = str(value) if decimal else f"{value:#x}"
+    shown = str(int(value)) if decimal or value < 0 else f"{int(value):#x}"  # a negative is no address
     raise ValueError(f"{name}={shown} is not {what}")
 
 
@@ -98,39 +103,39 @@ LAUNCHER = _instance(Launcher, "a Launcher (guest.lg.launcher)")
 
 def rule_u32(name, value, first=None):
     """A 32-bit ``unsigned long``: addresses, indices and counts the C passes in registers."""
-    if value.__class__ is not int or not 0 <= value <= ULONG_MASK:
+    if not _is_int(value) or not 0 <= value <= ULONG_MASK:
         _range(name, value, "a 32-bit unsigned value")
 
 
 def SLOT(name, value, first):
     """A slot of the pgdir cache."""
-    if value.__class__ is not int or not 0 <= value < PGDIR_SLOTS:
+    if not _is_int(value) or not 0 <= value < PGDIR_SLOTS:
         _range(name, value, f"a pgdir slot (0..{PGDIR_SLOTS - 1})", decimal=True)
 
 
 def ENTRY(name, value, first):
     """A page-table entry of the layout (32 bits, or 64 under PAE)."""
     L = _layout(first)
-    if value.__class__ is not int or not 0 <= value <= L.entry_mask:
+    if not _is_int(value) or not 0 <= value <= L.entry_mask:
         _range(name, value, f"a {L.entry_bytes * 8}-bit {L.name} entry")
 
 
 def ERRCODE(name, value, first):
     """An x86 page-fault error code."""
-    if value.__class__ is not int or not 0 <= value <= ERRCODE_BITS:
+    if not _is_int(value) or not 0 <= value <= ERRCODE_BITS:
         _range(name, value, f"an x86 page-fault error code (bits {ERRCODE_BITS:#x})")
 
 
 def INT(name, value, first):
     """Any int the C takes as a truth value or a flag word (``int write``, ``bool allocate``)."""
-    if value.__class__ is not int and value.__class__ is not bool:
+    if not isinstance(value, int):
         _kind(name, value, "an int")
 
 
 def HOST_CPU(name, value, first):
     """A host CPU number (``first`` is the LgCpu)."""
     nr = first.lg.host.nr_cpus
-    if value.__class__ is not int or not 0 <= value < nr:
+    if not _is_int(value) or not 0 <= value < nr:
         _range(name, value, f"a host CPU number (0..{nr - 1})", decimal=True)
 
 
@@ -138,8 +143,8 @@ def PTR(name, value, first):
     """A pointer to an entry: the model's ``(frame, index)`` pair (``host.entry_ptr``)."""
     L = _layout(first)
     if (
-        value.__class__ is not tuple or len(value) != 2
-        or any(v.__class__ is not int for v in value)
+        not isinstance(value, tuple) or len(value) != 2
+        or any(not _is_int(v) for v in value)
     ):
         _kind(name, value, "a pointer (frame, index), as host.entry_ptr() makes")
     frame, index = value
@@ -157,7 +162,7 @@ U32 = rule_u32
 # --- for the views and the Guest: the same rules, called directly ----------------------------
 def check_u32(name: str, value) -> None:
     """``value`` must be a 32-bit unsigned int (an address, or a guest-physical address)."""
-    if value.__class__ is not int or not 0 <= value <= ULONG_MASK:
+    if not _is_int(value) or not 0 <= value <= ULONG_MASK:
         _range(name, value, "a 32-bit unsigned value")
 
 
@@ -169,7 +174,7 @@ def check_slot(name: str, value) -> None:
 
 def check_count(name: str, value, limit: int) -> None:
     """``value`` must be an int from 0 to ``limit``."""
-    if value.__class__ is not int or not 0 <= value <= limit:
+    if not _is_int(value) or not 0 <= value <= limit:
         _range(name, value, f"a count from 0 to {limit}", decimal=True)
 
 #: Every C function: a rule per parameter, by the twin's parameter names, in order.

@@ -109,7 +109,7 @@ def g(request):
 
 PORT_CASES = [
     (lambda g: pt.demand_page(g.cpu, "x", 2), TypeError, "vaddr"),
-    (lambda g: pt.demand_page(g.cpu, -1, 2), ValueError, "vaddr=-0x1"),
+    (lambda g: pt.demand_page(g.cpu, -1, 2), ValueError, "vaddr=-1 "),
     (lambda g: pt.demand_page(g.cpu, 0, 0x20), ValueError, "errcode"),
     (lambda g: pt.demand_page(g, 0, 0), TypeError, "cpu"),
     (lambda g: pt.demand_page(g.cpu, 0), TypeError, "errcode"),
