@@ -153,7 +153,7 @@ def test_inspect_rejects_nonsense():
 @pytest.mark.parametrize(
     "call, match",
     [
-        (lambda g: pt.demand_page(g.cpu, -1, 0), "vaddr=-0x1"),
+        (lambda g: pt.demand_page(g.cpu, -1, 0), "vaddr=-1 "),
         (lambda g: pt.demand_page(g.cpu, 1 << 32, 0), "vaddr=0x100000000"),
         (lambda g: pt.demand_page(g.cpu, 0x1000, 0x20), "errcode=0x20"),
         (lambda g: pt.demand_page(g.lg, 0x1000, 0), "cpu must be an LgCpu"),
