@@ -16,8 +16,10 @@
 # %% [markdown]
 # # Chapter 2 — Part (i): looking up a fault with `demand_page()`
 #
-# Every shadow entry the Guest ever uses is born here.  The Guest runs on tables it has never
-# seen; the first touch of any page faults into the Host, and `demand_page()` (narrative marker
+# Most shadow entries the Guest uses are born here.  (Two other places make them: chapter 4's
+# shortcut, when the Guest announces a PTE that already has Accessed or Dirty set, and the Host's
+# own mappings of the Switcher, chapter 7.)  The Guest runs on tables it has never seen; the
+# first touch of a page whose shadow entry does not exist yet faults into the Host, and `demand_page()` (narrative marker
 # **H:330**) decides whether the Guest's *own* tables allow the access.  If they do, it builds
 # the missing shadow entry and the Guest never learns anything happened.  If they don't, the
 # fault was the Guest's and goes back to it.
@@ -129,8 +131,16 @@ plots.plot_walk(g, VADDR, which="shadow")
 # %% [markdown]
 # ## Where the frame comes from: `gpte_to_spte()` and `get_pfn()`
 #
-# `gpte_to_spte()` keeps the Guest's flags (all but *Global*, which only the Host may use) and
-# swaps the page number.  `get_pfn()` is the Host's `get_user_pages_fast()` in a thin wrapper:
+# `gpte_to_spte()` keeps the Guest's flags except *Global* and swaps the page number.  Why drop
+# Global?  The C's comment at H:340 ([L206](https://elixir.bootlin.com/linux/v4.7/source/drivers/lguest/page_tables.c#L206))
+# gives the reason, which we paraphrase: the Guest sets Global because it believes it is using the
+# CPU's global-pages feature (PGE); lguest only told it so, so that the Guest's TLB-flush
+# hypercall would say whether it is flushing kernel mappings or only user ones (chapter 6:
+# `LHCALL_FLUSH_TLB` with a non-zero argument); lguest itself has no use for the bit, so it
+# throws it away.  It would be worse than useless: a global TLB entry survives a CR3 reload, and
+# the Switcher reloads CR3 on every trip between Guest and Host, both of which map kernel
+# addresses (chapter 6's TLB section).  The Host also leaves Global out of the Switcher's
+# per-CPU entries (chapter 7).  `get_pfn()` is the Host's `get_user_pages_fast()` in a thin wrapper:
 # it pins the Launcher's page and returns the frame, or `-1UL` if there is no such page.
 
 # %%
@@ -138,6 +148,20 @@ twin("gpte_to_spte")
 
 # %%
 twin("get_pfn")
+
+# %% [markdown]
+# *Predict first:* the Guest maps a kernel page with Global set.  Which flags will the shadow PTE
+# have?  Now run it:
+
+# %%
+from lguest_book.x86 import _PAGE_GLOBAL
+gg = Guest(pae=False, seed=1)
+gl_pte = gg.map(0xC1000000, 0x320, user=False, flags=_PAGE_GLOBAL)
+gg.touch(0xC1000000)
+gl_spte = li.walk_shadow(gg, 0xC1000000)[-1].value
+print(f"guest PTE  {gl_pte:#010x}  {gg.x86.describe(gl_pte)}")
+print(f"shadow PTE {gl_spte:#010x}  {gg.x86.describe(gl_spte)}")
+assert gl_pte & _PAGE_GLOBAL and not gl_spte & _PAGE_GLOBAL
 
 # %%
 m = li.compare(g, VADDR, 1)[0]
@@ -207,8 +231,11 @@ stepper.figure()
 # ## The same story with PAE
 #
 # Under PAE there is a middle level, and `demand_page()` checks it too (`check_gpmd()`).  The
-# logic is identical; only the number of lookups changes.  The trace's call tree shows each
-# pointer computed and each entry read:
+# logic is identical; only the number of lookups changes.  The trace's call tree (here of
+# `demand_page()` alone, called as the page-fault trap calls it) shows each pointer computed and
+# each entry read: `gpgd_addr` → `lgread` of the top-level entry, `gpmd_addr` → `lgread` of the
+# middle entry, `gpte_addr` → `lgread` of the PTE, then `find_spte` walking the shadow's three
+# levels.
 
 # %%
 gp = Guest(pae=True, seed=1)
@@ -216,7 +243,17 @@ p = gp.new_process("init")
 gp.switch_to(p)
 gp.map(VADDR, 0x300, accessed=False)
 with Tracer() as tp:
-    gp.touch(VADDR, write=True, user=True)
+    pae_result = pt.demand_page(gp.cpu, VADDR, 6)   # a user-mode write fault
+tree = call_tree(tp.trace, decisions=False)
+tree
+
+# %%
+names = [c.func for c in tp.trace.calls()]
+reads = [r for r in repr(tree).splitlines() if "lgread(" in r]
+assert pae_result[0] and [n for n in names if n in ("gpgd_addr", "gpmd_addr", "gpte_addr")] == \
+    ["gpgd_addr", "gpmd_addr", "gpte_addr"]
+assert [r.split("type_name=")[1] for r in reads] == ["'pgd_t')", "'pmd_t')", "'pte_t')"]
+assert "spmd_addr" in names and "find_spte" in names
 [e.label for e in tp.trace.decisions("demand_page") if e.outcome]
 
 # %%
@@ -290,6 +327,35 @@ twin("check_gpte")
 # pointing between `pfn_limit` and `device_limit` is I/O (the Launcher emulates it), while one
 # beyond `device_limit` kills the Guest.  And the permission tests come before both: a user
 # read of a kernel-only page full of garbage is simply the Guest's own fault.
+#
+# ### Bit 7 of a 4 KiB PTE: PAT, not PSE
+#
+# In a directory entry, bit 7 is PSE (a large page).  In a 4 KiB PTE the same bit means
+# something else: it is PAT, the third bit of the index into the CPU's page-attribute table
+# (the memory type: write-back, write-combining, uncached...).  The C tests `_PAGE_PSE`, bit 7,
+# on PTEs: `check_gpte()` kills the Guest for it, and `gpte_in_iomem()` answers "not I/O" for it.
+# So a Guest that selects a memory type through the PAT bit is killed — and a device page mapped
+# with that bit misses the I/O exit: instead of the Launcher emulating the access, the Guest
+# dies.  Only the Guest that set the bit is hurt; the Host is safe.  *Predict* the three lines,
+# then run:
+
+# %%
+PAT = 0x80                                   # bit 7: _PAGE_PSE's value, PAT's place in a PTE
+io_pte = (g.lg.pfn_limit + 1) << 12 | 0x27   # a device page, present, user, writable
+bit7 = {
+    "RAM page with bit 7":        attempt(VADDR, 0x300 << 12 | 0x27 | PAT),
+    "device page":                attempt(VADDR, io_pte),
+    "device page with bit 7":     attempt(VADDR, io_pte | PAT),
+}
+for case, (outcome, dead) in bit7.items():
+    print(f"{case:28} -> {outcome:12} {dead or ''}")
+assert bit7["device page"] == ("mmio", None)
+assert bit7["device page with bit 7"] == ("killed", "bad page table entry")
+assert bit7["RAM page with bit 7"] == ("killed", "bad page table entry")
+assert attempt(VADDR, io_pte | PAT, pae=True) == ("killed", "bad page table entry")  # PAE: the same
+
+# %% [markdown]
+# `lguest_book.flaws.flaw("pat_is_pse")` keeps this as a demonstration.
 #
 # Faults on the Switcher's addresses never even get that far: the Switcher lives at the top
 # of the address space and is mapped by the Host alone (chapter 7).
@@ -389,8 +455,11 @@ exercises.check("ch2-gpte-to-spte", gpte_to_spte, hidden=True)
 #
 # - `demand_page()` is a wall of refusals followed by one act: make the shadow PTE, write the
 #   Accessed/Dirty bits back to the Guest.
-# - A shadow PTE is only writable if the Guest's PTE is writable **and dirty**; the first write
-#   to a clean page costs a second fault, and that is how the Guest's Dirty bit gets set.
+# - On a fault, `demand_page()` makes the shadow PTE writable only for a write, after setting
+#   Dirty in the Guest's PTE; a read gets a read-only shadow entry, so the first write to a clean
+#   page costs a second fault, and that is how the Guest's Dirty bit gets set.  (Chapter 4's
+#   shortcut does not keep this rule: an Accessed, writable, clean PTE gets a *writable* shadow
+#   entry — the `writable_not_dirty` flaw.)
 # - Guest frames become host frames through the Launcher's mapping, pinned by `get_pfn()`;
 #   `release_pte()` unpins them.
 # - Between `pfn_limit` and `device_limit` lies I/O memory for the Launcher; beyond it, death.

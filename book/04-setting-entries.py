@@ -103,17 +103,30 @@ def after_set(pte):
     g.set_pte(0x0804A000, pte)
     return li.walk_shadow(g, 0x0804A000)[-1].value
 
+shadows = {}
 for label, pte in [("clean, not accessed", 0x700 << 12 | 0x07),
                    ("accessed, read-write", 0x700 << 12 | 0x27),
                    ("dirty, read-write", 0x700 << 12 | 0x67)]:
-    spte = after_set(pte)
+    spte = shadows[label] = after_set(pte)
     print(f"{label:22} guest {g.x86.describe(pte):24} shadow {g.x86.describe(spte) if spte else '(none)'}")
+# what the prose below says of these three lines
+assert shadows["clean, not accessed"] == 0                       # no shortcut: nothing installed
+assert shadows["accessed, read-write"] & 0x2                     # writable, though the Guest PTE is clean
+assert shadows["dirty, read-write"] & 0x2 and shadows["dirty, read-write"] & 0x40
+
+# %% [markdown]
+# Each SET_PTE above replaced the same entry, `0x0804A000`, so the picture below shows the region
+# as it stands after the *last* one: the dirty PTE and its writable shadow entry, which is the
+# legitimate case.  The cell checks that state through `inspect` before drawing:
 
 # %%
+last = li.walk_shadow(g, 0x0804A000)[-1].value
+assert last == shadows["dirty, read-write"] and g.guest_pte(0x0804A000) & 0x40
 plots.plot_side_by_side(g, 0x08048000, pages=4)
 
 # %% [markdown]
-# Look at the middle line of the printout (the third row of the picture).  The Guest PTE is *accessed but clean*, so by chapter 2's rule the
+# Now look at the middle line of the printout, *accessed, read-write*.  The Guest PTE is
+# *accessed but clean*, so by chapter 2's rule the
 # shadow should be read-only until the first write sets Dirty.  The shortcut instead installs
 # a **writable** shadow entry: it passes the Dirty bit to `gpte_to_spte()` only as the *write*
 # argument of `get_pfn()`, and copies the Guest's RW flag untouched.  The Guest's first write

@@ -81,8 +81,11 @@ cache(g)
 # ## `new_pgdir()`: pick a slot, any slot
 #
 # When the Guest switches to a top level no slot shadows, `new_pgdir()` picks a victim with
-# `prandom_u32() % 4`.  No LRU list, no clock hand: lguest's author reasoned that with only
-# four slots, random is as good as anything and costs nothing to maintain.
+# `prandom_u32() % 4`.  No LRU list, no clock hand.  The C's own comment (H:435,
+# [L747](https://elixir.bootlin.com/linux/v4.7/source/drivers/lguest/page_tables.c#L747)) does
+# not claim random is as good as anything: in our words, it admits that evicting the least
+# recently used slot *might be better*, and chooses random because it is *simple*.  This chapter's
+# timeline and the LRU exercise below let you measure what that simplicity costs.
 
 # %%
 twin("new_pgdir")

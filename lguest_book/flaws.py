@@ -190,6 +190,24 @@ def _demo_stack_pages(pae: bool) -> dict:
     }
 
 
+# --- 7. bit 7 of a 4 KiB PTE is PAT, read as PSE ---------------------------------------------------
+def _demo_pat_is_pse(pae: bool) -> dict:
+    out = {}
+    for label, io in (("ram", False), ("device", True)):
+        g, proc = _user_guest(pae)
+        frame = g.lg.pfn_limit + 1 if io else 0x300
+        pte = frame << 12 | _PAGE_PRESENT | _PAGE_RW | _PAGE_USER | _PAGE_ACCESSED
+        g.set_pte(0x08048000, pte)
+        plain = g.touch(0x08048000, user=True)
+        h, proc = _user_guest(pae)
+        h.set_pte(0x08048000, pte | 0x80)
+        with_pat = h.touch(0x08048000, user=True)
+        out[f"{label}_without_bit7"] = plain.outcome
+        out[f"{label}_with_bit7"] = with_pat.outcome
+        out[f"{label}_with_bit7_killed"] = h.dead
+    return out
+
+
 FLAWS = (
     Flaw(
         "set_pgd_bound",
@@ -261,6 +279,18 @@ FLAWS = (
         "busy for four billion pin_page() calls.  The model stops after 2**20 of them, when the "
         "addresses have wrapped once and nothing more can change.",
         _demo_stack_pages,
+    ),
+    Flaw(
+        "pat_is_pse",
+        "bit 7 of a 4 KiB PTE is read as PSE: the PAT bit kills, and I/O pages lose their exit",
+        "check_gpte and gpte_in_iomem (H:330)",
+        "a guest's legitimate mappings work (it only harms itself)",
+        "In a PTE, bit 7 is PAT (a memory-type index bit), not PSE; _PAGE_PSE has bit 7's value, so "
+        "check_gpte() kills the guest for any PTE that uses PAT, and gpte_in_iomem() says 'not I/O' "
+        "for a device page with the bit, which then fails check_gpte() on its frame as well: the "
+        "access that the Launcher would have emulated kills the guest instead.  The host is not "
+        "harmed.",
+        _demo_pat_is_pse,
     ),
 )
 

@@ -14,7 +14,7 @@ LAYOUTS = [pytest.param(False, id="nonpae"), pytest.param(True, id="pae")]
 def test_catalogue_is_complete_and_named():
     keys = [f.key for f in flaws.FLAWS]
     assert keys == ["set_pgd_bound", "double_release", "switcher_oops", "writable_not_dirty",
-                    "pinned_not_present", "stack_pages"]
+                    "pinned_not_present", "stack_pages", "pat_is_pse"]
     with pytest.raises(KeyError, match="no flaw called 'nope'"):
         flaws.flaw("nope")
 
@@ -81,3 +81,11 @@ def test_stack_pages_are_pinned_after_the_kill(pae):
     assert ev["killed"] == "bad stack pages 64"
     assert ev["pages_pinned_anyway"] == ev["pages_asked"] == 64
     assert ev["model_stops_after"] == 2**20
+
+
+@pytest.mark.parametrize("pae", LAYOUTS)
+def test_pat_bit_kills_and_device_pages_lose_their_exit(pae):
+    ev = flaws.flaw("pat_is_pse").demo(pae)
+    assert ev["ram_without_bit7"] == "ok" and ev["device_without_bit7"] == "mmio"
+    assert ev["ram_with_bit7"] == ev["device_with_bit7"] == "killed"
+    assert ev["ram_with_bit7_killed"] == ev["device_with_bit7_killed"] == "bad page table entry"
