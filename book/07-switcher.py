@@ -63,8 +63,32 @@ switcher_view(g)
 plots.plot_directory(g)
 
 # %% [markdown]
-# The red square is the Switcher's top-level slot — present in every shadow top level.
-#
+# The Switcher's top-level slot is the last entry of the picture (index `0x3ff` without PAE).
+# It is present in every shadow top level the Guest has run on since boot — here only the
+# current one: `allocate_switcher_mapping()` fills it in before a top level is used, and
+# `switcher_mapped` records that it did.  Its flags may surprise you: the entry is *user* and
+# *writable*, and the picture colours it with that category.  That is not a hole.  The Host
+# builds the entry with the same flags as any Guest directory entry (`CHECK_GPGD_MASK`, which
+# without PAE is `_PAGE_TABLE`), and on x86 a directory entry's rights are only an upper bound:
+# the CPU grants an access only if *every* level of the walk allows it.  The PTEs below are all
+# kernel-only, and all read-only except the Guest's own register page (below).  What keeps the
+# Guest *out* is not these bits but the Host's refusals: `demand_page()` never maps an address at
+# or above `switcher_addr`, and `guest_set_pte()` kills a Guest that tries to set one.  The
+# cell checks each of these statements through `inspect`:
+
+# %%
+top = li.shadow_table(g)[g.x86.pgd_index(g.host.switcher_addr)]
+assert top.index == 0x3FF and top.present and {"U", "RW"} <= set(top.flags)
+for slot, pgdir in enumerate(g.lg.pgdirs):           # present exactly where it was mapped
+    if pgdir.pgdir:
+        assert li.walk_shadow(g, g.host.switcher_addr, slot)[0].present == pgdir.switcher_mapped, slot
+assert sum(p.switcher_mapped for p in g.lg.pgdirs) == 1 and g.lg.pgdirs[li.current_slot(g)].switcher_mapped
+for i in range(g.host.TOTAL_SWITCHER_PAGES):         # every PTE below: kernel-only
+    spte = li.walk_shadow(g, g.host.switcher_addr + i * 4096)[-1].value
+    assert not spte & 0x4
+print(top.index, top.flags)
+
+# %% [markdown]
 # After boot, only the code page is mapped.  That is `allocate_switcher_mapping()`'s work: it
 # makes sure a shadow PTE page exists for *every* Switcher page (so that later lookups never
 # need to allocate), and maps the code page read-only and kernel-only.
