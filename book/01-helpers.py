@@ -58,6 +58,75 @@ print(len(pt.C_FUNCTIONS), "functions:")
 print(", ".join(pt.C_FUNCTIONS))
 
 # %% [markdown]
+# ## Reading the C beside the Python
+#
+# Every twin in this book starts with three lines: the Python's own place, the C function's line
+# range in Linux 4.7's `drivers/lguest/page_tables.c` with a link to it on a public source
+# browser at tag v4.7, and who wrote the function's tokens (below).  The book never stores the
+# kernel's code, so the twins you see here show only the Python.  To put the C beside it, give
+# `twin()` a copy of the C you have: `twin("spgd_addr", c=True)` reads it live from the cregit
+# rendering kept beside this repository (or from any `page_tables.c` you name with
+# `source=PATH` or `LGUEST_BOOK_C_SOURCE=PATH`) and shows the two side by side; without a copy it
+# says where to get one.  In a terminal: `lguest-book where spgd_addr --c`.  Try it in a scratch
+# cell; this one only shows where things are:
+
+# %%
+from lguest_book import csource
+for name in ("spgd_addr", "gpte_addr", "demand_page"):
+    print(f"{name:12} {csource.where(name)}")
+print(csource.url(csource.MARKER_LINES["H:320"]))
+assert csource.LINES["demand_page"][0][:2] == (393, 538)
+
+# %% [markdown]
+# The line numbers are the real file's (1239 lines at v4.7).  Two functions have one body per
+# layout, `gpte_addr()` and `release_pgd()`, and a few exist only under PAE.
+#
+# ## Who wrote it
+#
+# The seed this project was built from is the file as cregit renders it: after each function, a
+# table of who wrote how many of its tokens, in how many commits.  Those tables are data, and
+# they tell the file's history.  Rusty Russell wrote lguest and most of this file; the PAE
+# layout came later, and it shows: every body that exists only under PAE holds tokens of Matias
+# Zabaljauregui, and in five of the seven he wrote most of them.  The chart draws each function
+# (in file order) as a bar of its tokens, split by author:
+
+# %%
+people = [p for p, _, _ in csource.OVERALL]
+bodies = [(f"{n} [{v}]" if v else n, csource.AUTHORS[n][i], v)
+          for a, n, i, v in sorted((a, n, i, v) for n, spans in csource.LINES.items()
+                                   for i, (a, _, v) in enumerate(spans))]
+palette = [plots.BLUE, plots.ORANGE, plots.GREEN, plots.PURPLE, plots.SKY, plots.YELLOW, plots.VERMILION, plots.BLACK]
+fig = plots.new_figure((6.4, 7.5))
+ax = fig.add_subplot()
+for row, (label, table, _) in enumerate(bodies):
+    left = 0
+    for person, tokens, _ in table:
+        ax.barh(row, tokens, left=left, color=palette[people.index(person)], height=0.8)
+        left += tokens
+ax.set_yticks(range(len(bodies)), [b[0] for b in bodies], fontsize=7)
+ax.invert_yaxis()
+ax.set_xlabel("tokens (cregit, Linux 4.7)")
+from matplotlib.patches import Patch
+ax.legend(handles=[Patch(color=palette[i], label=p) for i, p in enumerate(people[:4])], fontsize=7, frameon=False, loc="lower right")
+ax.set_title("page_tables.c: who wrote each function's tokens", fontsize=9)
+
+# what the prose above and below says of this data
+pae_only = [(label, table) for label, table, v in bodies if v == "PAE"]
+assert len(pae_only) == 7 and all(any(p == "matias zabaljauregui" for p, _, _ in t) for _, t in pae_only)
+majority = {label for label, t in pae_only if max(t, key=lambda r: r[1])[0] == "matias zabaljauregui"}
+assert len(majority) == 5
+total = sum(t for _, t, _ in csource.OVERALL)
+assert (total, csource.OVERALL[0][:2]) == (4035, ("rusty russell", 2941))
+longest = sorted(bodies, key=lambda b: -sum(t for _, t, _ in b[1]))[:2]
+assert [b[0] for b in longest] == ["demand_page", "map_switcher_in_guest"]
+fig
+
+# %% [markdown]
+# Over the whole file, Rusty Russell wrote 2941 of the 4035 tokens (73 %) and Matias
+# Zabaljauregui 970 (24 %), Glauber de Oliveira Costa 115, and five others one to three tokens
+# each.  The longest bars are `demand_page()` and `map_switcher_in_guest()`.
+
+# %% [markdown]
 # ## Two layouts
 #
 # A 32-bit x86 Guest uses one of two page-table formats, chosen when its kernel is built; lguest
