@@ -118,6 +118,48 @@ print("pin_page calls:", len(t.trace.calls("pin_page")))
 print("stack writable in the new top level:", [pt.page_writable(g.cpu, v) for v in stack])
 
 # %% [markdown]
+# ### When nothing pins it again
+#
+# Two more events can touch the stack's shadow entries, and neither calls `pin_stack_pages()`.
+#
+# **A reused slot.**  When `new_pgdir()` evicts a cached top level instead of allocating a blank
+# one, it flushes only the user part (below `kernel_address`) and does not set `blank_pgdir`, so
+# nothing is re-pinned.  The stack survives anyway — it is a kernel address, and the reused
+# slot's kernel part is kept, on the assumption that every address space shares it (chapter 5).
+#
+# **SET_PGD on the stack's own top-level entry.**  `guest_set_pgd()` releases that entry — with
+# every shadow PTE under it, the stack's included — re-creates the Switcher mapping, and stops.
+# The stack is no longer mapped, and stays unmapped until something re-pins it (a full flush, a
+# blank top level, a SET_STACK).  *Predict* what `page_writable()` says before and after; then
+# run:
+
+# %%
+h = Guest(pae=False, seed=1, prandom=[1, 1, 2, 1, 1, 1, 1, 1])
+h_stack = [h.cpu.esp1 - 1 - i * 4096 for i in range(h.stack_pages)]
+q1, q2 = h.new_process("q1"), h.new_process("q2")
+h.switch_to(q1)                               # a blank slot: pinned
+with Tracer() as t:
+    h.switch_to(q2)                           # q2 evicts q1's slot: reused, not blank
+reused = [pt.page_writable(h.cpu, v) for v in h_stack]
+print("reused slot:", li.current_slot(h), "pin_page calls:", len(t.trace.calls("pin_page")), "stack writable:", reused)
+assert len(t.trace.calls("pin_page")) == 0 and all(reused)
+
+h.hypercall(hc.LHCALL_SET_PGD, q2.gpgdir, h.x86.pgd_index(h_stack[0]))
+after_pgd = [pt.page_writable(h.cpu, v) for v in h_stack]
+print("after SET_PGD on the stack's entry:", after_pgd, "— Guest alive:", h.dead is None)
+assert not any(after_pgd) and h.dead is None
+h.touch(0xC0000000)                           # an ordinary kernel access faults its own page back,
+assert not any(pt.page_writable(h.cpu, v) for v in h_stack)   # but not the stack
+h.flush_all()                                 # a full flush re-pins it
+assert all(pt.page_writable(h.cpu, v) for v in h_stack)
+
+# %% [markdown]
+# What an unmapped stack costs is decided outside page_tables.c: the comment at H:360 says direct
+# traps into the Guest need the stack mapped, because the CPU itself pushes onto it when it
+# delivers such a trap, with no Host code in between.  The model has no direct traps, so it
+# shows only the state: after that SET_PGD, the promise of H:360 no longer holds, and the Guest
+# (whose own SET_PGD it was) is the one at risk.
+#
 # Browse the shadow PTE page that holds the stack's entries (pick another slot or level to
 # compare; the list shows only present entries):
 

@@ -186,6 +186,33 @@ for key in ("set_pgd_bound", "switcher_oops"):
 next(f for f in flaws.FLAWS if f.key == "switcher_oops").demo(False)
 
 # %% [markdown]
+# The first one, run.  Without PAE, entry 1024 of a top-level page is entry 0 of the frame that
+# follows it.  The demonstration arranges for that frame to be a shadow PTE page whose first
+# entry maps a Guest page the Guest has filled with fake "entries" naming a Switcher frame; then
+# it asks for SET_PGD 1024.  `release_pgd()` treats the Guest's page as a table and puts one
+# reference per fake entry on the frame of the Guest's choosing.  Under PAE the stray entry is
+# the fifth of the four-entry PDPT page, always zero, and nothing happens:
+
+# %%
+ev = flaws.flaw("set_pgd_bound").demo(False)
+print({k: ev[k] for k in ("killed", "victim_refs_before", "victim_refs_after", "fake_entries")})
+assert ev["killed"] is None and ev["victim_refs_after"] == ev["victim_refs_before"] - ev["fake_entries"]
+ev_pae = flaws.flaw("set_pgd_bound").demo(True)
+assert ev_pae["killed"] is None and ev_pae["switcher_refs_after"] == ev_pae["switcher_refs_before"]
+print("PAE:", ev_pae["entry_touched"])
+
+# %% [markdown]
+# And `__guest_set_pte()`'s early return, run: a bad PTE with Accessed set over a page the
+# shadow already maps.  `release_pte()` gives the old reference back, `check_gpte()` kills the
+# Guest, and the function returns *without* clearing the entry; teardown releases it again.
+
+# %%
+ev = flaws.flaw("double_release").demo(False)
+print(ev)
+assert (ev["refs_while_mapped"], ev["refs_after_kill"], ev["refs_after_teardown"]) == (2, 1, 0)
+assert ev["stale_shadow_entry"] & 1 and ev["freed_while_launcher_maps_it"]
+
+# %% [markdown]
 # ## SET_PMD (PAE only): throw *everything* away
 #
 # Under PAE the Guest can change a middle-level entry.  lguest's response is the biggest

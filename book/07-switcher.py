@@ -207,6 +207,44 @@ print("the Guest died of:         ", h.dead)
 # Two calls to `kill_guest()`, one death: `find_spte()` reports the failed allocation first, and
 # `guest_new_pagetable()` adds its own complaint, which is ignored — only the first reason is
 # kept.
+#
+# ### And `map_switcher_in_guest()` on that dead Guest?
+#
+# The dead Guest's current slot has `switcher_mapped` false, and `map_switcher_in_guest()` begins
+# with a `BUG_ON` of exactly that: were it called, the Host would oops.  It is not called:
+# core.c's run loop checks that the Guest is still alive after its hypercalls and before it
+# enters the Guest (the model's `hypercalls.enter_guest` does the same), so a Guest killed by a
+# failed allocation never reaches the Switcher again; only teardown follows.  The cell shows both
+# halves: the loop refuses to enter, and a direct call — what would happen without that check —
+# hits the `BUG_ON`.  (If instead the *first* allocation fails, the new top level's own page,
+# `new_pgdir()` quietly keeps using the current slot and nobody dies: the last lines.)
+
+# %%
+from lguest_book.host import KernelOops
+h = Guest(pae=False, seed=1, prandom=[1, 1, 2] + [0] * 50)
+p = h.new_process("p")
+h.host.fail_allocations(1, after=2)        # the top level and the stack's PTE page succeed
+h.switch_to(p)
+slot = h.lg.pgdirs[h.cpu.cpu_pgd]
+print("dead:", h.dead, "| switcher_mapped:", slot.switcher_mapped)
+print("enter_guest:", hc.enter_guest(h.cpu), "| host oopses:", h.host.oopses)
+try:
+    pt.map_switcher_in_guest(h.cpu, None)
+    direct = "returned"
+except KernelOops as err:
+    direct = f"KernelOops: {err}"
+print("called anyway:", direct)
+assert h.dead and not slot.switcher_mapped and not hc.enter_guest(h.cpu) and h.host.oopses == []
+assert direct.startswith("KernelOops")
+
+h2 = Guest(pae=False, seed=1, prandom=[1, 1, 2] + [0] * 50)
+p2 = h2.new_process("p")
+before = h2.cpu.cpu_pgd
+h2.host.fail_allocations(1)                # the new top level's own page fails
+h2.switch_to(p2)
+print("first allocation fails: dead:", h2.dead, "| slot kept:", h2.cpu.cpu_pgd == before,
+      "| it now shadows p:", h2.lg.pgdirs[h2.cpu.cpu_pgd].gpgdir == p2.gpgdir)
+assert h2.dead is None and h2.cpu.cpu_pgd == before and h2.lg.pgdirs[before].gpgdir == p2.gpgdir
 
 # %% [markdown]
 # ## Exercises

@@ -177,6 +177,33 @@ pt.guest_pa(g.cpu, 0x08048000)
 print("and guest_pa() on it kills:", g.dead)
 
 # %% [markdown]
+# ### Under PAE, an address beyond 4 GiB
+#
+# A PAE PTE can name a frame above 4 GiB.  `__guest_pa()` returns the address in an
+# `unsigned long` — 32 bits — and computes it as `pte_pfn(gpte) * PAGE_SIZE`, also in 32 bits,
+# so the high bits are simply lost: frame `0x100300` (4 GiB + 3 MiB) comes back as guest-physical
+# `0x300…`, an ordinary page of the Guest's memory.  `__guest_pa()` does not check the frame
+# against `pfn_limit` either (only `demand_page()` does, through `check_gpte()`), so the Host's
+# later read through that address succeeds, on the wrong page.  *Predict* both results, then
+# run:
+
+# %%
+gp = Guest(pae=True, seed=1)
+q = gp.new_process("q")
+gp.switch_to(q)
+gp.map(0x08048000, 0x300)
+gp.write_entry(li.walk_guest(gp, 0x08048000)[-1].where, 0x100300 << 12 | 0x27)   # frame 4 GiB + 0x300 pages
+ok, pa = pt.__guest_pa(gp.cpu, 0x08048123)
+print(f"__guest_pa: ok={ok}, paddr={pa:#x}   (the true address would be {0x100300 << 12 | 0x123:#x})")
+print("demand_page on the same PTE:", gp.touch(0x08048000, user=True), "—", gp.dead)
+assert ok and pa == 0x300123 and gp.dead == "bad page table entry"
+
+# %% [markdown]
+# The Guest only fools itself (the address it gets names its own page 0x300), so no Host promise
+# is broken; but the two walks of the same PTE disagree — `demand_page()` kills, `__guest_pa()`
+# answers.
+
+# %% [markdown]
 # ## Tearing down
 #
 # When the Launcher closes the Guest, `free_guest_pagetable()` releases every shadow entry of

@@ -208,6 +208,33 @@ def _demo_pat_is_pse(pae: bool) -> dict:
     return out
 
 
+# --- 8. kernel_address inside a top-level entry ------------------------------------------------------
+def _demo_unaligned_kernel_address(pae: bool) -> dict:
+    """PAE with the 3G_OPT split: kernel_address 0xB0000000 is inside top-level entry 2.  Without
+    PAE the same split is on a 4 MiB boundary, and the user flush is exact."""
+    ka = 0xB0000000
+    g = Guest(pae=pae, seed=1, kernel_address=ka)
+    proc = g.new_process("q")
+    g.switch_to(proc)
+    v = 0x90000000 if pae else 0xAFC00000
+    g.map(v, 0x300)
+    g.touch(v, user=True)
+    g.write_entry(li.walk_guest(g, v)[-1].where, 0)  # the Guest clears its PTE, then flushes
+    g.flush_user()
+    left = li.walk_shadow(g, v)[-1].present
+    access = g.touch(v, user=True)
+    return {
+        "kernel_address": ka,
+        "pgd_index": g.x86.pgd_index(ka),
+        "on_boundary": ka % g.x86.PGDIR_SIZE == 0,
+        "user_vaddr": v,
+        "guest_pte_after": g.guest_pte(v),
+        "shadow_left_after_flush": left,
+        "access_after_flush": access.outcome,
+        "faults": access.faults,
+    }
+
+
 FLAWS = (
     Flaw(
         "set_pgd_bound",
@@ -291,6 +318,18 @@ FLAWS = (
         "access that the Launcher would have emulated kills the guest instead.  The host is not "
         "harmed.",
         _demo_pat_is_pse,
+    ),
+    Flaw(
+        "unaligned_kernel_address",
+        "a user flush misses the user part of the top-level entry that holds kernel_address",
+        "flush_user_mappings (H:445), used by guest_pagetable_flush_user and new_pgdir",
+        "a guest's TLB flush drops every user translation (the guest's own bookkeeping)",
+        "flush_user_mappings() releases whole top-level entries below pgd_index(kernel_address).  "
+        "Under PAE an entry covers 1 GiB, and a kernel at 0xB0000000 (the 3G_OPT split) starts "
+        "inside entry 2, so user mappings from 0x80000000 to 0xAFFFFFFF survive the flush, and a "
+        "reused slot keeps them.  page_table_guest_data_init() only checks kernel_address against "
+        "the Switcher.  The stale entries name the guest's own pages, so the host is not harmed.",
+        _demo_unaligned_kernel_address,
     ),
 )
 

@@ -14,7 +14,7 @@ LAYOUTS = [pytest.param(False, id="nonpae"), pytest.param(True, id="pae")]
 def test_catalogue_is_complete_and_named():
     keys = [f.key for f in flaws.FLAWS]
     assert keys == ["set_pgd_bound", "double_release", "switcher_oops", "writable_not_dirty",
-                    "pinned_not_present", "stack_pages", "pat_is_pse"]
+                    "pinned_not_present", "stack_pages", "pat_is_pse", "unaligned_kernel_address"]
     with pytest.raises(KeyError, match="no flaw called 'nope'"):
         flaws.flaw("nope")
 
@@ -89,3 +89,16 @@ def test_pat_bit_kills_and_device_pages_lose_their_exit(pae):
     assert ev["ram_without_bit7"] == "ok" and ev["device_without_bit7"] == "mmio"
     assert ev["ram_with_bit7"] == ev["device_with_bit7"] == "killed"
     assert ev["ram_with_bit7_killed"] == ev["device_with_bit7_killed"] == "bad page table entry"
+
+
+def test_unaligned_kernel_address_leaves_user_entries_after_a_flush_under_pae():
+    ev = flaws.flaw("unaligned_kernel_address").demo(True)
+    assert ev["pgd_index"] == 2 and not ev["on_boundary"]
+    assert ev["guest_pte_after"] == 0 and ev["shadow_left_after_flush"]
+    assert ev["access_after_flush"] == "ok" and ev["faults"] == 0
+
+
+def test_unaligned_kernel_address_is_exact_without_pae():
+    ev = flaws.flaw("unaligned_kernel_address").demo(False)
+    assert ev["on_boundary"] and not ev["shadow_left_after_flush"]
+    assert ev["access_after_flush"] == "guest-fault"
