@@ -163,6 +163,38 @@ print(f"guest PTE  {gl_pte:#010x}  {gg.x86.describe(gl_pte)}")
 print(f"shadow PTE {gl_spte:#010x}  {gg.x86.describe(gl_spte)}")
 assert gl_pte & _PAGE_GLOBAL and not gl_spte & _PAGE_GLOBAL
 
+# %% [markdown]
+# ### NX under PAE: choose the host
+#
+# A PAE entry has a 64th bit, NX (no-execute).  Whether a shadow entry may carry it depends on
+# the *host* CPU: `pfn_pte()` keeps only the bits the host supports.  The model's default host has
+# no NX, so there NX would vanish anyway.  Here we choose a host that supports it
+# (`Guest(pae=True, host_nx=True)`) and ask: does the Guest's NX reach the shadow?  *Predict*,
+# then run.  `gpte_to_spte()` holds the flags in an `unsigned long` — 32 bits — so NX is cut off
+# before `pfn_pte()` ever sees it; the Host's own entry for the per-CPU register page
+# (`__PAGE_KERNEL`, chapter 7) keeps NX on the same host:
+
+# %%
+from lguest_book.x86 import _PAGE_NX_BIT
+gn = Guest(pae=True, seed=1, host_nx=True)
+pn = gn.new_process("p")
+gn.switch_to(pn)
+nx_pte = gn.map(VADDR, 0x300, flags=_PAGE_NX_BIT, accessed=False)
+gn.touch(VADDR, user=True)
+nx_spte = li.walk_shadow(gn, VADDR)[-1].value
+regs_spte = li.walk_shadow(gn, gn.host.switcher_addr + 4096)[-1].value
+print(f"guest PTE       {nx_pte:#018x}  {gn.x86.describe(nx_pte)}")
+print(f"shadow PTE      {nx_spte:#018x}  {gn.x86.describe(nx_spte)}")
+print(f"host regs page  {regs_spte:#018x}  {gn.x86.describe(regs_spte)}")
+assert gn.x86.host_nx and nx_pte & _PAGE_NX_BIT and gn.guest_pte(VADDR) & _PAGE_NX_BIT
+assert not nx_spte & _PAGE_NX_BIT and regs_spte & _PAGE_NX_BIT
+
+# %% [markdown]
+# The Guest's data page becomes executable in the tables the CPU really uses: only the Guest's
+# own protection is lost (no Host promise breaks), and the model keeps it as
+# `flaws.flaw("nx_dropped")`.  The C referee found the same thing when the model first got it
+# wrong (the project README tells the story).
+
 # %%
 m = li.compare(g, VADDR, 1)[0]
 print(f"guest frame {m['guest_frame']:#x} -> host frame {m['host_frame']:#x}")

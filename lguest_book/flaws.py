@@ -235,6 +235,30 @@ def _demo_unaligned_kernel_address(pae: bool) -> dict:
     }
 
 
+# --- 9. NX never reaches a shadow PTE -----------------------------------------------------------------
+def _demo_nx_dropped(pae: bool) -> dict:
+    """On a host that supports NX: the Guest's NX bit, through both ways a shadow PTE is made,
+    against the Host's own per-CPU Switcher entry."""
+    from .x86 import _PAGE_NX_BIT
+
+    g = Guest(pae=pae, seed=1, host_nx=True)
+    proc = g.new_process("p")
+    g.switch_to(proc)
+    nx = _PAGE_NX_BIT if pae else 0
+    fault_pte = g.map(0x08048000, 0x300, flags=nx, accessed=False)
+    g.touch(0x08048000, user=True)                     # made by demand_page
+    g.map(0x08049000, 0x301, flags=nx, accessed=True)  # made by __guest_set_pte's shortcut
+    regs = li.walk_shadow(g, g.host.switcher_addr + PAGE_SIZE)[-1].value
+    return {
+        "host_supports_nx": g.x86.host_nx,
+        "guest_pte_nx": bool(fault_pte & nx) if nx else None,
+        "guest_pte_after_fault_nx": bool(g.guest_pte(0x08048000) & nx) if nx else None,
+        "shadow_from_fault_nx": bool(li.walk_shadow(g, 0x08048000)[-1].value & nx) if nx else None,
+        "shadow_from_shortcut_nx": bool(li.walk_shadow(g, 0x08049000)[-1].value & nx) if nx else None,
+        "host_regs_page_nx": bool(regs & nx) if nx else None,
+    }
+
+
 FLAWS = (
     Flaw(
         "set_pgd_bound",
@@ -330,6 +354,18 @@ FLAWS = (
         "reused slot keeps them.  page_table_guest_data_init() only checks kernel_address against "
         "the Switcher.  The stale entries name the guest's own pages, so the host is not harmed.",
         _demo_unaligned_kernel_address,
+    ),
+    Flaw(
+        "nx_dropped",
+        "under PAE the Guest's NX bit never reaches the shadow PTE, even on a host with NX",
+        "gpte_to_spte (H:340)",
+        "a guest's own page protections are kept (only the guest is harmed)",
+        "gpte_to_spte() keeps the flags in an unsigned long, 32 bits, so NX (bit 63) and the "
+        "other high bits of a PAE entry are cut off before pfn_pte() sees them.  On a host without "
+        "NX pfn_pte() would strip it anyway; on a host with NX the Guest's non-executable pages "
+        "become executable in the shadow, while the Host's own entries (the per-CPU register "
+        "page, __PAGE_KERNEL) keep NX.  Without PAE there is no NX bit.",
+        _demo_nx_dropped,
     ),
 )
 

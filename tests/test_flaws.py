@@ -14,7 +14,8 @@ LAYOUTS = [pytest.param(False, id="nonpae"), pytest.param(True, id="pae")]
 def test_catalogue_is_complete_and_named():
     keys = [f.key for f in flaws.FLAWS]
     assert keys == ["set_pgd_bound", "double_release", "switcher_oops", "writable_not_dirty",
-                    "pinned_not_present", "stack_pages", "pat_is_pse", "unaligned_kernel_address"]
+                    "pinned_not_present", "stack_pages", "pat_is_pse", "unaligned_kernel_address",
+                    "nx_dropped"]
     with pytest.raises(KeyError, match="no flaw called 'nope'"):
         flaws.flaw("nope")
 
@@ -102,3 +103,16 @@ def test_unaligned_kernel_address_is_exact_without_pae():
     ev = flaws.flaw("unaligned_kernel_address").demo(False)
     assert ev["on_boundary"] and not ev["shadow_left_after_flush"]
     assert ev["access_after_flush"] == "guest-fault"
+
+
+def test_nx_never_reaches_a_shadow_pte_even_on_an_nx_host():
+    ev = flaws.flaw("nx_dropped").demo(True)
+    assert ev["host_supports_nx"] and ev["guest_pte_nx"] and ev["guest_pte_after_fault_nx"]
+    assert not ev["shadow_from_fault_nx"] and not ev["shadow_from_shortcut_nx"]
+    assert ev["host_regs_page_nx"]  # the Host's own entry keeps it
+
+
+def test_nx_host_choice_is_only_a_host_property():
+    from lguest_book.x86 import PAE, layout_for
+    assert layout_for(True) is PAE and layout_for(True, host_nx=True).host_nx
+    assert not layout_for(False, host_nx=True).host_nx  # no NX bit without PAE
