@@ -239,8 +239,13 @@ print("stack pages:  ", [f"{(g.cpu.esp1 - 1 - i * 4096) & ~0xFFF:#x}" for i in r
 # %%
 plots.plot_directory(g)
 
+# %%
+stack_pages = {(g.cpu.esp1 - 1 - i * 4096) & ~0xFFF for i in range(g.lg.stack_pages)}
+switcher_pages = {g.host.switcher_addr + i * 4096 for i in range(g.host.TOTAL_SWITCHER_PAGES)}
+assert set(survivors) <= stack_pages | switcher_pages and stack_pages <= set(survivors)
+
 # %% [markdown]
-# Only the stack and the Switcher survive.  The Guest now runs like an insect in amber: every
+# Only the stack and the Switcher survive (the cell above checks it).  The Guest now runs like an insect in amber: every
 # page it touches faults once more, and the shadow grows back page by page.  That is correct,
 # and slow — which is why the Guest kernel should ask for the small flush whenever it can.
 
@@ -260,6 +265,54 @@ console.flush_all()
 console
 
 # %% [markdown]
+# ## The TLB: what the hardware caches, and why lguest rarely has to care
+#
+# A refresher (OSTEP, ch. 19, "Paging: Faster Translations (TLBs)"): the CPU caches translations
+# it has walked — virtual page → frame and rights — in its TLB, and does not notice later
+# changes to the tables.  An OS that changes an entry must flush: `invlpg` drops one address, a
+# load of CR3 drops every entry *except those marked Global* (when the CPU's global-pages feature,
+# PGE, is on).  The tables the CPU walks here are the *shadow* tables, so two caches are in play:
+#
+# 1. **The CPU's TLB, over the shadow tables.**  The Host changes shadow entries only while the
+#    Guest is not running: in a fault, a hypercall, or just before entry.  Every entry into the
+#    Guest goes through the Switcher, which loads the Guest's CR3 (the shadow top level), and
+#    every exit loads the Host's.  So every Guest run starts with no stale non-global entry, and
+#    page_tables.c never issues a flush of its own.  What would break that is a **Global**
+#    entry: it survives the CR3 load, and the Host and the Guest use the same virtual addresses
+#    for different things (both have a kernel above `0xC0000000`).  That is one more reason the
+#    shadow never carries Global (chapter 2) and the per-CPU Switcher entries are built without
+#    it (chapter 7); lguest's host code also turns PGE off on every host CPU while it is loaded
+#    (x86/core.c, `lguest_arch_host_init`).  The one Global entry the model shows, the Switcher's
+#    code page, maps the same page at the same address in both worlds.
+# 2. **The shadow tables, over the Guest's tables.**  To the Guest, the shadow *is* a TLB: a cache
+#    of translations from its own tables, filled on demand by faults.  It goes stale the same way,
+#    and the Guest must flush it the same way — SET_PTE for one entry, SET_PGD for a table,
+#    FLUSH_TLB for the user part or for everything.  The model's MMU has no hardware TLB (the
+#    README says so), so what it can show is this second cache going stale.  *Predict*: the Guest
+#    rewrites a PTE in memory to point at another page and does not tell the Host.  Where does
+#    the next access go?  And after FLUSH_TLB(0)?
+
+# %%
+g = busy_guest()
+v = 0x08048000
+old_frame = li.walk_shadow(g, v)[-1].value >> 12
+g.write_entry(li.walk_guest(g, v)[-1].where, 0x3F0 << 12 | 0x67)   # now guest page 0x3f0, silently
+a1 = g.touch(v, user=True)
+stale = li.walk_shadow(g, v)[-1].value >> 12
+g.flush_user()                                                    # the Guest's "TLB flush"
+a2 = g.touch(v, user=True)
+fresh = li.compare(g, v, 1)[0]
+print(f"before the flush: {a1}, shadow still names host frame {stale:#x} (guest page 0x300's)")
+print(f"after the flush:  {a2}, guest page {fresh['guest_frame']:#x} -> host frame {fresh['host_frame']:#x}")
+assert a1.faults == 0 and stale == old_frame
+assert a2.faults == 1 and fresh["guest_frame"] == 0x3F0 and fresh["host_frame"] != old_frame
+assert not any(e.value & 0x100 for e in li.walk_shadow(g, v))     # and no Global anywhere in the walk
+
+# %% [markdown]
+# Exactly a stale TLB entry, one level up: the access went to the old page until the Guest
+# flushed.  Nested paging (Bhargava et al., 2008) removes this second cache: the hardware walks
+# the Guest's tables itself, and a guest's own `invlpg` is all it takes.
+#
 # ## Hostile input
 #
 # FLUSH_TLB takes no address, so there is nothing to validate; any non-zero argument is "flush
@@ -330,4 +383,9 @@ exercises.check("ch6-flush-user", flush_user_mappings, hidden=True)
 #   and the Switcher re-mapped.
 # - `release_pgd()`/`release_pmd()` free PTE pages and, through `release_pte()`, give back every
 #   page reference a fault took.
-# - A flush is cheap; the faults that follow are not.
+# - A user flush costs a fixed loop over the top-level entries below `kernel_address` (768
+#   without PAE), whatever was mapped; the refaults that follow cost one trap per page used
+#   again.  The model counts both; which is dearer depends on the hardware's trap cost.
+# - The shadow tables are, to the Guest, what a TLB is to a native kernel: a cache of its own
+#   tables that it must tell the Host to drop (SET_PTE, SET_PGD, FLUSH_TLB).  The CPU's own TLB
+#   needs no help from page_tables.c, because every entry into the Guest loads CR3.
