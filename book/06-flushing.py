@@ -307,6 +307,8 @@ print(f"after the flush:  {a2}, guest page {fresh['guest_frame']:#x} -> host fra
 assert a1.faults == 0 and stale == old_frame
 assert a2.faults == 1 and fresh["guest_frame"] == 0x3F0 and fresh["host_frame"] != old_frame
 assert not any(e.value & 0x100 for e in li.walk_shadow(g, v))     # and no Global anywhere in the walk
+global_entries = [va for va, pte in li.shadow_mappings(g).items() if pte & 0x100]
+assert global_entries == [g.host.switcher_addr]                   # the Switcher's code page, alone
 
 # %% [markdown]
 # Exactly a stale TLB entry, one level up: the access went to the old page until the Guest
