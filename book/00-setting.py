@@ -144,6 +144,78 @@ print("host frame", hex(access.hpa >> 12), "is", li.owner(g, access.hpa >> 12))
 plots.plot_side_by_side(g, 0x08048000, pages=4)
 
 # %% [markdown]
+# ## One access, four addresses
+#
+# That one access involved four address spaces, and it is worth naming them once.  The Guest's
+# program uses a **Guest-virtual** address; the Guest's own tables turn it into a
+# **Guest-physical** address (what the Guest believes is RAM); guest-physical memory is really
+# part of the Launcher's address space, so it is also a **Launcher-virtual** address, `mem_base`
+# above; and the Host's own tables for the Launcher process name the **host frame** behind that.
+# The shadow PTE is the short cut: one entry from the first to the last, which is what lets the
+# CPU do the whole chain in one walk.  The figure is computed from the model, and the cell checks
+# that the short cut and the chain agree:
+
+# %%
+from matplotlib.patches import Rectangle
+v = 0x08048000
+gpa = li.walk_guest(g, v)[-1].value & ~0xFFF & 0xFFFFFFFF      # the Guest's PTE names its page
+lva = g.lg.mem_base + gpa                                      # guest-physical 0 is mem_base
+frame = g.lg.launcher.frames[gpa >> 12]                        # the Host's page behind the Launcher's page
+shadow_frame = li.walk_shadow(g, v)[-1].value >> 12
+assert shadow_frame == frame == access.hpa >> 12               # the short cut is the chain
+
+fig = plots.new_figure((6.4, 2.4))
+ax = fig.add_subplot()
+boxes = [("Guest-virtual", f"{v:#010x}"), ("Guest-physical", f"{gpa:#010x}"),
+         ("Launcher-virtual", f"{lva:#010x}"), ("host frame", f"{frame:#x}")]
+steps = ["Guest's page tables", "+ mem_base", "Host's tables\nfor the Launcher"]
+for i, (name, value) in enumerate(boxes):
+    ax.add_patch(Rectangle((i * 3, 0), 2.2, 1, fc="#F2F2F2", ec="#000000"))
+    ax.text(i * 3 + 1.1, 0.65, name, ha="center", fontsize=8)
+    ax.text(i * 3 + 1.1, 0.3, value, ha="center", fontsize=8, family="monospace")
+for i, label in enumerate(steps):
+    ax.annotate("", xy=(i * 3 + 3, 0.5), xytext=(i * 3 + 2.2, 0.5), arrowprops=dict(arrowstyle="->"))
+    ax.text(i * 3 + 2.6, -0.35, label, ha="center", fontsize=7)
+ax.annotate("", xy=(10.1, 1.05), xytext=(1.1, 1.05),
+            arrowprops=dict(arrowstyle="->", color="#D55E00", connectionstyle="arc3,rad=-0.15"))
+ax.text(5.6, 1.75, "the shadow PTE: one step, walked by the CPU", ha="center", fontsize=8, color="#D55E00")
+ax.set_xlim(-0.2, 11.4); ax.set_ylim(-0.7, 2.1); ax.axis("off")
+fig
+
+# %% [markdown]
+# ## The top of the address space
+#
+# The Guest does not own all 4 GiB of its virtual address space.  Its kernel lives above
+# `kernel_address` (`0xC0000000` here); the Host's **Switcher** — the few pages of code and
+# per-CPU state that switch between Host and Guest — sits at `switcher_addr`, near the very top,
+# mapped into every shadow top level; and at the Guest's INIT the Host tells it how much of the
+# top to keep clear (`reserve_mem` in `lguest_data`: everything from the Switcher up).  The
+# cell reads those numbers from the model and checks how they fit:
+
+# %%
+data = g.lguest_data()
+sw = g.host.switcher_addr
+assert data["reserve_mem"] == (1 << 32) - sw and data["kernel_address"] == g.kernel_address < sw
+print(f"kernel_address {g.kernel_address:#010x}   switcher_addr {sw:#010x}   "
+      f"reserve_mem {data['reserve_mem']:#x} ({data['reserve_mem'] // 4096} pages)")
+
+fig = plots.new_figure((6.4, 1.9))
+ax = fig.add_subplot()
+regions = [(0, g.kernel_address, "user (per process)", "#F0E442"),
+           (g.kernel_address, sw, "Guest kernel (shared)", "#56B4E9"),
+           (sw, 1 << 32, "Switcher (Host)", "#D55E00")]
+for lo, hi, name, colour in regions:
+    ax.barh(0, hi - lo, left=lo, color=colour, height=0.6, ec="#000000")
+    if hi - lo > 1 << 28:
+        ax.text((lo + hi) / 2, 0, name, ha="center", va="center", fontsize=7)
+ax.annotate("Switcher (Host) + reserve", xy=(sw, 0.3), xytext=(sw - (1 << 29), 0.7), fontsize=7,
+            ha="center", arrowprops=dict(arrowstyle="->"))
+ax.set_xticks([0, g.kernel_address, sw], ["0", f"{g.kernel_address:#x}", f"{sw:#x}"], fontsize=7)
+ax.set_xlim(0, 1 << 32); ax.set_yticks([]); ax.set_ylim(-0.5, 0.9)
+ax.set_title("a Guest's 4 GiB (the Switcher's slice is drawn to scale: it is tiny)", fontsize=8)
+fig
+
+# %% [markdown]
 # And the same thing, one decision at a time — press *Step*:
 
 # %%

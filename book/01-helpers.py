@@ -95,7 +95,7 @@ people = [p for p, _, _ in csource.OVERALL]
 bodies = [(f"{n} [{v}]" if v else n, csource.AUTHORS[n][i], v)
           for a, n, i, v in sorted((a, n, i, v) for n, spans in csource.LINES.items()
                                    for i, (a, _, v) in enumerate(spans))]
-palette = [plots.BLUE, plots.ORANGE, plots.GREEN, plots.PURPLE, plots.SKY, plots.YELLOW, plots.VERMILION, plots.BLACK]
+palette = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#F0E442", "#D55E00", "#000000"]
 fig = plots.new_figure((6.4, 7.5))
 ax = fig.add_subplot()
 for row, (label, table, _) in enumerate(bodies):
@@ -127,6 +127,23 @@ fig
 # each.  The longest bars are `demand_page()` and `map_switcher_in_guest()`.
 
 # %% [markdown]
+# ## A paging refresher
+#
+# H:300 sends readers who are not at home with page tables elsewhere; here is the minimum this
+# book uses (OSTEP ch. 18 and 20 tell it at length; Intel's SDM vol. 3A ch. 4 is the reference).
+#
+# - The CPU translates every **virtual address** through tables in memory.  CR3 holds the
+#   physical address of the top-level table; each level's entry holds the physical frame of the
+#   next table, and the last one (the **PTE**) the frame of the page itself.  The low 12 bits of
+#   the address are the offset inside the 4 KiB page.
+# - Each entry carries **flags**: Present (P), writable (RW), user-accessible (U), Accessed (A)
+#   and Dirty (D), which the CPU sets itself on use, and a few more (Global, PSE, PAT; NX under
+#   PAE).  An access is allowed only if *every* level allows it.
+# - A missing entry or a forbidden access raises a **page fault**: CR2 holds the address, and an
+#   error code says whether it was a write (bit 1) and from user mode (bit 2).  Under lguest that
+#   fault goes to the Host first (chapter 2).
+# - The CPU caches translations in its **TLB**; changing an entry requires a flush (chapter 6).
+#
 # ## Two layouts
 #
 # A 32-bit x86 Guest uses one of two page-table formats, chosen when its kernel is built; lguest
