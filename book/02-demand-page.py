@@ -441,6 +441,45 @@ print(h.touch(0x50000000, user=True), "—", h.dead)
 #    How many faults does that take?  Predict, then check with `g.touch()` and `access.faults`.
 # 4. Use `li.refcounts(g)` to find the host frame that backs guest page `0x300`, and watch its
 #    reference count as the shadow entry is made and (with `g.flush_user()`) thrown away.
+#
+# For more, `lguest_book.practice.fault(seed=N)` makes a new fault question each seed (run
+# `print(p)`, answer, then `p.check(your_answer)`; `p.answer()` when stuck).
+#
+# <details><summary>Hints and answers (open after trying)</summary>
+#
+# 1. *Hint:* read the twin's `return (False, 0)` lines and the `kill_guest` calls apart.
+#    *Answer:* in order: the address is at or above `switcher_addr`; the Guest's top-level entry
+#    is not present; under PAE, its middle entry is not present; the PTE is not present; a write
+#    to a PTE without RW; a user access to a PTE without U.  The refusals that also kill are
+#    `check_gpgd()`, `check_gpmd()`, `check_gpte()` and a failed allocation in `find_spte()`;
+#    the I/O case returns False with a non-zero `iomem`.
+# 2. *Hint:* which comes first, the permission tests or `gpte_in_iomem()`?  *Answer:* the
+#    read-only test refuses it (`errcode & 2` and no RW) before the device test is reached, so the
+#    fault goes back to the Guest.  Right, because the Guest's own tables forbid the write; on real
+#    hardware it would fault too, and emulating it would let a Guest write through a mapping it
+#    made read-only.
+# 3. *Hint:* does the new PTE have Accessed set?  *Answer:* it depends on that bit, which is the
+#    point.  With `g.map()`'s default (Accessed set) the read costs 1 fault and the write **none**:
+#    SET_PTE's shortcut installs a writable shadow entry at once (and the Dirty bit is never set:
+#    the `writable_not_dirty` flaw).  With `accessed=False` the shortcut does not fire, the SET_PTE
+#    clears the shadow entry, and the write faults once: 1 + 1.  (Checked in the cell below.)
+# 4. *Answer:* no host frame before the first touch (the Launcher's memory is demand-zero); 2
+#    after the fault (the Launcher's mapping and the shadow PTE); 1 after the flush.  Chapter 6
+#    draws the same accounting for a whole Guest.
+#
+# </details>
+
+# %%
+# The numbers in the answers above, checked.
+def ex3(accessed):
+    h = Guest(pae=False, seed=1)
+    q = h.new_process("p")
+    h.switch_to(q)
+    h.map(VADDR, 0x300, writable=False, accessed=accessed)
+    first = h.touch(VADDR, user=True).faults
+    h.map(VADDR, 0x300, writable=True, accessed=accessed)
+    return first, h.touch(VADDR, write=True, user=True).faults
+assert ex3(True) == (1, 0) and ex3(False) == (1, 1)
 
 # %% [markdown]
 # ### Graded exercise: make a shadow PTE (H:340)

@@ -271,6 +271,40 @@ for line in console.log:
 #    Dirty rule of chapter 2.  (Do not change the package: try it on a copy of the function.)
 # 4. Explain why `guest_set_pgd()` must re-map the Switcher at all.  Which index would have to
 #    change for the Switcher to be affected?
+#
+# For more, `lguest_book.practice.set_pte(seed=N)` asks what a SET_PTE does to each cached top
+# level (`print(p)`, then `p.check(...)`).
+#
+# <details><summary>Hints and answers (open after trying)</summary>
+#
+# 1. *Hint:* `find_pgdir()` returns 4 for a top level no slot shadows.  *Answer:* nothing at all.
+#    It is safe because there is no shadow to go stale: if the Guest later switches to that top
+#    level, `new_pgdir()` gives it a slot whose user part is empty (blank, or flushed on reuse),
+#    and every user entry is rebuilt from the Guest's tables by faults.
+# 2. *Hint:* kernel addresses are handled in every slot that has a top-level page.  *Answer:*
+#    4, one per allocated slot, whether or not that slot maps the address (checked below).
+# 3. *Answer (one possibility):* pass a write-protected copy unless the PTE is dirty —
+#    `gpte_to_spte(cpu, (pte_flags(gpte) & _PAGE_DIRTY) ? gpte : pte_wrprotect(gpte),
+#    pte_flags(gpte) & _PAGE_DIRTY)`, which is what `demand_page()` does for a read.
+# 4. *Hint:* what can `release_pgd()` release?  *Answer:* the index the Guest names may be the
+#    Switcher's own top-level entry, and releasing it unmaps the Switcher, without which the
+#    Guest cannot be entered; so the function re-creates it just in case.  The entry at risk is
+#    `SWITCHER_PGD_INDEX` = `PTRS_PER_PGD - 1`: 1023 without PAE, 3 with PAE (where that 1 GiB
+#    entry also holds the kernel).  It re-creates it for CPU 0's *current* top level, which is
+#    the `switcher_oops` flaw above.
+#
+# </details>
+
+# %%
+# The number in answer 2, checked.
+h = Guest(pae=False, seed=1)
+procs = [h.new_process(f"p{i}") for i in range(4)]
+for q in procs:
+    h.switch_to(q)
+assert all(s.pgdir for s in h.lg.pgdirs)
+with Tracer() as t4:
+    h.map(0xC0400000, 0x350, user=False)
+assert len(t4.trace.calls("__guest_set_pte")) == 4
 
 # %% [markdown]
 # ### Graded exercise: keep one cached top level in step (H:420)

@@ -240,6 +240,64 @@ print("killed:", h.dead)
 # 4. The graded exercise of this chapter (in the classroom edition) asks for an LRU version of
 #    `new_pgdir()`.  Before writing it, predict: for a workload of 5 processes in strict
 #    rotation, is LRU better or worse than random?
+#
+# For more, `lguest_book.practice.evict(seed=N)` asks which slot `new_pgdir()` takes for given
+# values of `prandom_u32()` (`print(p)`, then `p.check(...)`).
+#
+# <details><summary>Hints and answers (open after trying)</summary>
+#
+# 1. *Hint:* when a switch misses, the victim is one of 4 slots chosen uniformly; how often is
+#    the next process in one of them?  *Estimate:* at most 1/4 of the misses.  *Measured* (the
+#    cell below, seed 3): 398 of the 1,000 switches miss, and 88 of those misses evict the next
+#    process to run, 22 %: a little under 1/4, because the next process is not always cached.
+# 2. *Answer:* the current slot is repurposed: it now records the new top level, its user part
+#    is flushed, its kernel part kept, and the process that was running loses its cached shadow.
+#    Nobody is killed.  It is safe because the kernel part is the same in every address space
+#    (the assumption of this chapter) and the user part simply faults back in.  Chapter 7 runs it.
+# 3. *Hint:* where did the linear-mode entries come from?  *Answer:* not from the Guest's
+#    tables: in linear mode `demand_page()` makes up an identity mapping for every address,
+#    kernel addresses included.  None of those entries, user or kernel, says what the Guest's
+#    first real tables say, so all must go.
+# 4. *Answer:* worse — the worst possible.  With 5 processes in rotation and 4 slots, the 4
+#    cached ones are the 4 most recently run, so the next one is never cached, and LRU evicts the
+#    one needed right after it: every switch misses (checked below with a small simulation).
+#    Random evicts a process needed soon only some of the time: 398 misses in 1,000.
+#
+# </details>
+
+# %%
+# The numbers in answers 1 and 4, checked.
+from lguest_book import page_tables as pt
+
+def rotation(switches=1000, seed=3):
+    h = Guest(pae=False, seed=seed)
+    procs = [h.new_process(f"p{i}") for i in range(5)]
+    misses = evicted_next = 0
+    for k in range(switches):
+        q, nxt = procs[k % 5], procs[(k + 1) % 5]
+        before = {s.gpgdir for s in h.lg.pgdirs}
+        if pt.find_pgdir(h.lg, q.gpgdir) == 4:
+            misses += 1
+            h.switch_to(q)
+            evicted_next += nxt.gpgdir in before and nxt.gpgdir not in {s.gpgdir for s in h.lg.pgdirs}
+        else:
+            h.switch_to(q)
+    return misses, evicted_next
+assert rotation() == (398, 88)
+
+def lru_misses(switches=1000, slots=4, processes=5):
+    cache, misses = [], 0          # least recently used first
+    for k in range(switches):
+        p = k % processes
+        if p in cache:
+            cache.remove(p)
+        else:
+            misses += 1
+            if len(cache) == slots:
+                cache.pop(0)
+        cache.append(p)
+    return misses
+assert lru_misses() == 1000
 
 # %% [markdown]
 # ### Graded exercise: least recently used instead of random (H:435)

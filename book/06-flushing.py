@@ -344,6 +344,44 @@ print("the access still reaches the old frame:", g.touch(kpage).hpa >> 12 == old
 #    backing guest memory holds more than one reference, except the stack's.
 # 4. Time it: how many `g.touch()` faults does it take to rebuild a process that had 64 pages
 #    mapped, after a full flush?  After a user flush?
+#
+# <details><summary>Hints and answers (open after trying)</summary>
+#
+# 1. *Hint:* `release_all_pagetables()` visits every top-level entry of every allocated slot.
+#    *Answer:* 4 × 1024 = 4096 `release_pgd()` calls without PAE; 4 × 4 = 16 with PAE, and for
+#    each *present* top-level entry `release_pgd()` visits its 512 middle entries: with one
+#    present entry per slot here (the kernel's), 2048 `release_pmd()` calls (checked below).
+# 2. *Answer:* no, not for the shadow: `guest_set_pte()` on a kernel address updates that entry
+#    in every cached top level (chapter 4).  And the CPU's TLB needs nothing from the Guest
+#    either: every entry into the Guest reloads CR3 (the TLB section above).
+# 3. *Answer (one way):* `stack = {...frames of the stack pages...}` and then
+#    `assert all(c == 1 or f in stack for f, (c, who) in li.refcounts(g).items() if who and who[0] == "guest")`.
+# 4. *Answer:* 64 faults both times: the 64 pages are user pages, and both flushes drop every
+#    user entry (checked below; the full flush also drops kernel entries, which this process did
+#    not touch again).
+#
+# </details>
+
+# %%
+# The numbers in answers 1 and 4, checked.
+for pae, (pgds, pmds) in ((False, (4096, 0)), (True, (16, 2048))):
+    h = Guest(pae=pae, seed=1)
+    procs = [h.new_process(f"p{i}") for i in range(4)]
+    for q in procs:
+        h.switch_to(q)
+    with CallCounter() as c6:
+        h.flush_all()
+    assert (c6.counts["release_pgd"], c6.counts["release_pmd"]) == (pgds, pmds)
+for flush in ("flush_all", "flush_user"):
+    h = Guest(pae=False, seed=1, mem_pages=8192)
+    q = h.new_process("p")
+    h.switch_to(q)
+    for i in range(64):
+        h.map(0x08048000 + i * 4096, 0x300 + i)
+    for i in range(64):
+        h.touch(0x08048000 + i * 4096, user=True)
+    getattr(h, flush)()
+    assert sum(h.touch(0x08048000 + i * 4096, user=True).faults for i in range(64)) == 64
 
 # %% [markdown]
 # ### Graded exercise: flush the user part (H:445)
