@@ -250,6 +250,30 @@ print(bad.touch(0x08048000, user=True), "—", bad.dead)
 # 2. Touch the same address twice.  How many faults does the second access take, and why?
 # 3. Use `li.limits(g)` to find where the Switcher lives.  What does `g.touch()` return for a
 #    *user* read of that address?
+#
+# <details><summary>Hints and answers (open after trying)</summary>
+#
+# 1. *Hint:* the Guest kernel maps guest-physical memory at `kernel_address`, so guest page
+#    `0x1000` is at `0xC1000000`.  *Answer:* touch it, then read `access.hpa >> 12` (or
+#    `g.lg.launcher.frames[0x1000]`): a host frame from the host's allocator, `0x8015` with seed
+#    1.  `mem_base/4096 + 0x1000` is `0x41000`: the *Launcher's* page number, a virtual page of
+#    the Launcher process, not a host frame — the two differ, and the shadow PTE names the
+#    host frame.
+# 2. *Answer:* none: the first access made the shadow entry, and the CPU uses it from then on.
+# 3. *Answer:* `guest-fault`: the Switcher's pages are mapped kernel-only, the CPU refuses the
+#    user read, and `demand_page()` declines every address at or above `switcher_addr`, so the
+#    fault goes back to the Guest.  The Guest is not killed.
+#
+# </details>
+
+# %%
+# The answers above, checked.
+h = Guest(pae=False, mem_pages=8192, seed=1)
+a1 = h.touch(0xC1000000)
+assert a1.hpa >> 12 == h.lg.launcher.frames[0x1000] == 0x8015 and h.lg.mem_base // 4096 + 0x1000 == 0x41000
+assert h.touch(0xC1000000).faults == 0
+a3 = h.touch(h.host.switcher_addr, user=True)
+assert a3.outcome == "guest-fault" and h.dead is None
 
 # %% [markdown]
 # ## Summary

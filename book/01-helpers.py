@@ -321,6 +321,31 @@ for call in (lambda: pt.gpgd_addr(g.cpu, -4), lambda: pt.spgd_addr(g.cpu, 9, 0),
 #    PGD entry printed above, without calling it.  Then call it to check.
 # 4. Why can `spgd_addr()` not simply return the entry's *value* instead of a pointer?  Which
 #    callers write through it?
+#
+# For more, `lguest_book.practice.walk(seed=N)` makes a new walk question each seed (`print(p)`,
+# answer, then `p.check(your_answer)`; `p.answer()` when stuck).
+#
+# <details><summary>Hints and answers (open after trying)</summary>
+#
+# 1. *Answer:* without PAE, top-level index `0x300` (768), PTE index `0x123`, offset `0x456`;
+#    with PAE, PDPT index 3, PMD index 0, PTE index `0x123`, offset `0x456`.
+# 2. *Answer:* PDPT entry 3 covers `0xC0000000`–`0xFFFFFFFF`, so both the kernel and the
+#    Switcher; the Switcher is in PMD entry `0x1ff` (511), the last 2 MiB.
+# 3. *Hint:* `gpte_addr()` is the frame of the Guest's top-level entry times 4096, plus the PTE
+#    index times the entry size.  *Answer:* `(pgd_entry >> 12 << 12) + 0x48 * 4` for `0x08048000`
+#    without PAE (PTE index `0x48`).
+# 4. *Answer:* the callers need to *change* the entry: `find_spte()` installs a freshly allocated
+#    table in it (`set_pgd`), `release_pgd()` clears it, and `guest_set_pgd()` and
+#    `flush_user_mappings()` hand it to `release_pgd()`.  A value would be a copy.
+#
+# </details>
+
+# %%
+# The numbers in answers 1 and 2, checked.
+assert NONPAE.split(0xC0123456) == {"pgd": 0x300, "pte": 0x123, "offset": 0x456}
+assert PAE.split(0xC0123456) == {"pgd": 3, "pmd": 0, "pte": 0x123, "offset": 0x456}
+assert PAE.pgd_index(0xC0000000) == PAE.pgd_index(0xFFE00000) == 3 and PAE.pmd_index(0xFFE00000) == 0x1FF
+assert NONPAE.pte_index(0x08048000) == 0x48
 
 # %% [markdown]
 # ### Graded exercise: where is the Guest's PTE? (H:320)

@@ -211,6 +211,37 @@ flaw.demo(False)
 #    a kernel stack page and explain the outcome.
 # 4. Under PAE, `page_writable()` keeps only the low 32 bits of the entry's flags.  Which flag
 #    does that drop, and why does it not matter here?
+#
+# <details><summary>Hints and answers (open after trying)</summary>
+#
+# 1. *Hint:* what would `find_spte()` find there?  *Answer:* the Switcher's own shadow PTEs.  For
+#    this CPU's register page, present and writable, `page_writable()` would say yes, `pin_page()`
+#    would not complain, and the Guest would have "pinned" a stack on a Host page that the
+#    Switcher fills with saved registers.  With the check, the answer is no, `demand_page()`
+#    refuses the address too, and the Guest dies of `bad stack page`.
+# 2. *Answer:* the read-only test (`errcode & 2` and no RW in the Guest's PTE) returns false, and
+#    `pin_page()` kills the Guest: `bad stack page 0xc0207fff` for this book's Guest (the top
+#    page of its stack; checked below, with the full flush that re-pins).
+# 3. *Answer:* the stack belongs to the Guest *kernel*, which runs outside user mode (lguest
+#    runs it in ring 1, which paging treats as supervisor), so its PTE rightly lacks U.  With 6,
+#    `demand_page()` would refuse a user access to a kernel-only page, and every Guest would be
+#    killed by its own correct stack (checked below: `demand_page(..., 6)` declines it).
+# 4. *Answer:* NX (bit 63) and the other high bits; the function tests only Present and RW, both
+#    in the low 12 bits.
+#
+# </details>
+
+# %%
+# Answers 2 and 3, checked.
+h = Guest(pae=False, seed=1)
+top_page = h.cpu.esp1 - 1
+where = li.walk_guest(h, top_page)[-1].where
+h.write_entry(where, h.read_entry(where) & ~0x2)     # the stack's PTE made read-only
+h.flush_all()                                        # the full flush re-pins: and kills
+assert h.dead == "bad stack page 0xc0207fff"
+h = Guest(pae=False, seed=1)
+h.flush_user()
+assert pt.demand_page(h.cpu, h.cpu.esp1 - 1, 6) == (False, 0) and h.dead is None
 
 # %% [markdown]
 # ### Graded exercise: is this stack page writable? (H:360)

@@ -259,6 +259,41 @@ assert h2.dead is None and h2.cpu.cpu_pgd == before and h2.lg.pgdirs[before].gpg
 #    documents this, and guess why the C kept it.
 # 4. Why does the register page need `RW` but the state page must not have it?  What could a
 #    Guest do with a writable IDT?
+#
+# <details><summary>Hints and answers (open after trying)</summary>
+#
+# 1. *Answer:* 1 + 2 × 4 = 9 pages from `0xFFE00000`.  They must fit in 2 MiB because the
+#    Switcher's mapping is one PTE page of the shadow (under PAE a PTE page covers 2 MiB, the last
+#    middle entry), allocated once by `allocate_switcher_mapping()`.
+# 2. *Answer:* 2, 1, 1, 1: the first entry after boot finds `last_host_cpu == -1` and clears
+#    every CPU's pair (two CPUs here); each move then clears only the pair of the CPU it left.  A
+#    switch to a *new* top level starts again at −1, so the next entry clears both pairs again
+#    (checked below).
+# 3. *Answer:* the docstring of the model's `map_switcher_in_guest` says so.  A guess, not a
+#    fact: the caller (x86/core.c) has this CPU's `lguest_pages` at hand and passes it, perhaps
+#    from a time the function used it; today it recomputes the addresses from `switcher_addr` and
+#    the CPU number.
+# 4. *Answer:* the Switcher saves the Guest's registers into the register page on every exit,
+#    while the Guest's shadow tables are still loaded, so it must be writable there.  The state
+#    page holds the IDT, GDT and TSS the Switcher loads; a Guest that could write the IDT could
+#    point the Host's interrupt and trap gates at code of its own, which the CPU would then run
+#    with full privilege: the whole machine.
+#
+# </details>
+
+# %%
+# The numbers in answers 1 and 2, checked.
+from lguest_book.trace import CallCounter
+hp = Guest(pae=True, nr_cpus=4, seed=1)
+assert (hp.host.switcher_addr, hp.host.TOTAL_SWITCHER_PAGES) == (0xFFE00000, 9)
+h = Guest(pae=False, nr_cpus=2, seed=1)
+removals = []
+for cpu in (0, 1, 0, 1):
+    h.host.current_cpu = cpu
+    with CallCounter() as c7:
+        h.touch(0xC0000000)
+    removals.append(c7.counts["remove_switcher_percpu_map"])
+assert removals == [2, 1, 1, 1]
 
 # %% [markdown]
 # ### Graded exercise: unmap another CPU's Switcher pages (H:481)

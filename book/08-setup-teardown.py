@@ -251,6 +251,36 @@ plots.plot_refcounts(g)
 #    callers?  Why or why not?
 # 4. Use `flaws.FLAWS` to find a flaw that makes the teardown check above fail, and run its demo
 #    followed by `g.shutdown()` and a reference-count comparison.
+#
+# <details><summary>Hints and answers (open after trying)</summary>
+#
+# 1. *Hint:* in linear mode the "Guest PTE" is made up from the address itself.  *Answer:* the
+#    made-up PTE names frame `0x7F000`, beyond both `pfn_limit` (`0x1000`) and `device_limit`
+#    (`0x1100`): not I/O, so `check_gpte()` kills the Guest with `bad page table entry`
+#    (checked below).
+# 2. *Answer:* `top = ~0xFF800000 + 1` is `0x800000` (8 MiB, the top 2048 pages).  In 64 bits the
+#    intermediate value is `0xFFFFFFFF00800000`, but `top` is a `u32`, so only `0x800000` is kept
+#    — the same answer.  It matters because it is the size of the hole the Guest must leave at
+#    the top of its address space: "4 GiB minus `switcher_addr`".
+# 3. *Answer:* no: the Host uses it to read the Guest's memory *for* the Host's own purposes (the
+#    instruction at `eip`, the stack it pushes a trap frame onto), with the Host's rights and
+#    through `lgread()`'s bounds check, so no Host protection depends on the Guest's U or RW bits.
+#    It could mislead the Host only about the Guest's own memory (see the PAE case above).
+# 4. *Answer:* `double_release` (the count falls to 0 while the Launcher still maps the page) and
+#    `pinned_not_present` (a count stays above 1 after teardown).
+#
+# </details>
+
+# %%
+# The answers 1, 2 and 4, checked.
+from lguest_book import flaws
+h = Guest(pae=False, seed=1, boot=False)
+assert h.touch(0x7F000000).outcome == "killed" and h.dead == "bad page table entry"
+assert (h.lg.pfn_limit, h.lg.device_limit) == (0x1000, 0x1100)
+assert (~0xFF800000 + 1) & 0xFFFFFFFF == 0x800000 and (~0xFF800000 + 1) & (2**64 - 1) == 0xFFFFFFFF00800000
+assert flaws.flaw("double_release").demo(False)["refs_after_teardown"] == 0
+pinned = flaws.flaw("pinned_not_present").demo(False)
+assert pinned["refs_after_teardown"] > pinned["expected_after_teardown"]
 
 # %% [markdown]
 # ### Graded exercise: guest-virtual to guest-physical (H:500)

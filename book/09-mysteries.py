@@ -229,6 +229,27 @@ console
 #    that would fix it.  Which promise does it restore?
 # 4. Estimate the cost of `start_program` in cycles, assuming 1,000 cycles per Host exit and
 #    200 cycles of `demand_page()` work per fault.  Compare with a native TLB miss.
+#
+# <details><summary>Hints and answers (open after trying)</summary>
+#
+# 1. *Answer:* the same growth, 5 faults per page of the working set; the constant is 14 under
+#    PAE instead of 12 (a Tracer shows which extra faults they are).  Checked below.
+# 2. *Hint:* count pages that are pre-faulted but never touched.  *Answer:* pre-faulting saves a
+#    Host exit per neighbouring page the program goes on to use, and wastes a pinned page (M:008)
+#    and a `get_pfn()` for each one it does not — sparse access patterns, or the last pages of a
+#    mapping.
+# 3. *Answer (one example):* `set_pgd_bound` — test `idx >= PTRS_PER_PGD`; it restores "a Guest
+#    cannot reach memory it does not own".
+# 4. *Answer:* `start_program` makes 37 faults, so about 37 × (1,000 + 200) = 44,400 cycles.  A
+#    native TLB miss is a hardware page walk of some tens of cycles, and natively most of these
+#    37 events would be TLB misses, not faults at all.
+#
+# </details>
+
+# %%
+# The numbers in answers 1 and 4, checked.
+assert [host_work(highmem_round(n), pae=True)["faults"] for n in (8, 32)] == [5 * 8 + 14, 5 * 32 + 14]
+assert host_work(start_program)["faults"] == 37
 
 # %% [markdown]
 # ## Summary
