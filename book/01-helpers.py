@@ -384,3 +384,10 @@ exercises.check("ch1-gpte-addr", gpte_addr, hidden=True)
 #   8-byte entries, 2 MiB per middle-level entry.
 # - Shadow helpers return pointers into Host pages; Guest helpers return guest-physical
 #   addresses, to be read through `lgread()`'s bounds check.
+
+# %% [markdown]
+# ## References
+#
+# - Remzi H. Arpaci-Dusseau and Andrea C. Arpaci-Dusseau, *Operating Systems: Three Easy Pieces* (OSTEP), <https://pages.cs.wisc.edu/~remzi/OSTEP/>, ch. 18 "Paging: Introduction" and ch. 20 "Paging: Smaller Tables"
+# - Intel® 64 and IA-32 Architectures Software Developer's Manual, Vol. 3A, ch. 4 "Paging" (4.7 on page-fault error codes, 4.10 on caching translations)
+# - cregit, token-level authorship of the Linux sources, <https://cregit.linuxsources.org/> (this project's seed is its page for `drivers/lguest/page_tables.c` at 4.7)

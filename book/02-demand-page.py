@@ -16,7 +16,8 @@
 # %% [markdown]
 # # Chapter 2 — Part (i): looking up a fault with `demand_page()`
 #
-# Most shadow entries the Guest uses are born here.  (Two other places make them: chapter 4's
+# Most shadow entries the Guest uses are born here.  (Shadow paging in general: OSTEP, Appendix B;
+# Adams and Agesen, 2006, call these faults "hidden": the Guest never sees them.)  (Two other places make them: chapter 4's
 # shortcut, when the Guest announces a PTE that already has Accessed or Dirty set, and the Host's
 # own mappings of the Switcher, chapter 7.)  The Guest runs on tables it has never seen; the
 # first touch of a page whose shadow entry does not exist yet faults into the Host, and `demand_page()` (narrative marker
@@ -534,3 +535,10 @@ exercises.check("ch2-gpte-to-spte", gpte_to_spte, hidden=True)
 # - Guest frames become host frames through the Launcher's mapping, pinned by `get_pfn()`;
 #   `release_pte()` unpins them.
 # - Between `pfn_limit` and `device_limit` lies I/O memory for the Launcher; beyond it, death.
+
+# %% [markdown]
+# ## References
+#
+# - Remzi H. Arpaci-Dusseau and Andrea C. Arpaci-Dusseau, *Operating Systems: Three Easy Pieces* (OSTEP), <https://pages.cs.wisc.edu/~remzi/OSTEP/>, Appendix B "Virtual Machine Monitors" (shadow page tables)
+# - Keith Adams and Ole Agesen, "A Comparison of Software and Hardware Techniques for x86 Virtualization", ASPLOS 2006 — shadow page tables, hidden and true faults, tracing, and why early hardware support did not beat them
+# - Intel® 64 and IA-32 Architectures Software Developer's Manual, Vol. 3A, ch. 4 "Paging" (4.7 on page-fault error codes, 4.10 on caching translations)

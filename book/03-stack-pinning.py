@@ -288,3 +288,9 @@ exercises.check("ch3-page-writable", page_writable, hidden=True)
 #   flush — every moment the pinned pages could have disappeared.
 # - A bad stack kills the Guest; a too-large one kills it *and* keeps the Host busy — a real
 #   flaw, kept in the model and shown here.
+
+# %% [markdown]
+# ## References
+#
+# - The lguest documentation in Linux 4.7: `Documentation/virtual/lguest/lguest.txt`, <https://elixir.bootlin.com/linux/v4.7/source/Documentation/virtual/lguest/lguest.txt>, and the narrative of `drivers/lguest/` itself, <https://elixir.bootlin.com/linux/v4.7/source/drivers/lguest/>
+# - Remzi H. Arpaci-Dusseau and Andrea C. Arpaci-Dusseau, *Operating Systems: Three Easy Pieces* (OSTEP), <https://pages.cs.wisc.edu/~remzi/OSTEP/>, Appendix B "Virtual Machine Monitors"

@@ -360,3 +360,9 @@ exercises.check("ch4-guest-set-pte", __guest_set_pte, hidden=True)
 # - `__guest_set_pte()` drops the old shadow entry, and installs the new one at once if the Guest
 #   already marked it Accessed or Dirty — a shortcut that makes clean pages writable (a flaw).
 # - SET_PGD releases one top-level entry; SET_PMD (PAE) releases everything.
+
+# %% [markdown]
+# ## References
+#
+# - Keith Adams and Ole Agesen, "A Comparison of Software and Hardware Techniques for x86 Virtualization", ASPLOS 2006 — shadow page tables, hidden and true faults, tracing, and why early hardware support did not beat them (a Guest that *tells* the Host about its table writes is the paravirtual alternative to tracing them)
+# - Remzi H. Arpaci-Dusseau and Andrea C. Arpaci-Dusseau, *Operating Systems: Three Easy Pieces* (OSTEP), <https://pages.cs.wisc.edu/~remzi/OSTEP/>, Appendix B

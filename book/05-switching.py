@@ -84,7 +84,8 @@ cache(g)
 # `prandom_u32() % 4`.  No LRU list, no clock hand.  The C's own comment (H:435,
 # [L747](https://elixir.bootlin.com/linux/v4.7/source/drivers/lguest/page_tables.c#L747)) does
 # not claim random is as good as anything: in our words, it admits that evicting the least
-# recently used slot *might be better*, and chooses random because it is *simple*.  This chapter's
+# recently used slot *might be better*, and chooses random because it is *simple*.  (OSTEP ch. 22
+# compares the two policies, and shows the looping workload on which LRU is worst.)  This chapter's
 # timeline and the LRU exercise below let you measure what that simplicity costs.
 
 # %%
@@ -339,3 +340,9 @@ exercises.check("ch5-lru", lru_victim, hidden=True)
 # - An eviction flushes only the user part: the kernel mappings are shared by all processes —
 #   an assumption the Host trusts, not checks.
 # - The first switch leaves the made-up linear mapping behind for good.
+
+# %% [markdown]
+# ## References
+#
+# - Remzi H. Arpaci-Dusseau and Andrea C. Arpaci-Dusseau, *Operating Systems: Three Easy Pieces* (OSTEP), <https://pages.cs.wisc.edu/~remzi/OSTEP/>, ch. 22 "Beyond Physical Memory: Policies" (random and LRU replacement, and the looping workload that defeats LRU)
+# - Remzi H. Arpaci-Dusseau and Andrea C. Arpaci-Dusseau, *Operating Systems: Three Easy Pieces* (OSTEP), <https://pages.cs.wisc.edu/~remzi/OSTEP/>, Appendix B

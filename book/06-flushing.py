@@ -429,3 +429,10 @@ exercises.check("ch6-flush-user", flush_user_mappings, hidden=True)
 # - The shadow tables are, to the Guest, what a TLB is to a native kernel: a cache of its own
 #   tables that it must tell the Host to drop (SET_PTE, SET_PGD, FLUSH_TLB).  The CPU's own TLB
 #   needs no help from page_tables.c, because every entry into the Guest loads CR3.
+
+# %% [markdown]
+# ## References
+#
+# - Remzi H. Arpaci-Dusseau and Andrea C. Arpaci-Dusseau, *Operating Systems: Three Easy Pieces* (OSTEP), <https://pages.cs.wisc.edu/~remzi/OSTEP/>, ch. 19 "Paging: Faster Translations (TLBs)"
+# - Intel® 64 and IA-32 Architectures Software Developer's Manual, Vol. 3A, ch. 4 "Paging" (4.7 on page-fault error codes, 4.10 on caching translations)
+# - Ravi Bhargava, Benjamin Serebrin, Francesco Spadini and Srilatha Manne, "Accelerating Two-Dimensional Page Walks for Virtualized Systems", ASPLOS 2008 — nested paging and the cost of its two-dimensional walk

@@ -338,3 +338,9 @@ exercises.check("ch7-remove-percpu", remove_switcher_percpu_map, hidden=True)
 # - `last_host_cpu` makes the common case (same CPU, same slot) free.
 # - The Guest cannot fault in, set, or write the Switcher's pages — but SET_PGD can still
 #   unmap it in a slot that is not current, and that crashes the Host.
+
+# %% [markdown]
+# ## References
+#
+# - The lguest documentation in Linux 4.7: `Documentation/virtual/lguest/lguest.txt`, <https://elixir.bootlin.com/linux/v4.7/source/Documentation/virtual/lguest/lguest.txt>, and the narrative of `drivers/lguest/` itself, <https://elixir.bootlin.com/linux/v4.7/source/drivers/lguest/>
+# - Rusty Russell, "lguest: Implementing the little Linux hypervisor", Proceedings of the Linux Symposium (OLS) 2007

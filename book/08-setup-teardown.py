@@ -334,3 +334,9 @@ exercises.check("ch8-guest-pa", __guest_pa, hidden=True)
 #   in 32 bits); a kernel address in the Switcher's slot is fatal.
 # - `__guest_pa()`/`guest_pa()` walk the Guest's own tables for the Host.
 # - `free_guest_pagetable()` gives back every page; reference counts prove it.
+
+# %% [markdown]
+# ## References
+#
+# - The lguest documentation in Linux 4.7: `Documentation/virtual/lguest/lguest.txt`, <https://elixir.bootlin.com/linux/v4.7/source/Documentation/virtual/lguest/lguest.txt>, and the narrative of `drivers/lguest/` itself, <https://elixir.bootlin.com/linux/v4.7/source/drivers/lguest/>
+# - Remzi H. Arpaci-Dusseau and Andrea C. Arpaci-Dusseau, *Operating Systems: Three Easy Pieces* (OSTEP), <https://pages.cs.wisc.edu/~remzi/OSTEP/>, Appendix B

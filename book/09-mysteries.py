@@ -181,8 +181,9 @@ next(f for f in flaws.FLAWS if f.key == "pinned_not_present").demo(False)
 # %% [markdown]
 # ## What hardware changed
 #
-# H:490 mentions that Intel and AMD had started building this into hardware.  With **nested
-# paging** (Intel EPT, AMD NPT), the CPU itself walks two sets of tables: the Guest's, which map
+# H:490 mentions that Intel and AMD had started building this into hardware.  Adams and Agesen
+# (2006) had just measured how the first hardware support compared with shadow paging; with
+# **nested paging** (Intel EPT, AMD NPT; Bhargava et al., 2008, on making its walk affordable), the CPU itself walks two sets of tables: the Guest's, which map
 # Guest-virtual to Guest-physical, and the Host's *nested* tables, which map Guest-physical to
 # host-physical.  The Guest loads `cr3` and edits its tables freely; no shadow, no SET_PTE, no
 # FLUSH_TLB hypercall, no faults to build entries.  The price is paid on a TLB miss: every Guest
@@ -259,3 +260,11 @@ assert host_work(start_program)["faults"] == 37
 # - M:009: full flushes for kernel mapping changes make the cost grow with the working set.
 # - M:007/M:008: one pin per fault, and pinned pages cannot be swapped.
 # - Nested paging moved the walk into hardware, trading faults for longer TLB misses.
+
+# %% [markdown]
+# ## References
+#
+# - Keith Adams and Ole Agesen, "A Comparison of Software and Hardware Techniques for x86 Virtualization", ASPLOS 2006 — shadow page tables, hidden and true faults, tracing, and why early hardware support did not beat them
+# - Ravi Bhargava, Benjamin Serebrin, Francesco Spadini and Srilatha Manne, "Accelerating Two-Dimensional Page Walks for Virtualized Systems", ASPLOS 2008 — nested paging and the cost of its two-dimensional walk
+# - Remzi H. Arpaci-Dusseau and Andrea C. Arpaci-Dusseau, *Operating Systems: Three Easy Pieces* (OSTEP), <https://pages.cs.wisc.edu/~remzi/OSTEP/>, Appendix B
+# - The lguest documentation in Linux 4.7: `Documentation/virtual/lguest/lguest.txt`, <https://elixir.bootlin.com/linux/v4.7/source/Documentation/virtual/lguest/lguest.txt>, and the narrative of `drivers/lguest/` itself, <https://elixir.bootlin.com/linux/v4.7/source/drivers/lguest/>
