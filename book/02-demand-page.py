@@ -344,6 +344,13 @@ accesses = [g4.touch(0x08048000 + (i % 4) * 4096, write=(i % 3 == 0), user=True)
 accesses.append(g4.touch(0x09000000, user=True))
 plots.plot_fault_timeline(accesses)
 
+# %%
+# what the sentence above says of this run, checked on the data the timeline draws
+from collections import Counter
+kinds = Counter((a.outcome, a.faults) for a in accesses)
+assert kinds == {("ok", 0): 10, ("ok", 1): 6, ("guest-fault", 1): 1}
+kinds
+
 # %% [markdown]
 # Two helpers make the last two decisions.  `gpte_in_iomem()` says whether the frame lies in
 # the device window between `pfn_limit` and `device_limit` (large pages never count), and

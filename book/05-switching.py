@@ -115,7 +115,7 @@ cache(g)
 
 # %% [markdown]
 # The same kind of run, recorded and drawn: each column is the cache after one switch (the
-# outlined cell is the current slot, a cross an eviction):
+# figure's key says how the current slot and an eviction are marked):
 
 # %%
 g = Guest(pae=False, seed=7)
@@ -128,9 +128,15 @@ plots.plot_cache_timeline(rec.events)
 # %%
 [(e["label"], e["kind"]) for e in rec.events[1:]]
 
+# %%
+# what the next paragraph says of this run, checked on the recorded events the figure draws
+evictions = [(before, e) for before, e in zip(rec.events, rec.events[1:]) if e["evicted"] is not None]
+assert any(e["evicted_slot"] == before["current"] for before, e in evictions)    # the current slot
+assert any(None in e["slots"] for _, e in evictions)                              # a slot sat idle
+
 # %% [markdown]
 # Notice that a random choice may evict the current slot or one just filled — even while
-# another slot sits idle.  For a demonstration that doesn't depend on luck, hand the Guest
+# another slot sits idle: this run does both (the cell above checks it).  For a demonstration that doesn't depend on luck, hand the Guest
 # your own sequence of "random" numbers:
 
 # %%
