@@ -166,8 +166,9 @@ assert shadow_frame == frame == access.hpa >> 12               # the short cut i
 
 fig = plots.new_figure((6.4, 2.4))
 ax = fig.add_subplot()
-boxes = [("Guest-virtual", f"{v:#010x}"), ("Guest-physical", f"{gpa:#010x}"),
-         ("Launcher-virtual", f"{lva:#010x}"), ("host frame", f"{frame:#x}")]
+from lguest_book import fmt
+boxes = [("Guest-virtual", fmt.vaddr(v)), ("Guest-physical", fmt.paddr(gpa, g.x86)),
+         ("Launcher-virtual", fmt.vaddr(lva)), ("host frame", fmt.frame(frame, g.x86))]
 steps = ["Guest's page tables", "+ mem_base", "Host's tables\nfor the Launcher"]
 for i, (name, value) in enumerate(boxes):
     ax.add_patch(Rectangle((i * 3, 0), 2.2, 1, fc="#F2F2F2", ec="#000000"))
@@ -196,8 +197,8 @@ fig
 data = g.lguest_data()
 sw = g.host.switcher_addr
 assert data["reserve_mem"] == (1 << 32) - sw and data["kernel_address"] == g.kernel_address < sw
-print(f"kernel_address {g.kernel_address:#010x}   switcher_addr {sw:#010x}   "
-      f"reserve_mem {data['reserve_mem']:#x} ({data['reserve_mem'] // 4096} pages)")
+print(f"kernel_address {fmt.vaddr(g.kernel_address)}   switcher_addr {fmt.vaddr(sw)}   "
+      f"reserve_mem {data['reserve_mem']} bytes ({data['reserve_mem'] // 4096} pages)")
 
 fig = plots.new_figure((6.4, 1.9))
 ax = fig.add_subplot()
@@ -210,7 +211,7 @@ for lo, hi, name, colour in regions:
         ax.text((lo + hi) / 2, 0, name, ha="center", va="center", fontsize=7)
 ax.annotate("Switcher (Host) + reserve", xy=(sw, 0.3), xytext=(sw - (1 << 29), 0.7), fontsize=7,
             ha="center", arrowprops=dict(arrowstyle="->"))
-ax.set_xticks([0, g.kernel_address, sw], ["0", f"{g.kernel_address:#x}", f"{sw:#x}"], fontsize=7)
+ax.set_xticks([0, g.kernel_address, sw], ["0", fmt.vaddr(g.kernel_address), fmt.vaddr(sw)], fontsize=7)
 ax.set_xlim(0, 1 << 32); ax.set_yticks([]); ax.set_ylim(-0.5, 0.9)
 ax.set_title("a Guest's 4 GiB (the Switcher's slice is drawn to scale: it is tiny)", fontsize=8)
 fig

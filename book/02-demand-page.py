@@ -160,8 +160,9 @@ gg = Guest(pae=False, seed=1)
 gl_pte = gg.map(0xC1000000, 0x320, user=False, flags=_PAGE_GLOBAL)
 gg.touch(0xC1000000)
 gl_spte = li.walk_shadow(gg, 0xC1000000)[-1].value
-print(f"guest PTE  {gl_pte:#010x}  {gg.x86.describe(gl_pte)}")
-print(f"shadow PTE {gl_spte:#010x}  {gg.x86.describe(gl_spte)}")
+from lguest_book import fmt
+print(f"guest PTE  {fmt.entry(gl_pte, gg.x86)}  {gg.x86.describe(gl_pte)}")
+print(f"shadow PTE {fmt.entry(gl_spte, gg.x86)}  {gg.x86.describe(gl_spte)}")
 assert gl_pte & _PAGE_GLOBAL and not gl_spte & _PAGE_GLOBAL
 
 # %% [markdown]
@@ -184,9 +185,9 @@ nx_pte = gn.map(VADDR, 0x300, flags=_PAGE_NX_BIT, accessed=False)
 gn.touch(VADDR, user=True)
 nx_spte = li.walk_shadow(gn, VADDR)[-1].value
 regs_spte = li.walk_shadow(gn, gn.host.switcher_addr + 4096)[-1].value
-print(f"guest PTE       {nx_pte:#018x}  {gn.x86.describe(nx_pte)}")
-print(f"shadow PTE      {nx_spte:#018x}  {gn.x86.describe(nx_spte)}")
-print(f"host regs page  {regs_spte:#018x}  {gn.x86.describe(regs_spte)}")
+print(f"guest PTE       {fmt.entry(nx_pte, gn.x86)}  {gn.x86.describe(nx_pte)}")
+print(f"shadow PTE      {fmt.entry(nx_spte, gn.x86)}  {gn.x86.describe(nx_spte)}")
+print(f"host regs page  {fmt.entry(regs_spte, gn.x86)}  {gn.x86.describe(regs_spte)}")
 assert gn.x86.host_nx and nx_pte & _PAGE_NX_BIT and gn.guest_pte(VADDR) & _PAGE_NX_BIT
 assert not nx_spte & _PAGE_NX_BIT and regs_spte & _PAGE_NX_BIT
 

@@ -123,6 +123,8 @@ assert flush_cost.counts["release_pte"] == 1024   # the one present PTE page is 
 # for the user flush.  *Predict* which shadow entry is left, then run:
 
 # %%
+from lguest_book import fmt
+
 def unaligned_flush(kernel_address):
     h = Guest(pae=True, seed=1, kernel_address=kernel_address)
     q = h.new_process("q")
@@ -134,15 +136,15 @@ def unaligned_flush(kernel_address):
     for v in (0x90000000, 0x08048000):
         h.write_entry(li.walk_guest(h, v)[-1].where, 0)      # the Guest clears its PTE
     h.flush_user()
-    left = {f"{v:#x}": li.walk_shadow(h, v)[-1].present for v in (0x90000000, 0x08048000)}
+    left = {fmt.vaddr(v): li.walk_shadow(h, v)[-1].present for v in (0x90000000, 0x08048000)}
     return h, left
 
 for ka in (0xC0000000, 0xB0000000):
     h, left = unaligned_flush(ka)
-    print(f"kernel_address {ka:#x}: pgd_index {h.x86.pgd_index(ka)}, shadow entries left after the flush: {left}")
+    print(f"kernel_address {fmt.vaddr(ka)}: pgd_index {fmt.index(h.x86.pgd_index(ka))}, shadow entries left after the flush: {left}")
 stale = h.touch(0x90000000, user=True)
-print("the Guest's PTE for 0x90000000:", hex(h.guest_pte(0x90000000)), "— yet the access:", stale)
-assert left == {"0x90000000": True, "0x8048000": False}
+print("the Guest's PTE for 0x90000000:", fmt.entry(h.guest_pte(0x90000000), h.x86), "— yet the access:", stale)
+assert left == {"0x90000000": True, "0x08048000": False}
 assert stale.outcome == "ok" and stale.faults == 0 and h.guest_pte(0x90000000) == 0
 
 # %% [markdown]
@@ -302,8 +304,8 @@ stale = li.walk_shadow(g, v)[-1].value >> 12
 g.flush_user()                                                    # the Guest's "TLB flush"
 a2 = g.touch(v, user=True)
 fresh = li.compare(g, v, 1)[0]
-print(f"before the flush: {a1}, shadow still names host frame {stale:#x} (guest page 0x300's)")
-print(f"after the flush:  {a2}, guest page {fresh['guest_frame']:#x} -> host frame {fresh['host_frame']:#x}")
+print(f"before the flush: {a1}, shadow still names host frame {fmt.frame(stale, g.x86)} (guest page 0x300's)")
+print(f"after the flush:  {a2}, guest page {fmt.frame(fresh['guest_frame'], g.x86)} -> host frame {fmt.frame(fresh['host_frame'], g.x86)}")
 assert a1.faults == 0 and stale == old_frame
 assert a2.faults == 1 and fresh["guest_frame"] == 0x3F0 and fresh["host_frame"] != old_frame
 assert not any(e.value & 0x100 for e in li.walk_shadow(g, v))     # and no Global anywhere in the walk

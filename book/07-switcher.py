@@ -86,7 +86,8 @@ assert sum(p.switcher_mapped for p in g.lg.pgdirs) == 1 and g.lg.pgdirs[li.curre
 for i in range(g.host.TOTAL_SWITCHER_PAGES):         # every PTE below: kernel-only
     spte = li.walk_shadow(g, g.host.switcher_addr + i * 4096)[-1].value
     assert not spte & 0x4
-print(top.index, top.flags)
+from lguest_book import fmt
+print("top-level index", fmt.index(top.index), "flags", "|".join(top.flags))
 
 # %% [markdown]
 # After boot, only the code page is mapped.  That is `allocate_switcher_mapping()`'s work: it

@@ -194,7 +194,8 @@ gp.switch_to(q)
 gp.map(0x08048000, 0x300)
 gp.write_entry(li.walk_guest(gp, 0x08048000)[-1].where, 0x100300 << 12 | 0x27)   # frame 4 GiB + 0x300 pages
 ok, pa = pt.__guest_pa(gp.cpu, 0x08048123)
-print(f"__guest_pa: ok={ok}, paddr={pa:#x}   (the true address would be {0x100300 << 12 | 0x123:#x})")
+from lguest_book import fmt
+print(f"__guest_pa: ok={ok}, paddr={fmt.paddr(pa, gp.x86)}   (the true address would be {fmt.paddr(0x100300 << 12 | 0x123, gp.x86)})")
 print("demand_page on the same PTE:", gp.touch(0x08048000, user=True), "—", gp.dead)
 assert ok and pa == 0x300123 and gp.dead == "bad page table entry"
 
