@@ -543,6 +543,10 @@ exercises.check("ch2-gpte-to-spte", gpte_to_spte, hidden=True)
 # - Guest frames become host frames through the Launcher's mapping, pinned by `get_pfn()`;
 #   `release_pte()` unpins them.
 # - Between `pfn_limit` and `device_limit` lies I/O memory for the Launcher; beyond it, death.
+# - Bit 7 of a PTE is PAT, but the C reads it as PSE: a Guest using it is killed, and a device
+#   page with it loses its I/O exit (`pat_is_pse`).
+# - Global never reaches the shadow; under PAE neither does NX, even on a host that supports it
+#   (`nx_dropped`).
 
 # %% [markdown]
 # ## References

@@ -288,6 +288,9 @@ exercises.check("ch3-page-writable", page_writable, hidden=True)
 #   flush — every moment the pinned pages could have disappeared.
 # - A bad stack kills the Guest; a too-large one kills it *and* keeps the Host busy — a real
 #   flaw, kept in the model and shown here.
+# - A reused slot keeps the stack (its kernel part survives); a SET_PGD on the stack's own
+#   top-level entry unmaps it, and nothing pins it again until the next full flush, blank top
+#   level or SET_STACK.
 
 # %% [markdown]
 # ## References

@@ -431,6 +431,9 @@ exercises.check("ch6-flush-user", flush_user_mappings, hidden=True)
 # - The shadow tables are, to the Guest, what a TLB is to a native kernel: a cache of its own
 #   tables that it must tell the Host to drop (SET_PTE, SET_PGD, FLUSH_TLB).  The CPU's own TLB
 #   needs no help from page_tables.c, because every entry into the Guest loads CR3.
+# - The user flush is exact only when `kernel_address` is on a top-level boundary: under PAE
+#   with a kernel at `0xB0000000` it leaves user entries of the 1 GiB entry it shares with the
+#   kernel (`unaligned_kernel_address`).
 
 # %% [markdown]
 # ## References

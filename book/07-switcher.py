@@ -339,6 +339,8 @@ exercises.check("ch7-remove-percpu", remove_switcher_percpu_map, hidden=True)
 # - `last_host_cpu` makes the common case (same CPU, same slot) free.
 # - The Guest cannot fault in, set, or write the Switcher's pages — but SET_PGD can still
 #   unmap it in a slot that is not current, and that crashes the Host.
+# - A Guest killed by a failed allocation is left with `switcher_mapped` false, which would trip
+#   `map_switcher_in_guest()`'s `BUG_ON`; core.c's liveness check means it never runs again.
 
 # %% [markdown]
 # ## References

@@ -333,7 +333,8 @@ exercises.check("ch8-guest-pa", __guest_pa, hidden=True)
 # - A new Guest starts in linear mode on one shadow top level, with the Switcher mapped.
 # - INIT tells the Host `kernel_address` and the Guest `reserve_mem` (4 GiB − `switcher_addr`,
 #   in 32 bits); a kernel address in the Switcher's slot is fatal.
-# - `__guest_pa()`/`guest_pa()` walk the Guest's own tables for the Host.
+# - `__guest_pa()`/`guest_pa()` walk the Guest's own tables for the Host; under PAE they cut a
+#   frame above 4 GiB to 32 bits and answer with an ordinary low address.
 # - `free_guest_pagetable()` gives back every page; reference counts prove it.
 
 # %% [markdown]
