@@ -95,7 +95,8 @@ print(a.outcome, "after", a.faults, "fault(s); now writable?", pt.page_writable(
 # ## When pinning happens again
 #
 # Pinned pages can be thrown away like any others; the trick is to pin again every time that
-# can happen.  Flushing *everything* (chapter 6) is one such time:
+# can happen (the C misses one such time, shown at the end of this section).  Flushing
+# *everything* (chapter 6) is one of them:
 
 # %%
 with Tracer() as t:
@@ -285,7 +286,8 @@ exercises.check("ch3-page-writable", page_writable, hidden=True)
 # - `page_writable()` checks *present and writable* in the current shadow table;
 #   `pin_page()` fixes a miss by faking a kernel write fault through `demand_page()`.
 # - `pin_stack_pages()` runs on SET_STACK, on a switch to a blank top level, and after a full
-#   flush — every moment the pinned pages could have disappeared.
+#   flush — the moments the C expects the pinned pages to have disappeared (but not after a
+#   SET_PGD on the stack's entry: see below).
 # - A bad stack kills the Guest; a too-large one kills it *and* keeps the Host busy — a real
 #   flaw, kept in the model and shown here.
 # - A reused slot keeps the stack (its kernel part survives); a SET_PGD on the stack's own
