@@ -30,7 +30,8 @@
 # - what `__guest_set_pte()` does to the old shadow entry, and its shortcut for entries that are
 #   already Accessed or Dirty;
 # - how `guest_set_pgd()` and `guest_set_pmd()` take the blunt approach of throwing things away;
-# - three real flaws of this part, each kept in the model and demonstrated.
+# - four real flaws of this part (`writable_not_dirty`, `set_pgd_bound`, `switcher_oops`,
+#   `double_release`), each kept in the model and run here.
 
 # %%
 from lguest_book.guest import Guest
