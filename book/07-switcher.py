@@ -83,9 +83,11 @@ for slot, pgdir in enumerate(g.lg.pgdirs):           # present exactly where it 
     if pgdir.pgdir:
         assert li.walk_shadow(g, g.host.switcher_addr, slot)[0].present == pgdir.switcher_mapped, slot
 assert sum(p.switcher_mapped for p in g.lg.pgdirs) == 1 and g.lg.pgdirs[li.current_slot(g)].switcher_mapped
-for i in range(g.host.TOTAL_SWITCHER_PAGES):         # every PTE below: kernel-only
-    spte = li.walk_shadow(g, g.host.switcher_addr + i * 4096)[-1].value
-    assert not spte & 0x4
+regs_pages = {g.host.switcher_addr + 4096 + cpu * 2 * 4096 for cpu in range(g.host.nr_cpus)}
+for i in range(g.host.TOTAL_SWITCHER_PAGES):         # every PTE below: kernel-only, and
+    va = g.host.switcher_addr + i * 4096             # read-only unless a register page
+    spte = li.walk_shadow(g, va)[-1].value
+    assert not spte & 0x4 and (not spte & 0x2 or va in regs_pages)
 from lguest_book import fmt
 print("top-level index", fmt.index(top.index), "flags", "|".join(top.flags))
 
