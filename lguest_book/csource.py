@@ -392,7 +392,9 @@ def c_text(name: str, source: str | os.PathLike | None = None) -> CFunction | No
                 bodies.append(layout(flat))
         return CFunction(name, bodies, None, f"{path} (cregit rendering, re-laid out)")
     found = _c_file_functions(text).get(name, [])
-    return CFunction(name, [t for _, _, t in found], [(a, b) for a, b, _ in found], str(path))
+    spans = ", ".join(f"{a}-{b}" for a, b, _ in found)
+    return CFunction(name, [t for _, _, t in found], [(a, b) for a, b, _ in found],
+                     f"{path} (lines {spans})" if found else str(path))
 
 
 def c_lines_of_seed(source: str | os.PathLike | None = None, min_len: int = 24) -> list[str]:

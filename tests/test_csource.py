@@ -104,3 +104,27 @@ def test_no_stored_notebook_holds_kernel_code():
         stored = " ".join(" ".join(chunks).replace("/*", " ").replace("*/", " ").split())
         leaks = [line for line in c_lines if line in stored]
         assert not leaks, f"{path.name} stores C source: {leaks[:3]}"
+
+
+def test_where_c_without_a_source_says_where_to_get_it(monkeypatch, capsys):
+    monkeypatch.setattr(csource, "_seed_candidates", lambda: [])
+    monkeypatch.delenv("LGUEST_BOOK_C_SOURCE", raising=False)
+    assert main(["where", "new_pgdir", "--c"]) == 0
+    out = capsys.readouterr().out
+    assert "page_tables.c:747-782" in out and csource.HOW_TO_GET in out and "def new_pgdir" in out
+
+
+def test_where_brief_names_both_files(capsys):
+    assert main(["where", "release_pgd", "--brief"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("release_pgd (H:450): ") and "page_tables.py:" in out[0]
+    assert out[1] == "C: drivers/lguest/page_tables.c:604-619 (PAE), 627-646 (non-PAE) (Linux v4.7)"
+    assert "#L604" in out[2] and "#L627" in out[3]
+
+
+def test_a_real_file_is_read_with_its_line_numbers(tmp_path):
+    fake = tmp_path / "page_tables.c"
+    fake.write_text("/* a header */\n\nstatic unsigned int find_pgdir(struct lguest *lg, unsigned long pgtable)\n{\n\treturn 0;\n}\n")
+    found = csource.c_text("find_pgdir", fake)
+    assert found.lines == [(3, 6)] and found.origin.endswith("(lines 3-6)")
+    assert found.bodies[0].startswith("static unsigned int find_pgdir")
