@@ -89,8 +89,8 @@ def test_where_c(capsys):
 def test_no_stored_notebook_holds_kernel_code():
     """No line of the C (code or comment), longer than a trivial token, in any stored cell
     source or output of the book."""
-    c_lines = csource.c_lines_of_seed()
-    assert len(c_lines) > 300
+    c_lines = csource.c_lines_of_seed(min_len=16)  # shorter ones are English fragments ("the Switcher.")
+    assert len(c_lines) > 500
     for path in sorted(BOOK.glob("*.ipynb")):
         nb = nbformat.read(path, 4)
         chunks = []
