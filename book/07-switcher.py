@@ -68,8 +68,10 @@ plots.plot_directory(g)
 # current one: `allocate_switcher_mapping()` fills it in before a top level is used, and
 # `switcher_mapped` records that it did.  Its flags may surprise you: the entry is *user* and
 # *writable*, and the picture colours it with that category.  That is not a hole.  The Host
-# builds the entry with the same flags as any Guest directory entry (`CHECK_GPGD_MASK`, which
-# without PAE is `_PAGE_TABLE`), and on x86 a directory entry's rights are only an upper bound:
+# builds the entry with the most permissive flags a Guest directory entry may carry
+# (`allocate_switcher_mapping()` passes `CHECK_GPGD_MASK`, which without PAE is `_PAGE_TABLE`:
+# present, writable, user, accessed, dirty), and on x86 a directory entry's rights are only an
+# upper bound:
 # the CPU grants an access only if *every* level of the walk allows it.  The PTEs below are all
 # kernel-only, and all read-only except the Guest's own register page (below).  What keeps the
 # Guest *out* is not these bits but the Host's refusals: `demand_page()` never maps an address at
