@@ -30,7 +30,9 @@
 # - what a hypervisor, a Guest, the Launcher and the Switcher are, in lguest's terms;
 # - why a Guest's page tables cannot be given to the CPU as they are, and what a *shadow* page
 #   table is instead;
-# - your first fault, fixed by the Host, seen from both sides.
+# - your first fault, fixed by the Host, seen from both sides;
+# - the four addresses of one access (Guest-virtual, Guest-physical, Launcher-virtual, host
+#   frame), and what sits at the top of a Guest's address space.
 
 # %% [markdown]
 # ## How to use this book

@@ -30,7 +30,10 @@
 #   order;
 # - what `guest_pagetable_clear_all()` does, why the Guest must then fault everything back in
 #   ("trapped in amber"), and what survives;
-# - that every page reference taken by a fault is returned by a flush — and how to check it.
+# - that every page reference taken by a fault is returned by a flush — and how to check it;
+# - what the CPU's TLB caches, why lguest's shadow changes need no TLB flush of their own, and
+#   why the shadow tables are the Guest's TLB;
+# - where the user flush is not exact (a kernel that starts inside a top-level entry).
 
 # %%
 from lguest_book.guest import Guest
