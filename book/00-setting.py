@@ -30,7 +30,9 @@
 # - what a hypervisor, a Guest, the Launcher and the Switcher are, in lguest's terms;
 # - why a Guest's page tables cannot be given to the CPU as they are, and what a *shadow* page
 #   table is instead;
-# - your first fault, fixed by the Host, seen from both sides.
+# - your first fault, fixed by the Host, seen from both sides;
+# - the four addresses of one access (Guest-virtual, Guest-physical, Launcher-virtual, host
+#   frame), and what sits at the top of a Guest's address space.
 
 # %% [markdown]
 # ## How to use this book
@@ -144,6 +146,79 @@ print("host frame", hex(access.hpa >> 12), "is", li.owner(g, access.hpa >> 12))
 plots.plot_side_by_side(g, 0x08048000, pages=4)
 
 # %% [markdown]
+# ## One access, four addresses
+#
+# That one access involved four address spaces, and it is worth naming them once.  The Guest's
+# program uses a **Guest-virtual** address; the Guest's own tables turn it into a
+# **Guest-physical** address (what the Guest believes is RAM); guest-physical memory is really
+# part of the Launcher's address space, so it is also a **Launcher-virtual** address, `mem_base`
+# above; and the Host's own tables for the Launcher process name the **host frame** behind that.
+# The shadow PTE is the short cut: one entry from the first to the last, which is what lets the
+# CPU do the whole chain in one walk.  The figure is computed from the model, and the cell checks
+# that the short cut and the chain agree:
+
+# %%
+from matplotlib.patches import Rectangle
+v = 0x08048000
+gpa = li.walk_guest(g, v)[-1].value & ~0xFFF & 0xFFFFFFFF      # the Guest's PTE names its page
+lva = g.lg.mem_base + gpa                                      # guest-physical 0 is mem_base
+frame = g.lg.launcher.frames[gpa >> 12]                        # the Host's page behind the Launcher's page
+shadow_frame = li.walk_shadow(g, v)[-1].value >> 12
+assert shadow_frame == frame == access.hpa >> 12               # the short cut is the chain
+
+fig = plots.new_figure((6.4, 2.4))
+ax = fig.add_subplot()
+from lguest_book import fmt
+boxes = [("Guest-virtual", fmt.vaddr(v)), ("Guest-physical", fmt.paddr(gpa, g.x86)),
+         ("Launcher-virtual", fmt.vaddr(lva)), ("host frame", fmt.frame(frame, g.x86))]
+steps = ["Guest's page tables", "+ mem_base", "Host's tables\nfor the Launcher"]
+for i, (name, value) in enumerate(boxes):
+    ax.add_patch(Rectangle((i * 3, 0), 2.2, 1, fc="#F2F2F2", ec="#000000"))
+    ax.text(i * 3 + 1.1, 0.65, name, ha="center", fontsize=8)
+    ax.text(i * 3 + 1.1, 0.3, value, ha="center", fontsize=8, family="monospace")
+for i, label in enumerate(steps):
+    ax.annotate("", xy=(i * 3 + 3, 0.5), xytext=(i * 3 + 2.2, 0.5), arrowprops=dict(arrowstyle="->"))
+    ax.text(i * 3 + 2.6, -0.35, label, ha="center", fontsize=7)
+ax.annotate("", xy=(10.1, 1.05), xytext=(1.1, 1.05),
+            arrowprops=dict(arrowstyle="->", color="#D55E00", connectionstyle="arc3,rad=-0.15"))
+ax.text(5.6, 1.75, "the shadow PTE: one step, walked by the CPU", ha="center", fontsize=8, color="#D55E00")
+ax.set_xlim(-0.2, 11.4); ax.set_ylim(-0.7, 2.1); ax.axis("off")
+fig
+
+# %% [markdown]
+# ## The top of the address space
+#
+# The Guest does not own all 4 GiB of its virtual address space.  Its kernel lives above
+# `kernel_address` (`0xC0000000` here); the Host's **Switcher** — the few pages of code and
+# per-CPU state that switch between Host and Guest — sits at `switcher_addr`, near the very top,
+# mapped into every shadow top level; and at the Guest's INIT the Host tells it how much of the
+# top to keep clear (`reserve_mem` in `lguest_data`: everything from the Switcher up).  The
+# cell reads those numbers from the model and checks how they fit:
+
+# %%
+data = g.lguest_data()
+sw = g.host.switcher_addr
+assert data["reserve_mem"] == (1 << 32) - sw and data["kernel_address"] == g.kernel_address < sw
+print(f"kernel_address {fmt.vaddr(g.kernel_address)}   switcher_addr {fmt.vaddr(sw)}   "
+      f"reserve_mem {data['reserve_mem']} bytes ({data['reserve_mem'] // 4096} pages)")
+
+fig = plots.new_figure((6.4, 1.9))
+ax = fig.add_subplot()
+regions = [(0, g.kernel_address, "user (per process)", "#F0E442"),
+           (g.kernel_address, sw, "Guest kernel (shared)", "#56B4E9"),
+           (sw, 1 << 32, "Switcher (Host)", "#D55E00")]
+for lo, hi, name, colour in regions:
+    ax.barh(0, hi - lo, left=lo, color=colour, height=0.6, ec="#000000")
+    if hi - lo > 1 << 28:
+        ax.text((lo + hi) / 2, 0, name, ha="center", va="center", fontsize=7)
+ax.annotate("Switcher (Host) + reserve", xy=(sw, 0.3), xytext=(sw - (1 << 29), 0.7), fontsize=7,
+            ha="center", arrowprops=dict(arrowstyle="->"))
+ax.set_xticks([0, g.kernel_address, sw], ["0", fmt.vaddr(g.kernel_address), fmt.vaddr(sw)], fontsize=7)
+ax.set_xlim(0, 1 << 32); ax.set_yticks([]); ax.set_ylim(-0.5, 0.9)
+ax.set_title("a Guest's 4 GiB (the Switcher's slice is drawn to scale: it is tiny)", fontsize=8)
+fig
+
+# %% [markdown]
 # And the same thing, one decision at a time — press *Step*:
 
 # %%
@@ -178,6 +253,30 @@ print(bad.touch(0x08048000, user=True), "—", bad.dead)
 # 2. Touch the same address twice.  How many faults does the second access take, and why?
 # 3. Use `li.limits(g)` to find where the Switcher lives.  What does `g.touch()` return for a
 #    *user* read of that address?
+#
+# <details><summary>Hints and answers (open after trying)</summary>
+#
+# 1. *Hint:* the Guest kernel maps guest-physical memory at `kernel_address`, so guest page
+#    `0x1000` is at `0xC1000000`.  *Answer:* touch it, then read `access.hpa >> 12` (or
+#    `g.lg.launcher.frames[0x1000]`): a host frame from the host's allocator, `0x8015` with seed
+#    1.  `mem_base/4096 + 0x1000` is `0x41000`: the *Launcher's* page number, a virtual page of
+#    the Launcher process, not a host frame — the two differ, and the shadow PTE names the
+#    host frame.
+# 2. *Answer:* none: the first access made the shadow entry, and the CPU uses it from then on.
+# 3. *Answer:* `guest-fault`: the Switcher's pages are mapped kernel-only, the CPU refuses the
+#    user read, and `demand_page()` declines every address at or above `switcher_addr`, so the
+#    fault goes back to the Guest.  The Guest is not killed.
+#
+# </details>
+
+# %%
+# The answers above, checked.
+h = Guest(pae=False, mem_pages=8192, seed=1)
+a1 = h.touch(0xC1000000)
+assert a1.hpa >> 12 == h.lg.launcher.frames[0x1000] == 0x8015 and h.lg.mem_base // 4096 + 0x1000 == 0x41000
+assert h.touch(0xC1000000).faults == 0
+a3 = h.touch(h.host.switcher_addr, user=True)
+assert a3.outcome == "guest-fault" and h.dead is None
 
 # %% [markdown]
 # ## Summary
@@ -188,3 +287,11 @@ print(bad.touch(0x08048000, user=True), "—", bad.dead)
 #   tables with translated, checked entries, built lazily on faults.
 # - Every function in `lguest_book.page_tables` is the Python twin of the C function of the same
 #   name; the chapters run them.
+
+# %% [markdown]
+# ## References
+#
+# - The lguest documentation in Linux 4.7: `Documentation/virtual/lguest/lguest.txt`, <https://elixir.bootlin.com/linux/v4.7/source/Documentation/virtual/lguest/lguest.txt>, and the narrative of `drivers/lguest/` itself, <https://elixir.bootlin.com/linux/v4.7/source/drivers/lguest/>
+# - Rusty Russell, "lguest: Implementing the little Linux hypervisor", Proceedings of the Linux Symposium (OLS) 2007
+# - Remzi H. Arpaci-Dusseau and Andrea C. Arpaci-Dusseau, *Operating Systems: Three Easy Pieces* (OSTEP), <https://pages.cs.wisc.edu/~remzi/OSTEP/>, Appendix B "Virtual Machine Monitors"
+# - Keith Adams and Ole Agesen, "A Comparison of Software and Hardware Techniques for x86 Virtualization", ASPLOS 2006 — shadow page tables, hidden and true faults, tracing, and why early hardware support did not beat them

@@ -58,6 +58,92 @@ print(len(pt.C_FUNCTIONS), "functions:")
 print(", ".join(pt.C_FUNCTIONS))
 
 # %% [markdown]
+# ## Reading the C beside the Python
+#
+# Every twin in this book starts with three lines: the Python's own place, the C function's line
+# range in Linux 4.7's `drivers/lguest/page_tables.c` with a link to it on a public source
+# browser at tag v4.7, and who wrote the function's tokens (below).  The book never stores the
+# kernel's code, so the twins you see here show only the Python.  To put the C beside it, give
+# `twin()` a copy of the C you have: `twin("spgd_addr", c=True)` reads it live from the cregit
+# rendering kept beside this repository (or from any `page_tables.c` you name with
+# `source=PATH` or `LGUEST_BOOK_C_SOURCE=PATH`) and shows the two side by side; without a copy it
+# says where to get one.  In a terminal: `lguest-book where spgd_addr --c`.  Try it in a scratch
+# cell; this one only shows where things are:
+
+# %%
+from lguest_book import csource
+for name in ("spgd_addr", "gpte_addr", "demand_page"):
+    print(f"{name:12} {csource.where(name)}")
+print(csource.url(csource.MARKER_LINES["H:320"]))
+assert csource.LINES["demand_page"][0][:2] == (393, 538)
+
+# %% [markdown]
+# The line numbers are the real file's (1239 lines at v4.7).  Two functions have one body per
+# layout, `gpte_addr()` and `release_pgd()`, and a few exist only under PAE.
+#
+# ## Who wrote it
+#
+# The seed this project was built from is the file as cregit renders it: after each function, a
+# table of who wrote how many of its tokens, in how many commits.  Those tables are data, and
+# they tell the file's history.  Rusty Russell wrote lguest and most of this file; the PAE
+# layout came later, and it shows: every body that exists only under PAE holds tokens of Matias
+# Zabaljauregui, and in five of the seven he wrote most of them.  The chart draws each function
+# (in file order) as a bar of its tokens, split by author:
+
+# %%
+people = [p for p, _, _ in csource.OVERALL]
+bodies = [(f"{n} [{v}]" if v else n, csource.AUTHORS[n][i], v)
+          for a, n, i, v in sorted((a, n, i, v) for n, spans in csource.LINES.items()
+                                   for i, (a, _, v) in enumerate(spans))]
+palette = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#F0E442", "#D55E00", "#000000"]
+fig = plots.new_figure((6.4, 7.5))
+ax = fig.add_subplot()
+for row, (label, table, _) in enumerate(bodies):
+    left = 0
+    for person, tokens, _ in table:
+        ax.barh(row, tokens, left=left, color=palette[people.index(person)], height=0.8)
+        left += tokens
+ax.set_yticks(range(len(bodies)), [b[0] for b in bodies], fontsize=7)
+ax.invert_yaxis()
+ax.set_xlabel("tokens (cregit, Linux 4.7)")
+from matplotlib.patches import Patch
+ax.legend(handles=[Patch(color=palette[i], label=p) for i, p in enumerate(people[:4])], fontsize=7, frameon=False, loc="lower right")
+ax.set_title("page_tables.c: who wrote each function's tokens", fontsize=9)
+
+# what the prose above and below says of this data
+pae_only = [(label, table) for label, table, v in bodies if v == "PAE"]
+assert len(pae_only) == 7 and all(any(p == "matias zabaljauregui" for p, _, _ in t) for _, t in pae_only)
+majority = {label for label, t in pae_only if max(t, key=lambda r: r[1])[0] == "matias zabaljauregui"}
+assert len(majority) == 5
+total = sum(t for _, t, _ in csource.OVERALL)
+assert (total, csource.OVERALL[0][:2]) == (4035, ("rusty russell", 2941))
+longest = sorted(bodies, key=lambda b: -sum(t for _, t, _ in b[1]))[:2]
+assert [b[0] for b in longest] == ["demand_page", "map_switcher_in_guest"]
+fig
+
+# %% [markdown]
+# Over the whole file, Rusty Russell wrote 2941 of the 4035 tokens (73 %) and Matias
+# Zabaljauregui 970 (24 %), Glauber de Oliveira Costa 115, and five others one to three tokens
+# each.  The longest bars are `demand_page()` and `map_switcher_in_guest()`.
+
+# %% [markdown]
+# ## A paging refresher
+#
+# H:300 sends readers who are not at home with page tables elsewhere; here is the minimum this
+# book uses (OSTEP ch. 18 and 20 tell it at length; Intel's SDM vol. 3A ch. 4 is the reference).
+#
+# - The CPU translates every **virtual address** through tables in memory.  CR3 holds the
+#   physical address of the top-level table; each level's entry holds the physical frame of the
+#   next table, and the last one (the **PTE**) the frame of the page itself.  The low 12 bits of
+#   the address are the offset inside the 4 KiB page.
+# - Each entry carries **flags**: Present (P), writable (RW), user-accessible (U), Accessed (A)
+#   and Dirty (D), which the CPU sets itself on use, and a few more (Global, PSE, PAT; NX under
+#   PAE).  An access is allowed only if *every* level allows it.
+# - A missing entry or a forbidden access raises a **page fault**: CR2 holds the address, and an
+#   error code says whether it was a write (bit 1) and from user mode (bit 2).  Under lguest that
+#   fault goes to the Host first (chapter 2).
+# - The CPU caches translations in its **TLB**; changing an entry requires a flush (chapter 6).
+#
 # ## Two layouts
 #
 # A 32-bit x86 Guest uses one of two page-table formats, chosen when its kernel is built; lguest
@@ -236,6 +322,31 @@ for call in (lambda: pt.gpgd_addr(g.cpu, -4), lambda: pt.spgd_addr(g.cpu, 9, 0),
 #    PGD entry printed above, without calling it.  Then call it to check.
 # 4. Why can `spgd_addr()` not simply return the entry's *value* instead of a pointer?  Which
 #    callers write through it?
+#
+# For more, `lguest_book.practice.walk(seed=N)` makes a new walk question each seed (`print(p)`,
+# answer, then `p.check(your_answer)`; `p.answer()` when stuck).
+#
+# <details><summary>Hints and answers (open after trying)</summary>
+#
+# 1. *Answer:* without PAE, top-level index `0x300` (768), PTE index `0x123`, offset `0x456`;
+#    with PAE, PDPT index 3, PMD index 0, PTE index `0x123`, offset `0x456`.
+# 2. *Answer:* PDPT entry 3 covers `0xC0000000`–`0xFFFFFFFF`, so both the kernel and the
+#    Switcher; the Switcher is in PMD entry `0x1ff` (511), the last 2 MiB.
+# 3. *Hint:* `gpte_addr()` is the frame of the Guest's top-level entry times 4096, plus the PTE
+#    index times the entry size.  *Answer:* `(pgd_entry >> 12 << 12) + 0x48 * 4` for `0x08048000`
+#    without PAE (PTE index `0x48`).
+# 4. *Answer:* the callers need to *change* the entry: `find_spte()` installs a freshly allocated
+#    table in it (`set_pgd`), `release_pgd()` clears it, and `guest_set_pgd()` and
+#    `flush_user_mappings()` hand it to `release_pgd()`.  A value would be a copy.
+#
+# </details>
+
+# %%
+# The numbers in answers 1 and 2, checked.
+assert NONPAE.split(0xC0123456) == {"pgd": 0x300, "pte": 0x123, "offset": 0x456}
+assert PAE.split(0xC0123456) == {"pgd": 3, "pmd": 0, "pte": 0x123, "offset": 0x456}
+assert PAE.pgd_index(0xC0000000) == PAE.pgd_index(0xFFE00000) == 3 and PAE.pmd_index(0xFFE00000) == 0x1FF
+assert NONPAE.pte_index(0x08048000) == 0x48
 
 # %% [markdown]
 # ### Graded exercise: where is the Guest's PTE? (H:320)
@@ -274,3 +385,10 @@ exercises.check("ch1-gpte-addr", gpte_addr, hidden=True)
 #   8-byte entries, 2 MiB per middle-level entry.
 # - Shadow helpers return pointers into Host pages; Guest helpers return guest-physical
 #   addresses, to be read through `lgread()`'s bounds check.
+
+# %% [markdown]
+# ## References
+#
+# - Remzi H. Arpaci-Dusseau and Andrea C. Arpaci-Dusseau, *Operating Systems: Three Easy Pieces* (OSTEP), <https://pages.cs.wisc.edu/~remzi/OSTEP/>, ch. 18 "Paging: Introduction" and ch. 20 "Paging: Smaller Tables"
+# - Intel® 64 and IA-32 Architectures Software Developer's Manual, Vol. 3A, ch. 4 "Paging" (4.7 on page-fault error codes, 4.10 on caching translations)
+# - cregit, token-level authorship of the Linux sources, <https://cregit.linuxsources.org/> (this project's seed is its page for `drivers/lguest/page_tables.c` at 4.7)

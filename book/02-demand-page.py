@@ -16,8 +16,11 @@
 # %% [markdown]
 # # Chapter 2 — Part (i): looking up a fault with `demand_page()`
 #
-# Every shadow entry the Guest ever uses is born here.  The Guest runs on tables it has never
-# seen; the first touch of any page faults into the Host, and `demand_page()` (narrative marker
+# Most shadow entries the Guest uses are born here.  (Shadow paging in general: OSTEP, Appendix B;
+# Adams and Agesen, 2006, call these faults "hidden": the Guest never sees them.)  (Two other places make them: chapter 4's
+# shortcut, when the Guest announces a PTE that already has Accessed or Dirty set, and the Host's
+# own mappings of the Switcher, chapter 7.)  The Guest runs on tables it has never seen; the
+# first touch of a page whose shadow entry does not exist yet faults into the Host, and `demand_page()` (narrative marker
 # **H:330**) decides whether the Guest's *own* tables allow the access.  If they do, it builds
 # the missing shadow entry and the Guest never learns anything happened.  If they don't, the
 # fault was the Guest's and goes back to it.
@@ -129,8 +132,16 @@ plots.plot_walk(g, VADDR, which="shadow")
 # %% [markdown]
 # ## Where the frame comes from: `gpte_to_spte()` and `get_pfn()`
 #
-# `gpte_to_spte()` keeps the Guest's flags (all but *Global*, which only the Host may use) and
-# swaps the page number.  `get_pfn()` is the Host's `get_user_pages_fast()` in a thin wrapper:
+# `gpte_to_spte()` keeps the Guest's flags except *Global* and swaps the page number.  Why drop
+# Global?  The C's comment at H:340 ([L206](https://elixir.bootlin.com/linux/v4.7/source/drivers/lguest/page_tables.c#L206))
+# gives the reason, which we paraphrase: the Guest sets Global because it believes it is using the
+# CPU's global-pages feature (PGE); lguest only told it so, so that the Guest's TLB-flush
+# hypercall would say whether it is flushing kernel mappings or only user ones (chapter 6:
+# `LHCALL_FLUSH_TLB` with a non-zero argument); lguest itself has no use for the bit, so it
+# throws it away.  It would be worse than useless: a global TLB entry survives a CR3 reload, and
+# the Switcher reloads CR3 on every trip between Guest and Host, both of which map kernel
+# addresses (chapter 6's TLB section).  The Host also leaves Global out of the Switcher's
+# per-CPU entries (chapter 7).  `get_pfn()` is the Host's `get_user_pages_fast()` in a thin wrapper:
 # it pins the Launcher's page and returns the frame, or `-1UL` if there is no such page.
 
 # %%
@@ -138,6 +149,53 @@ twin("gpte_to_spte")
 
 # %%
 twin("get_pfn")
+
+# %% [markdown]
+# *Predict first:* the Guest maps a kernel page with Global set.  Which flags will the shadow PTE
+# have?  Now run it:
+
+# %%
+from lguest_book.x86 import _PAGE_GLOBAL
+gg = Guest(pae=False, seed=1)
+gl_pte = gg.map(0xC1000000, 0x320, user=False, flags=_PAGE_GLOBAL)
+gg.touch(0xC1000000)
+gl_spte = li.walk_shadow(gg, 0xC1000000)[-1].value
+from lguest_book import fmt
+print(f"guest PTE  {fmt.entry(gl_pte, gg.x86)}  {gg.x86.describe(gl_pte)}")
+print(f"shadow PTE {fmt.entry(gl_spte, gg.x86)}  {gg.x86.describe(gl_spte)}")
+assert gl_pte & _PAGE_GLOBAL and not gl_spte & _PAGE_GLOBAL
+
+# %% [markdown]
+# ### NX under PAE: choose the host
+#
+# A PAE entry has a 64th bit, NX (no-execute).  Whether a shadow entry may carry it depends on
+# the *host* CPU: `pfn_pte()` keeps only the bits the host supports.  The model's default host has
+# no NX, so there NX would vanish anyway.  Here we choose a host that supports it
+# (`Guest(pae=True, host_nx=True)`) and ask: does the Guest's NX reach the shadow?  *Predict*,
+# then run.  `gpte_to_spte()` holds the flags in an `unsigned long` — 32 bits — so NX is cut off
+# before `pfn_pte()` ever sees it; the Host's own entry for the per-CPU register page
+# (`__PAGE_KERNEL`, chapter 7) keeps NX on the same host:
+
+# %%
+from lguest_book.x86 import _PAGE_NX_BIT
+gn = Guest(pae=True, seed=1, host_nx=True)
+pn = gn.new_process("p")
+gn.switch_to(pn)
+nx_pte = gn.map(VADDR, 0x300, flags=_PAGE_NX_BIT, accessed=False)
+gn.touch(VADDR, user=True)
+nx_spte = li.walk_shadow(gn, VADDR)[-1].value
+regs_spte = li.walk_shadow(gn, gn.host.switcher_addr + 4096)[-1].value
+print(f"guest PTE       {fmt.entry(nx_pte, gn.x86)}  {gn.x86.describe(nx_pte)}")
+print(f"shadow PTE      {fmt.entry(nx_spte, gn.x86)}  {gn.x86.describe(nx_spte)}")
+print(f"host regs page  {fmt.entry(regs_spte, gn.x86)}  {gn.x86.describe(regs_spte)}")
+assert gn.x86.host_nx and nx_pte & _PAGE_NX_BIT and gn.guest_pte(VADDR) & _PAGE_NX_BIT
+assert not nx_spte & _PAGE_NX_BIT and regs_spte & _PAGE_NX_BIT
+
+# %% [markdown]
+# The Guest's data page becomes executable in the tables the CPU really uses: only the Guest's
+# own protection is lost (no Host promise breaks), and the model keeps it as
+# `flaws.flaw("nx_dropped")`.  The C referee found the same thing when the model first got it
+# wrong (the project README tells the story).
 
 # %%
 m = li.compare(g, VADDR, 1)[0]
@@ -211,8 +269,11 @@ stepper.figure(k)   # the same walks as a picture (the widget above stays at ste
 # ## The same story with PAE
 #
 # Under PAE there is a middle level, and `demand_page()` checks it too (`check_gpmd()`).  The
-# logic is identical; only the number of lookups changes.  The trace's call tree shows each
-# pointer computed and each entry read:
+# logic is identical; only the number of lookups changes.  The trace's call tree (here of
+# `demand_page()` alone, called as the page-fault trap calls it) shows each pointer computed and
+# each entry read: `gpgd_addr` → `lgread` of the top-level entry, `gpmd_addr` → `lgread` of the
+# middle entry, `gpte_addr` → `lgread` of the PTE, then `find_spte` walking the shadow's three
+# levels.
 
 # %%
 gp = Guest(pae=True, seed=1)
@@ -220,7 +281,17 @@ p = gp.new_process("init")
 gp.switch_to(p)
 gp.map(VADDR, 0x300, accessed=False)
 with Tracer() as tp:
-    gp.touch(VADDR, write=True, user=True)
+    pae_result = pt.demand_page(gp.cpu, VADDR, 6)   # a user-mode write fault
+tree = call_tree(tp.trace, decisions=False)
+tree
+
+# %%
+names = [c.func for c in tp.trace.calls()]
+reads = [r for r in repr(tree).splitlines() if "lgread(" in r]
+assert pae_result[0] and [n for n in names if n in ("gpgd_addr", "gpmd_addr", "gpte_addr")] == \
+    ["gpgd_addr", "gpmd_addr", "gpte_addr"]
+assert [r.split("type_name=")[1] for r in reads] == ["'pgd_t')", "'pmd_t')", "'pte_t')"]
+assert "spmd_addr" in names and "find_spte" in names
 [e.label for e in tp.trace.decisions("demand_page") if e.outcome]
 
 # %%
@@ -278,6 +349,13 @@ accesses = [g4.touch(0x08048000 + (i % 4) * 4096, write=(i % 3 == 0), user=True)
 accesses.append(g4.touch(0x09000000, user=True))
 plots.plot_fault_timeline(accesses)
 
+# %%
+# what the sentence above says of this run, checked on the data the timeline draws
+from collections import Counter
+kinds = Counter((a.outcome, a.faults) for a in accesses)
+assert kinds == {("ok", 0): 10, ("ok", 1): 6, ("guest-fault", 1): 1}
+kinds
+
 # %% [markdown]
 # Two helpers make the last two decisions.  `gpte_in_iomem()` says whether the frame lies in
 # the device window between `pfn_limit` and `device_limit` (large pages never count), and
@@ -294,6 +372,35 @@ twin("check_gpte")
 # pointing between `pfn_limit` and `device_limit` is I/O (the Launcher emulates it), while one
 # beyond `device_limit` kills the Guest.  And the permission tests come before both: a user
 # read of a kernel-only page full of garbage is simply the Guest's own fault.
+#
+# ### Bit 7 of a 4 KiB PTE: PAT, not PSE
+#
+# In a directory entry, bit 7 is PSE (a large page).  In a 4 KiB PTE the same bit means
+# something else: it is PAT, the third bit of the index into the CPU's page-attribute table
+# (the memory type: write-back, write-combining, uncached...).  The C tests `_PAGE_PSE`, bit 7,
+# on PTEs: `check_gpte()` kills the Guest for it, and `gpte_in_iomem()` answers "not I/O" for it.
+# So a Guest that selects a memory type through the PAT bit is killed — and a device page mapped
+# with that bit misses the I/O exit: instead of the Launcher emulating the access, the Guest
+# dies.  Only the Guest that set the bit is hurt; the Host is safe.  *Predict* the three lines,
+# then run:
+
+# %%
+PAT = 0x80                                   # bit 7: _PAGE_PSE's value, PAT's place in a PTE
+io_pte = (g.lg.pfn_limit + 1) << 12 | 0x27   # a device page, present, user, writable
+bit7 = {
+    "RAM page with bit 7":        attempt(VADDR, 0x300 << 12 | 0x27 | PAT),
+    "device page":                attempt(VADDR, io_pte),
+    "device page with bit 7":     attempt(VADDR, io_pte | PAT),
+}
+for case, (outcome, dead) in bit7.items():
+    print(f"{case:28} -> {outcome:12} {dead or ''}")
+assert bit7["device page"] == ("mmio", None)
+assert bit7["device page with bit 7"] == ("killed", "bad page table entry")
+assert bit7["RAM page with bit 7"] == ("killed", "bad page table entry")
+assert attempt(VADDR, io_pte | PAT, pae=True) == ("killed", "bad page table entry")  # PAE: the same
+
+# %% [markdown]
+# `lguest_book.flaws.flaw("pat_is_pse")` keeps this as a demonstration.
 #
 # Faults on the Switcher's addresses never even get that far: the Switcher lives at the top
 # of the address space and is mapped by the Host alone (chapter 7).
@@ -347,6 +454,45 @@ print(h.touch(0x50000000, user=True), "—", h.dead)
 #    How many faults does that take?  Predict, then check with `g.touch()` and `access.faults`.
 # 4. Use `li.refcounts(g)` to find the host frame that backs guest page `0x300`, and watch its
 #    reference count as the shadow entry is made and (with `g.flush_user()`) thrown away.
+#
+# For more, `lguest_book.practice.fault(seed=N)` makes a new fault question each seed (run
+# `print(p)`, answer, then `p.check(your_answer)`; `p.answer()` when stuck).
+#
+# <details><summary>Hints and answers (open after trying)</summary>
+#
+# 1. *Hint:* read the twin's `return (False, 0)` lines and the `kill_guest` calls apart.
+#    *Answer:* in order: the address is at or above `switcher_addr`; the Guest's top-level entry
+#    is not present; under PAE, its middle entry is not present; the PTE is not present; a write
+#    to a PTE without RW; a user access to a PTE without U.  The refusals that also kill are
+#    `check_gpgd()`, `check_gpmd()`, `check_gpte()` and a failed allocation in `find_spte()`;
+#    the I/O case returns False with a non-zero `iomem`.
+# 2. *Hint:* which comes first, the permission tests or `gpte_in_iomem()`?  *Answer:* the
+#    read-only test refuses it (`errcode & 2` and no RW) before the device test is reached, so the
+#    fault goes back to the Guest.  Right, because the Guest's own tables forbid the write; on real
+#    hardware it would fault too, and emulating it would let a Guest write through a mapping it
+#    made read-only.
+# 3. *Hint:* does the new PTE have Accessed set?  *Answer:* it depends on that bit, which is the
+#    point.  With `g.map()`'s default (Accessed set) the read costs 1 fault and the write **none**:
+#    SET_PTE's shortcut installs a writable shadow entry at once (and the Dirty bit is never set:
+#    the `writable_not_dirty` flaw).  With `accessed=False` the shortcut does not fire, the SET_PTE
+#    clears the shadow entry, and the write faults once: 1 + 1.  (Checked in the cell below.)
+# 4. *Answer:* no host frame before the first touch (the Launcher's memory is demand-zero); 2
+#    after the fault (the Launcher's mapping and the shadow PTE); 1 after the flush.  Chapter 6
+#    draws the same accounting for a whole Guest.
+#
+# </details>
+
+# %%
+# The numbers in the answers above, checked.
+def ex3(accessed):
+    h = Guest(pae=False, seed=1)
+    q = h.new_process("p")
+    h.switch_to(q)
+    h.map(VADDR, 0x300, writable=False, accessed=accessed)
+    first = h.touch(VADDR, user=True).faults
+    h.map(VADDR, 0x300, writable=True, accessed=accessed)
+    return first, h.touch(VADDR, write=True, user=True).faults
+assert ex3(True) == (1, 0) and ex3(False) == (1, 1)
 
 # %% [markdown]
 # ### Graded exercise: make a shadow PTE (H:340)
@@ -393,8 +539,22 @@ exercises.check("ch2-gpte-to-spte", gpte_to_spte, hidden=True)
 #
 # - `demand_page()` is a wall of refusals followed by one act: make the shadow PTE, write the
 #   Accessed/Dirty bits back to the Guest.
-# - A shadow PTE is only writable if the Guest's PTE is writable **and dirty**; the first write
-#   to a clean page costs a second fault, and that is how the Guest's Dirty bit gets set.
+# - On a fault, `demand_page()` makes the shadow PTE writable only for a write, after setting
+#   Dirty in the Guest's PTE; a read gets a read-only shadow entry, so the first write to a clean
+#   page costs a second fault, and that is how the Guest's Dirty bit gets set.  (Chapter 4's
+#   shortcut does not keep this rule: an Accessed, writable, clean PTE gets a *writable* shadow
+#   entry — the `writable_not_dirty` flaw.)
 # - Guest frames become host frames through the Launcher's mapping, pinned by `get_pfn()`;
 #   `release_pte()` unpins them.
 # - Between `pfn_limit` and `device_limit` lies I/O memory for the Launcher; beyond it, death.
+# - Bit 7 of a PTE is PAT, but the C reads it as PSE: a Guest using it is killed, and a device
+#   page with it loses its I/O exit (`pat_is_pse`).
+# - Global never reaches the shadow; under PAE neither does NX, even on a host that supports it
+#   (`nx_dropped`).
+
+# %% [markdown]
+# ## References
+#
+# - Remzi H. Arpaci-Dusseau and Andrea C. Arpaci-Dusseau, *Operating Systems: Three Easy Pieces* (OSTEP), <https://pages.cs.wisc.edu/~remzi/OSTEP/>, Appendix B "Virtual Machine Monitors" (shadow page tables)
+# - Keith Adams and Ole Agesen, "A Comparison of Software and Hardware Techniques for x86 Virtualization", ASPLOS 2006 — shadow page tables, hidden and true faults, tracing, and why early hardware support did not beat them
+# - Intel® 64 and IA-32 Architectures Software Developer's Manual, Vol. 3A, ch. 4 "Paging" (4.7 on page-fault error codes, 4.10 on caching translations)

@@ -95,7 +95,8 @@ print(a.outcome, "after", a.faults, "fault(s); now writable?", pt.page_writable(
 # ## When pinning happens again
 #
 # Pinned pages can be thrown away like any others; the trick is to pin again every time that
-# can happen.  Flushing *everything* (chapter 6) is one such time:
+# can happen (the C misses one such time, shown at the end of this section).  Flushing
+# *everything* (chapter 6) is one of them:
 
 # %%
 with Tracer() as t:
@@ -118,6 +119,48 @@ print("pin_page calls:", len(t.trace.calls("pin_page")))
 print("stack writable in the new top level:", [pt.page_writable(g.cpu, v) for v in stack])
 
 # %% [markdown]
+# ### When nothing pins it again
+#
+# Two more events can touch the stack's shadow entries, and neither calls `pin_stack_pages()`.
+#
+# **A reused slot.**  When `new_pgdir()` evicts a cached top level instead of allocating a blank
+# one, it flushes only the user part (below `kernel_address`) and does not set `blank_pgdir`, so
+# nothing is re-pinned.  The stack survives anyway — it is a kernel address, and the reused
+# slot's kernel part is kept, on the assumption that every address space shares it (chapter 5).
+#
+# **SET_PGD on the stack's own top-level entry.**  `guest_set_pgd()` releases that entry — with
+# every shadow PTE under it, the stack's included — re-creates the Switcher mapping, and stops.
+# The stack is no longer mapped, and stays unmapped until something re-pins it (a full flush, a
+# blank top level, a SET_STACK).  *Predict* what `page_writable()` says before and after; then
+# run:
+
+# %%
+h = Guest(pae=False, seed=1, prandom=[1, 1, 2, 1, 1, 1, 1, 1])
+h_stack = [h.cpu.esp1 - 1 - i * 4096 for i in range(h.stack_pages)]
+q1, q2 = h.new_process("q1"), h.new_process("q2")
+h.switch_to(q1)                               # a blank slot: pinned
+with Tracer() as t:
+    h.switch_to(q2)                           # q2 evicts q1's slot: reused, not blank
+reused = [pt.page_writable(h.cpu, v) for v in h_stack]
+print("reused slot:", li.current_slot(h), "pin_page calls:", len(t.trace.calls("pin_page")), "stack writable:", reused)
+assert len(t.trace.calls("pin_page")) == 0 and all(reused)
+
+h.hypercall(hc.LHCALL_SET_PGD, q2.gpgdir, h.x86.pgd_index(h_stack[0]))
+after_pgd = [pt.page_writable(h.cpu, v) for v in h_stack]
+print("after SET_PGD on the stack's entry:", after_pgd, "— Guest alive:", h.dead is None)
+assert not any(after_pgd) and h.dead is None
+h.touch(0xC0000000)                           # an ordinary kernel access faults its own page back,
+assert not any(pt.page_writable(h.cpu, v) for v in h_stack)   # but not the stack
+h.flush_all()                                 # a full flush re-pins it
+assert all(pt.page_writable(h.cpu, v) for v in h_stack)
+
+# %% [markdown]
+# What an unmapped stack costs is decided outside page_tables.c: the comment at H:360 says direct
+# traps into the Guest need the stack mapped, because the CPU itself pushes onto it when it
+# delivers such a trap, with no Host code in between.  The model has no direct traps, so it
+# shows only the state: after that SET_PGD, the promise of H:360 no longer holds, and the Guest
+# (whose own SET_PGD it was) is the one at risk.
+#
 # Browse the shadow PTE page that holds the stack's entries (pick another slot or level to
 # compare; the list shows only present entries):
 
@@ -169,6 +212,37 @@ flaw.demo(False)
 #    a kernel stack page and explain the outcome.
 # 4. Under PAE, `page_writable()` keeps only the low 32 bits of the entry's flags.  Which flag
 #    does that drop, and why does it not matter here?
+#
+# <details><summary>Hints and answers (open after trying)</summary>
+#
+# 1. *Hint:* what would `find_spte()` find there?  *Answer:* the Switcher's own shadow PTEs.  For
+#    this CPU's register page, present and writable, `page_writable()` would say yes, `pin_page()`
+#    would not complain, and the Guest would have "pinned" a stack on a Host page that the
+#    Switcher fills with saved registers.  With the check, the answer is no, `demand_page()`
+#    refuses the address too, and the Guest dies of `bad stack page`.
+# 2. *Answer:* the read-only test (`errcode & 2` and no RW in the Guest's PTE) returns false, and
+#    `pin_page()` kills the Guest: `bad stack page 0xc0207fff` for this book's Guest (the top
+#    page of its stack; checked below, with the full flush that re-pins).
+# 3. *Answer:* the stack belongs to the Guest *kernel*, which runs outside user mode (lguest
+#    runs it in ring 1, which paging treats as supervisor), so its PTE rightly lacks U.  With 6,
+#    `demand_page()` would refuse a user access to a kernel-only page, and every Guest would be
+#    killed by its own correct stack (checked below: `demand_page(..., 6)` declines it).
+# 4. *Answer:* NX (bit 63) and the other high bits; the function tests only Present and RW, both
+#    in the low 12 bits.
+#
+# </details>
+
+# %%
+# Answers 2 and 3, checked.
+h = Guest(pae=False, seed=1)
+top_page = h.cpu.esp1 - 1
+where = li.walk_guest(h, top_page)[-1].where
+h.write_entry(where, h.read_entry(where) & ~0x2)     # the stack's PTE made read-only
+h.flush_all()                                        # the full flush re-pins: and kills
+assert h.dead == "bad stack page 0xc0207fff"
+h = Guest(pae=False, seed=1)
+h.flush_user()
+assert pt.demand_page(h.cpu, h.cpu.esp1 - 1, 6) == (False, 0) and h.dead is None
 
 # %% [markdown]
 # ### Graded exercise: is this stack page writable? (H:360)
@@ -212,6 +286,16 @@ exercises.check("ch3-page-writable", page_writable, hidden=True)
 # - `page_writable()` checks *present and writable* in the current shadow table;
 #   `pin_page()` fixes a miss by faking a kernel write fault through `demand_page()`.
 # - `pin_stack_pages()` runs on SET_STACK, on a switch to a blank top level, and after a full
-#   flush — every moment the pinned pages could have disappeared.
+#   flush — the moments the C expects the pinned pages to have disappeared (but not after a
+#   SET_PGD on the stack's entry: see below).
 # - A bad stack kills the Guest; a too-large one kills it *and* keeps the Host busy — a real
 #   flaw, kept in the model and shown here.
+# - A reused slot keeps the stack (its kernel part survives); a SET_PGD on the stack's own
+#   top-level entry unmaps it, and nothing pins it again until the next full flush, blank top
+#   level or SET_STACK.
+
+# %% [markdown]
+# ## References
+#
+# - The lguest documentation in Linux 4.7: `Documentation/virtual/lguest/lguest.txt`, <https://elixir.bootlin.com/linux/v4.7/source/Documentation/virtual/lguest/lguest.txt>, and the narrative of `drivers/lguest/` itself, <https://elixir.bootlin.com/linux/v4.7/source/drivers/lguest/>
+# - Remzi H. Arpaci-Dusseau and Andrea C. Arpaci-Dusseau, *Operating Systems: Three Easy Pieces* (OSTEP), <https://pages.cs.wisc.edu/~remzi/OSTEP/>, Appendix B "Virtual Machine Monitors"

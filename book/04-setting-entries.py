@@ -30,7 +30,8 @@
 # - what `__guest_set_pte()` does to the old shadow entry, and its shortcut for entries that are
 #   already Accessed or Dirty;
 # - how `guest_set_pgd()` and `guest_set_pmd()` take the blunt approach of throwing things away;
-# - three real flaws of this part, each kept in the model and demonstrated.
+# - four real flaws of this part (`writable_not_dirty`, `set_pgd_bound`, `switcher_oops`,
+#   `double_release`), each kept in the model and run here.
 
 # %%
 from lguest_book.guest import Guest
@@ -103,17 +104,30 @@ def after_set(pte):
     g.set_pte(0x0804A000, pte)
     return li.walk_shadow(g, 0x0804A000)[-1].value
 
+shadows = {}
 for label, pte in [("clean, not accessed", 0x700 << 12 | 0x07),
                    ("accessed, read-write", 0x700 << 12 | 0x27),
                    ("dirty, read-write", 0x700 << 12 | 0x67)]:
-    spte = after_set(pte)
+    spte = shadows[label] = after_set(pte)
     print(f"{label:22} guest {g.x86.describe(pte):24} shadow {g.x86.describe(spte) if spte else '(none)'}")
+# what the prose below says of these three lines
+assert shadows["clean, not accessed"] == 0                       # no shortcut: nothing installed
+assert shadows["accessed, read-write"] & 0x2                     # writable, though the Guest PTE is clean
+assert shadows["dirty, read-write"] & 0x2 and shadows["dirty, read-write"] & 0x40
+
+# %% [markdown]
+# Each SET_PTE above replaced the same entry, `0x0804A000`, so the picture below shows the region
+# as it stands after the *last* one: the dirty PTE and its writable shadow entry, which is the
+# legitimate case.  The cell checks that state through `inspect` before drawing:
 
 # %%
+last = li.walk_shadow(g, 0x0804A000)[-1].value
+assert last == shadows["dirty, read-write"] and g.guest_pte(0x0804A000) & 0x40
 plots.plot_side_by_side(g, 0x08048000, pages=4)
 
 # %% [markdown]
-# Look at the middle line of the printout (the third row of the picture).  The Guest PTE is *accessed but clean*, so by chapter 2's rule the
+# Now look at the middle line of the printout, *accessed, read-write*.  The Guest PTE is
+# *accessed but clean*, so by chapter 2's rule the
 # shadow should be read-only until the first write sets Dirty.  The shortcut instead installs
 # a **writable** shadow entry: it passes the Dirty bit to `gpte_to_spte()` only as the *write*
 # argument of `get_pfn()`, and copies the Guest's RW flag untouched.  The Guest's first write
@@ -171,6 +185,33 @@ for key in ("set_pgd_bound", "switcher_oops"):
 
 # %%
 next(f for f in flaws.FLAWS if f.key == "switcher_oops").demo(False)
+
+# %% [markdown]
+# The first one, run.  Without PAE, entry 1024 of a top-level page is entry 0 of the frame that
+# follows it.  The demonstration arranges for that frame to be a shadow PTE page whose first
+# entry maps a Guest page the Guest has filled with fake "entries" naming a Switcher frame; then
+# it asks for SET_PGD 1024.  `release_pgd()` treats the Guest's page as a table and puts one
+# reference per fake entry on the frame of the Guest's choosing.  Under PAE the stray entry is
+# the fifth of the four-entry PDPT page, always zero, and nothing happens:
+
+# %%
+ev = flaws.flaw("set_pgd_bound").demo(False)
+print({k: ev[k] for k in ("killed", "victim_refs_before", "victim_refs_after", "fake_entries")})
+assert ev["killed"] is None and ev["victim_refs_after"] == ev["victim_refs_before"] - ev["fake_entries"]
+ev_pae = flaws.flaw("set_pgd_bound").demo(True)
+assert ev_pae["killed"] is None and ev_pae["switcher_refs_after"] == ev_pae["switcher_refs_before"]
+print("PAE:", ev_pae["entry_touched"])
+
+# %% [markdown]
+# And `__guest_set_pte()`'s early return, run: a bad PTE with Accessed set over a page the
+# shadow already maps.  `release_pte()` gives the old reference back, `check_gpte()` kills the
+# Guest, and the function returns *without* clearing the entry; teardown releases it again.
+
+# %%
+ev = flaws.flaw("double_release").demo(False)
+print(ev)
+assert (ev["refs_while_mapped"], ev["refs_after_kill"], ev["refs_after_teardown"]) == (2, 1, 0)
+assert ev["stale_shadow_entry"] & 1 and ev["freed_while_launcher_maps_it"]
 
 # %% [markdown]
 # ## SET_PMD (PAE only): throw *everything* away
@@ -240,6 +281,40 @@ assert gs.dead and gc.dead is None   # the attack killed the script's Guest, not
 #    Dirty rule of chapter 2.  (Do not change the package: try it on a copy of the function.)
 # 4. Explain why `guest_set_pgd()` must re-map the Switcher at all.  Which index would have to
 #    change for the Switcher to be affected?
+#
+# For more, `lguest_book.practice.set_pte(seed=N)` asks what a SET_PTE does to each cached top
+# level (`print(p)`, then `p.check(...)`).
+#
+# <details><summary>Hints and answers (open after trying)</summary>
+#
+# 1. *Hint:* `find_pgdir()` returns 4 for a top level no slot shadows.  *Answer:* nothing at all.
+#    It is safe because there is no shadow to go stale: if the Guest later switches to that top
+#    level, `new_pgdir()` gives it a slot whose user part is empty (blank, or flushed on reuse),
+#    and every user entry is rebuilt from the Guest's tables by faults.
+# 2. *Hint:* kernel addresses are handled in every slot that has a top-level page.  *Answer:*
+#    4, one per allocated slot, whether or not that slot maps the address (checked below).
+# 3. *Answer (one possibility):* pass a write-protected copy unless the PTE is dirty —
+#    `gpte_to_spte(cpu, (pte_flags(gpte) & _PAGE_DIRTY) ? gpte : pte_wrprotect(gpte),
+#    pte_flags(gpte) & _PAGE_DIRTY)`, which is what `demand_page()` does for a read.
+# 4. *Hint:* what can `release_pgd()` release?  *Answer:* the index the Guest names may be the
+#    Switcher's own top-level entry, and releasing it unmaps the Switcher, without which the
+#    Guest cannot be entered; so the function re-creates it just in case.  The entry at risk is
+#    `SWITCHER_PGD_INDEX` = `PTRS_PER_PGD - 1`: 1023 without PAE, 3 with PAE (where that 1 GiB
+#    entry also holds the kernel).  It re-creates it for CPU 0's *current* top level, which is
+#    the `switcher_oops` flaw above.
+#
+# </details>
+
+# %%
+# The number in answer 2, checked.
+h = Guest(pae=False, seed=1)
+procs = [h.new_process(f"p{i}") for i in range(4)]
+for q in procs:
+    h.switch_to(q)
+assert all(s.pgdir for s in h.lg.pgdirs)
+with Tracer() as t4:
+    h.map(0xC0400000, 0x350, user=False)
+assert len(t4.trace.calls("__guest_set_pte")) == 4
 
 # %% [markdown]
 # ### Graded exercise: keep one cached top level in step (H:420)
@@ -295,3 +370,9 @@ exercises.check("ch4-guest-set-pte", __guest_set_pte, hidden=True)
 # - `__guest_set_pte()` drops the old shadow entry, and installs the new one at once if the Guest
 #   already marked it Accessed or Dirty — a shortcut that makes clean pages writable (a flaw).
 # - SET_PGD releases one top-level entry; SET_PMD (PAE) releases everything.
+
+# %% [markdown]
+# ## References
+#
+# - Keith Adams and Ole Agesen, "A Comparison of Software and Hardware Techniques for x86 Virtualization", ASPLOS 2006 — shadow page tables, hidden and true faults, tracing, and why early hardware support did not beat them (a Guest that *tells* the Host about its table writes is the paravirtual alternative to tracing them)
+# - Remzi H. Arpaci-Dusseau and Andrea C. Arpaci-Dusseau, *Operating Systems: Three Easy Pieces* (OSTEP), <https://pages.cs.wisc.edu/~remzi/OSTEP/>, Appendix B

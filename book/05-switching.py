@@ -81,8 +81,12 @@ cache(g)
 # ## `new_pgdir()`: pick a slot, any slot
 #
 # When the Guest switches to a top level no slot shadows, `new_pgdir()` picks a victim with
-# `prandom_u32() % 4`.  No LRU list, no clock hand: lguest's author reasoned that with only
-# four slots, random is as good as anything and costs nothing to maintain.
+# `prandom_u32() % 4`.  No LRU list, no clock hand.  The C's own comment (H:435,
+# [L747](https://elixir.bootlin.com/linux/v4.7/source/drivers/lguest/page_tables.c#L747)) does
+# not claim random is as good as anything: in our words, it admits that evicting the least
+# recently used slot *might be better*, and chooses random because it is *simple*.  (OSTEP ch. 22
+# compares the two policies, and shows the looping workload on which LRU is worst.)  This chapter's
+# timeline and the LRU exercise below let you measure what that simplicity costs.
 
 # %%
 twin("new_pgdir")
@@ -111,7 +115,7 @@ cache(g)
 
 # %% [markdown]
 # The same kind of run, recorded and drawn: each column is the cache after one switch (the
-# outlined cell is the current slot, a cross an eviction):
+# figure's key says how the current slot and an eviction are marked):
 
 # %%
 g = Guest(pae=False, seed=7)
@@ -123,6 +127,12 @@ plots.plot_cache_timeline(rec.events)
 
 # %%
 [(e["label"], e["kind"]) for e in rec.events[1:]]
+
+# %%
+# what the next paragraph says of this run, checked on the recorded events the figure draws
+evictions = [(before, e) for before, e in zip(rec.events, rec.events[1:]) if e["evicted"] is not None]
+assert any(e["evicted_slot"] == before["current"] for before, e in evictions)    # the current slot
+assert any(None in e["slots"] for _, e in evictions)                              # a slot sat idle
 
 # %% [markdown]
 # The same run again, recorded event by event.  The scrubber below replays it: drag the slider
@@ -150,7 +160,7 @@ assert [run.recording.events[k].outcome.split(":")[0] for k in switches] == [e["
 
 # %% [markdown]
 # Notice that a random choice may evict the current slot or one just filled — even while
-# another slot sits idle.  For a demonstration that doesn't depend on luck, hand the Guest
+# another slot sits idle: this run does both (the cell above checks it).  For a demonstration that doesn't depend on luck, hand the Guest
 # your own sequence of "random" numbers:
 
 # %%
@@ -261,6 +271,64 @@ print("killed:", h.dead)
 # 4. The graded exercise of this chapter (in the classroom edition) asks for an LRU version of
 #    `new_pgdir()`.  Before writing it, predict: for a workload of 5 processes in strict
 #    rotation, is LRU better or worse than random?
+#
+# For more, `lguest_book.practice.evict(seed=N)` asks which slot `new_pgdir()` takes for given
+# values of `prandom_u32()` (`print(p)`, then `p.check(...)`).
+#
+# <details><summary>Hints and answers (open after trying)</summary>
+#
+# 1. *Hint:* when a switch misses, the victim is one of 4 slots chosen uniformly; how often is
+#    the next process in one of them?  *Estimate:* at most 1/4 of the misses.  *Measured* (the
+#    cell below, seed 3): 398 of the 1,000 switches miss, and 88 of those misses evict the next
+#    process to run, 22 %: a little under 1/4, because the next process is not always cached.
+# 2. *Answer:* the current slot is repurposed: it now records the new top level, its user part
+#    is flushed, its kernel part kept, and the process that was running loses its cached shadow.
+#    Nobody is killed.  It is safe because the kernel part is the same in every address space
+#    (the assumption of this chapter) and the user part simply faults back in.  Chapter 7 runs it.
+# 3. *Hint:* where did the linear-mode entries come from?  *Answer:* not from the Guest's
+#    tables: in linear mode `demand_page()` makes up an identity mapping for every address,
+#    kernel addresses included.  None of those entries, user or kernel, says what the Guest's
+#    first real tables say, so all must go.
+# 4. *Answer:* worse — the worst possible.  With 5 processes in rotation and 4 slots, the 4
+#    cached ones are the 4 most recently run, so the next one is never cached, and LRU evicts the
+#    one needed right after it: every switch misses (checked below with a small simulation).
+#    Random evicts a process needed soon only some of the time: 398 misses in 1,000.
+#
+# </details>
+
+# %%
+# The numbers in answers 1 and 4, checked.
+from lguest_book import page_tables as pt
+
+def rotation(switches=1000, seed=3):
+    h = Guest(pae=False, seed=seed)
+    procs = [h.new_process(f"p{i}") for i in range(5)]
+    misses = evicted_next = 0
+    for k in range(switches):
+        q, nxt = procs[k % 5], procs[(k + 1) % 5]
+        before = {s.gpgdir for s in h.lg.pgdirs}
+        if pt.find_pgdir(h.lg, q.gpgdir) == 4:
+            misses += 1
+            h.switch_to(q)
+            evicted_next += nxt.gpgdir in before and nxt.gpgdir not in {s.gpgdir for s in h.lg.pgdirs}
+        else:
+            h.switch_to(q)
+    return misses, evicted_next
+assert rotation() == (398, 88)
+
+def lru_misses(switches=1000, slots=4, processes=5):
+    cache, misses = [], 0          # least recently used first
+    for k in range(switches):
+        p = k % processes
+        if p in cache:
+            cache.remove(p)
+        else:
+            misses += 1
+            if len(cache) == slots:
+                cache.pop(0)
+        cache.append(p)
+    return misses
+assert lru_misses() == 1000
 
 # %% [markdown]
 # ### Graded exercise: least recently used instead of random (H:435)
@@ -302,3 +370,9 @@ exercises.check("ch5-lru", lru_victim, hidden=True)
 # - An eviction flushes only the user part: the kernel mappings are shared by all processes —
 #   an assumption the Host trusts, not checks.
 # - The first switch leaves the made-up linear mapping behind for good.
+
+# %% [markdown]
+# ## References
+#
+# - Remzi H. Arpaci-Dusseau and Andrea C. Arpaci-Dusseau, *Operating Systems: Three Easy Pieces* (OSTEP), <https://pages.cs.wisc.edu/~remzi/OSTEP/>, ch. 22 "Beyond Physical Memory: Policies" (random and LRU replacement, and the looping workload that defeats LRU)
+# - Remzi H. Arpaci-Dusseau and Andrea C. Arpaci-Dusseau, *Operating Systems: Three Easy Pieces* (OSTEP), <https://pages.cs.wisc.edu/~remzi/OSTEP/>, Appendix B

@@ -30,7 +30,10 @@
 #   order;
 # - what `guest_pagetable_clear_all()` does, why the Guest must then fault everything back in
 #   ("trapped in amber"), and what survives;
-# - that every page reference taken by a fault is returned by a flush — and how to check it.
+# - that every page reference taken by a fault is returned by a flush — and how to check it;
+# - what the CPU's TLB caches, why lguest's shadow changes need no TLB flush of their own, and
+#   why the shadow tables are the Guest's TLB;
+# - where the user flush is not exact (a kernel that starts inside a top-level entry).
 
 # %%
 from lguest_book.guest import Guest
@@ -83,9 +86,77 @@ print("user, kernel mappings after: ", split(g))
 print("release_pgd calls:", len(t.trace.calls("release_pgd")))
 
 # %% [markdown]
-# 768 calls to release the user part, most of them finding an empty entry.  A loop over
-# hundreds of entries for a flush sounds expensive, but it is a tight loop over one page the
-# Host owns — far cheaper than the faults that follow.
+# 768 calls to release the user part, most of them finding an empty entry.  Is that expensive?
+# Compare it with what follows the flush: the process touches its 8 user pages again, and each
+# one faults back in.  `trace.CallCounter` counts the model's calls on both sides:
+
+# %%
+from lguest_book.trace import CallCounter
+g = busy_guest()
+with CallCounter() as flush_cost:
+    g.flush_user()
+with CallCounter() as refault_cost:
+    refaults = [g.touch(0x08048000 + i * 4096, write=True, user=True) for i in range(8)]
+print("the flush:   one hypercall,", sum(flush_cost.counts.values()), "calls:",
+      flush_cost.counts["release_pgd"], "release_pgd,", flush_cost.counts["release_pte"], "release_pte")
+print("the refaults:", sum(a.faults for a in refaults), "traps into the Host,", sum(refault_cost.counts.values()),
+      "calls:", refault_cost.counts["demand_page"], "demand_page")
+assert flush_cost.counts["release_pgd"] == 768 and refault_cost.counts["demand_page"] == 8
+assert flush_cost.counts["release_pte"] == 1024   # the one present PTE page is scanned whole
+
+# %% [markdown]
+# In calls, the flush is the bigger bill: 768 top-level entries looked at and one PTE page of
+# 1024 entries scanned, against eight runs of `demand_page()`.  But the flush happens inside one
+# hypercall, while each refault is a round trip Guest → Switcher → Host → Guest, and on real
+# hardware such a trip costs far more than reading an entry of a page the Host already has in
+# its cache.  The model counts work but has no clock for traps, so it cannot settle which side
+# costs more on a given machine; what it shows is the shape: the flush is a fixed cost per
+# hypercall (proportional to `kernel_address`'s index, not to how much was mapped), and the
+# refaults cost one trap per page the process uses again.
+
+# %% [markdown]
+# ### When `kernel_address` is not on a top-level boundary
+#
+# The loop stops at `pgd_index(kernel_address)`, and releases whole top-level entries.  That is
+# exact only when the kernel starts on a top-level boundary.  Under PAE a top-level entry covers
+# 1 GiB, and a kernel built with the "3G_OPT" split starts at `0xB0000000`, in the *middle* of
+# entry 2 (`0x80000000`–`0xBFFFFFFF`).  `pgd_index(0xB0000000)` is 2, so the flush releases
+# entries 0 and 1 only: user mappings between `0x80000000` and `0xAFFFFFFF` survive it.  The
+# Guest below clears two of its PTEs in memory (as a kernel does before a batch flush) and asks
+# for the user flush.  *Predict* which shadow entry is left, then run:
+
+# %%
+from lguest_book import fmt
+
+def unaligned_flush(kernel_address):
+    h = Guest(pae=True, seed=1, kernel_address=kernel_address)
+    q = h.new_process("q")
+    h.switch_to(q)
+    for v, n in ((0x90000000, 0x300), (0x08048000, 0x301)):
+        h.map(v, n)
+    for v in (0x90000000, 0x08048000):
+        h.touch(v, user=True)
+    for v in (0x90000000, 0x08048000):
+        h.write_entry(li.walk_guest(h, v)[-1].where, 0)      # the Guest clears its PTE
+    h.flush_user()
+    left = {fmt.vaddr(v): li.walk_shadow(h, v)[-1].present for v in (0x90000000, 0x08048000)}
+    return h, left
+
+for ka in (0xC0000000, 0xB0000000):
+    h, left = unaligned_flush(ka)
+    print(f"kernel_address {fmt.vaddr(ka)}: pgd_index {fmt.index(h.x86.pgd_index(ka))}, shadow entries left after the flush: {left}")
+stale = h.touch(0x90000000, user=True)
+print("the Guest's PTE for 0x90000000:", fmt.entry(h.guest_pte(0x90000000), h.x86), "— yet the access:", stale)
+assert left == {"0x90000000": True, "0x08048000": False}
+assert stale.outcome == "ok" and stale.faults == 0 and h.guest_pte(0x90000000) == 0
+
+# %% [markdown]
+# The Guest unmapped the page, flushed, and can still use it: a stale translation, still holding
+# its page reference.  `page_table_guest_data_init()` checks only that `kernel_address` is below
+# the Switcher.  It is the Guest's own page, so the Host's promises stand; the Guest's own
+# bookkeeping does not (a page it frees and reuses is still reachable through the old address).
+# The same gap lets `new_pgdir()` keep such entries when it reuses a slot.
+# `flaws.flaw("unaligned_kernel_address")` keeps the demonstration.
 
 # %% [markdown]
 # ## Releasing: from a top-level entry down to the pages
@@ -124,15 +195,27 @@ print("after the flush: ", count())
 # it exists.  After the flush the shadow's reference is back; the Launcher's stays.
 
 # %% [markdown]
-# The same accounting for a whole busy Guest, before and after a user flush: every guest page
-# that was pinned by a shadow PTE (count 2) drops back to the Launcher's single reference.
+# The same accounting for a whole busy Guest, before and after a user flush.  The user pages
+# pinned by a shadow PTE (count 2) drop back to the Launcher's single reference; the kernel pages
+# keep theirs, because a user flush leaves every entry above `kernel_address` in place.  The
+# cells check it through `inspect` before drawing:
 
 # %%
 g = busy_guest()
+def counts_by_page(g):
+    """guest page -> reference count of the host frame behind it"""
+    return {who[1]: c for f, (c, who) in li.refcounts(g).items() if who and who[0] == "guest"}
+user_pages = range(0x300, 0x308)
+kernel_pages = [li.compare(g, g.kernel_address + 0x100000 + i * 4096, 1)[0]["guest_frame"] for i in range(8)]
+before = counts_by_page(g)
+assert all(before[n] == 2 for n in user_pages) and all(before[n] == 2 for n in kernel_pages)
 plots.plot_refcounts(g)
 
 # %%
 g.flush_user()
+after = counts_by_page(g)
+assert all(after[n] == 1 for n in user_pages)        # dropped back
+assert all(after[n] == 2 for n in kernel_pages)      # kernel pages stay pinned
 plots.plot_refcounts(g)
 
 # %% [markdown]
@@ -164,8 +247,13 @@ fig = plots.plot_directory_change(before, g, titles=("before FLUSH_TLB(1)", "aft
 assert fig.lguest["after"]["present"] == 2 and fig.lguest["gone"]   # two entries left: the stack's and the Switcher's
 fig
 
+# %%
+stack_pages = {(g.cpu.esp1 - 1 - i * 4096) & ~0xFFF for i in range(g.lg.stack_pages)}
+switcher_pages = {g.host.switcher_addr + i * 4096 for i in range(g.host.TOTAL_SWITCHER_PAGES)}
+assert set(survivors) <= stack_pages | switcher_pages and stack_pages <= set(survivors)
+
 # %% [markdown]
-# Only the stack and the Switcher survive.  The Guest now runs like an insect in amber: every
+# Only the stack and the Switcher survive (the cell above checks it).  The Guest now runs like an insect in amber: every
 # page it touches faults once more, and the shadow grows back page by page.  That is correct,
 # and slow — which is why the Guest kernel should ask for the small flush whenever it can.
 
@@ -205,6 +293,56 @@ console.flush_all()
 console
 
 # %% [markdown]
+# ## The TLB: what the hardware caches, and why lguest rarely has to care
+#
+# A refresher (OSTEP, ch. 19, "Paging: Faster Translations (TLBs)"): the CPU caches translations
+# it has walked — virtual page → frame and rights — in its TLB, and does not notice later
+# changes to the tables.  An OS that changes an entry must flush: `invlpg` drops one address, a
+# load of CR3 drops every entry *except those marked Global* (when the CPU's global-pages feature,
+# PGE, is on).  The tables the CPU walks here are the *shadow* tables, so two caches are in play:
+#
+# 1. **The CPU's TLB, over the shadow tables.**  The Host changes shadow entries only while the
+#    Guest is not running: in a fault, a hypercall, or just before entry.  Every entry into the
+#    Guest goes through the Switcher, which loads the Guest's CR3 (the shadow top level), and
+#    every exit loads the Host's.  So every Guest run starts with no stale non-global entry, and
+#    page_tables.c never issues a flush of its own.  What would break that is a **Global**
+#    entry: it survives the CR3 load, and the Host and the Guest use the same virtual addresses
+#    for different things (both have a kernel above `0xC0000000`).  That is one more reason the
+#    shadow never carries Global (chapter 2) and the per-CPU Switcher entries are built without
+#    it (chapter 7); lguest's host code also turns PGE off on every host CPU while it is loaded
+#    (x86/core.c, `lguest_arch_host_init`).  The one Global entry the model shows, the Switcher's
+#    code page, maps the same page at the same address in both worlds.
+# 2. **The shadow tables, over the Guest's tables.**  To the Guest, the shadow *is* a TLB: a cache
+#    of translations from its own tables, filled on demand by faults.  It goes stale the same way,
+#    and the Guest must flush it the same way — SET_PTE for one entry, SET_PGD for a table,
+#    FLUSH_TLB for the user part or for everything.  The model's MMU has no hardware TLB (the
+#    README says so), so what it can show is this second cache going stale.  *Predict*: the Guest
+#    rewrites a PTE in memory to point at another page and does not tell the Host.  Where does
+#    the next access go?  And after FLUSH_TLB(0)?
+
+# %%
+g = busy_guest()
+v = 0x08048000
+old_frame = li.walk_shadow(g, v)[-1].value >> 12
+g.write_entry(li.walk_guest(g, v)[-1].where, 0x3F0 << 12 | 0x67)   # now guest page 0x3f0, silently
+a1 = g.touch(v, user=True)
+stale = li.walk_shadow(g, v)[-1].value >> 12
+g.flush_user()                                                    # the Guest's "TLB flush"
+a2 = g.touch(v, user=True)
+fresh = li.compare(g, v, 1)[0]
+print(f"before the flush: {a1}, shadow still names host frame {fmt.frame(stale, g.x86)} (guest page 0x300's)")
+print(f"after the flush:  {a2}, guest page {fmt.frame(fresh['guest_frame'], g.x86)} -> host frame {fmt.frame(fresh['host_frame'], g.x86)}")
+assert a1.faults == 0 and stale == old_frame
+assert a2.faults == 1 and fresh["guest_frame"] == 0x3F0 and fresh["host_frame"] != old_frame
+assert not any(e.value & 0x100 for e in li.walk_shadow(g, v))     # and no Global anywhere in the walk
+global_entries = [va for va, pte in li.shadow_mappings(g).items() if pte & 0x100]
+assert global_entries == [g.host.switcher_addr]                   # the Switcher's code page, alone
+
+# %% [markdown]
+# Exactly a stale TLB entry, one level up: the access went to the old page until the Guest
+# flushed.  Nested paging (Bhargava et al., 2008) removes this second cache: the hardware walks
+# the Guest's tables itself, and a guest's own `invlpg` is all it takes.
+#
 # ## Hostile input
 #
 # FLUSH_TLB takes no address, so there is nothing to validate; any non-zero argument is "flush
@@ -234,6 +372,44 @@ print("the access still reaches the old frame:", g.touch(kpage).hpa >> 12 == old
 #    backing guest memory holds more than one reference, except the stack's.
 # 4. Time it: how many `g.touch()` faults does it take to rebuild a process that had 64 pages
 #    mapped, after a full flush?  After a user flush?
+#
+# <details><summary>Hints and answers (open after trying)</summary>
+#
+# 1. *Hint:* `release_all_pagetables()` visits every top-level entry of every allocated slot.
+#    *Answer:* 4 × 1024 = 4096 `release_pgd()` calls without PAE; 4 × 4 = 16 with PAE, and for
+#    each *present* top-level entry `release_pgd()` visits its 512 middle entries: with one
+#    present entry per slot here (the kernel's), 2048 `release_pmd()` calls (checked below).
+# 2. *Answer:* no, not for the shadow: `guest_set_pte()` on a kernel address updates that entry
+#    in every cached top level (chapter 4).  And the CPU's TLB needs nothing from the Guest
+#    either: every entry into the Guest reloads CR3 (the TLB section above).
+# 3. *Answer (one way):* `stack = {...frames of the stack pages...}` and then
+#    `assert all(c == 1 or f in stack for f, (c, who) in li.refcounts(g).items() if who and who[0] == "guest")`.
+# 4. *Answer:* 64 faults both times: the 64 pages are user pages, and both flushes drop every
+#    user entry (checked below; the full flush also drops kernel entries, which this process did
+#    not touch again).
+#
+# </details>
+
+# %%
+# The numbers in answers 1 and 4, checked.
+for pae, (pgds, pmds) in ((False, (4096, 0)), (True, (16, 2048))):
+    h = Guest(pae=pae, seed=1)
+    procs = [h.new_process(f"p{i}") for i in range(4)]
+    for q in procs:
+        h.switch_to(q)
+    with CallCounter() as c6:
+        h.flush_all()
+    assert (c6.counts["release_pgd"], c6.counts["release_pmd"]) == (pgds, pmds)
+for flush in ("flush_all", "flush_user"):
+    h = Guest(pae=False, seed=1, mem_pages=8192)
+    q = h.new_process("p")
+    h.switch_to(q)
+    for i in range(64):
+        h.map(0x08048000 + i * 4096, 0x300 + i)
+    for i in range(64):
+        h.touch(0x08048000 + i * 4096, user=True)
+    getattr(h, flush)()
+    assert sum(h.touch(0x08048000 + i * 4096, user=True).faults for i in range(64)) == 64
 
 # %% [markdown]
 # ### Graded exercise: flush the user part (H:445)
@@ -275,4 +451,19 @@ exercises.check("ch6-flush-user", flush_user_mappings, hidden=True)
 #   and the Switcher re-mapped.
 # - `release_pgd()`/`release_pmd()` free PTE pages and, through `release_pte()`, give back every
 #   page reference a fault took.
-# - A flush is cheap; the faults that follow are not.
+# - A user flush costs a fixed loop over the top-level entries below `kernel_address` (768
+#   without PAE), whatever was mapped; the refaults that follow cost one trap per page used
+#   again.  The model counts both; which is dearer depends on the hardware's trap cost.
+# - The shadow tables are, to the Guest, what a TLB is to a native kernel: a cache of its own
+#   tables that it must tell the Host to drop (SET_PTE, SET_PGD, FLUSH_TLB).  The CPU's own TLB
+#   needs no help from page_tables.c, because every entry into the Guest loads CR3.
+# - The user flush is exact only when `kernel_address` is on a top-level boundary: under PAE
+#   with a kernel at `0xB0000000` it leaves user entries of the 1 GiB entry it shares with the
+#   kernel (`unaligned_kernel_address`).
+
+# %% [markdown]
+# ## References
+#
+# - Remzi H. Arpaci-Dusseau and Andrea C. Arpaci-Dusseau, *Operating Systems: Three Easy Pieces* (OSTEP), <https://pages.cs.wisc.edu/~remzi/OSTEP/>, ch. 19 "Paging: Faster Translations (TLBs)"
+# - Intel® 64 and IA-32 Architectures Software Developer's Manual, Vol. 3A, ch. 4 "Paging" (4.7 on page-fault error codes, 4.10 on caching translations)
+# - Ravi Bhargava, Benjamin Serebrin, Francesco Spadini and Srilatha Manne, "Accelerating Two-Dimensional Page Walks for Virtualized Systems", ASPLOS 2008 — nested paging and the cost of its two-dimensional walk

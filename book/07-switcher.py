@@ -63,8 +63,37 @@ switcher_view(g)
 plots.plot_directory(g)
 
 # %% [markdown]
-# The red square is the Switcher's top-level slot — present in every shadow top level.
-#
+# The Switcher's top-level slot is the last entry of the picture (index `0x3ff` without PAE).
+# It is present in every shadow top level the Guest has run on since boot — here only the
+# current one: `allocate_switcher_mapping()` fills it in before a top level is used, and
+# `switcher_mapped` records that it did.  Its flags may surprise you: the entry is *user* and
+# *writable*, and the picture colours it with that category.  That is not a hole.  The Host
+# builds the entry with the most permissive flags a Guest directory entry may carry
+# (`allocate_switcher_mapping()` passes `CHECK_GPGD_MASK`, which without PAE is `_PAGE_TABLE`:
+# present, writable, user, accessed, dirty), and on x86 a directory entry's rights are only an
+# upper bound:
+# the CPU grants an access only if *every* level of the walk allows it.  The PTEs below are all
+# kernel-only, and all read-only except the Guest's own register page (below).  What keeps the
+# Guest *out* is not these bits but the Host's refusals: `demand_page()` never maps an address at
+# or above `switcher_addr`, and `guest_set_pte()` kills a Guest that tries to set one.  The
+# cell checks each of these statements through `inspect`:
+
+# %%
+top = li.shadow_table(g)[g.x86.pgd_index(g.host.switcher_addr)]
+assert top.index == 0x3FF and top.present and {"U", "RW"} <= set(top.flags)
+for slot, pgdir in enumerate(g.lg.pgdirs):           # present exactly where it was mapped
+    if pgdir.pgdir:
+        assert li.walk_shadow(g, g.host.switcher_addr, slot)[0].present == pgdir.switcher_mapped, slot
+assert sum(p.switcher_mapped for p in g.lg.pgdirs) == 1 and g.lg.pgdirs[li.current_slot(g)].switcher_mapped
+regs_pages = {g.host.switcher_addr + 4096 + cpu * 2 * 4096 for cpu in range(g.host.nr_cpus)}
+for i in range(g.host.TOTAL_SWITCHER_PAGES):         # every PTE below: kernel-only, and
+    va = g.host.switcher_addr + i * 4096             # read-only unless a register page
+    spte = li.walk_shadow(g, va)[-1].value
+    assert not spte & 0x4 and (not spte & 0x2 or va in regs_pages)
+from lguest_book import fmt
+print("top-level index", fmt.index(top.index), "flags", "|".join(top.flags))
+
+# %% [markdown]
 # After boot, only the code page is mapped.  That is `allocate_switcher_mapping()`'s work: it
 # makes sure a shadow PTE page exists for *every* Switcher page (so that later lookups never
 # need to allocate), and maps the code page read-only and kernel-only.
@@ -183,6 +212,44 @@ print("the Guest died of:         ", h.dead)
 # Two calls to `kill_guest()`, one death: `find_spte()` reports the failed allocation first, and
 # `guest_new_pagetable()` adds its own complaint, which is ignored — only the first reason is
 # kept.
+#
+# ### And `map_switcher_in_guest()` on that dead Guest?
+#
+# The dead Guest's current slot has `switcher_mapped` false, and `map_switcher_in_guest()` begins
+# with a `BUG_ON` of exactly that: were it called, the Host would oops.  It is not called:
+# core.c's run loop checks that the Guest is still alive after its hypercalls and before it
+# enters the Guest (the model's `hypercalls.enter_guest` does the same), so a Guest killed by a
+# failed allocation never reaches the Switcher again; only teardown follows.  The cell shows both
+# halves: the loop refuses to enter, and a direct call — what would happen without that check —
+# hits the `BUG_ON`.  (If instead the *first* allocation fails, the new top level's own page,
+# `new_pgdir()` quietly keeps using the current slot and nobody dies: the last lines.)
+
+# %%
+from lguest_book.host import KernelOops
+h = Guest(pae=False, seed=1, prandom=[1, 1, 2] + [0] * 50)
+p = h.new_process("p")
+h.host.fail_allocations(1, after=2)        # the top level and the stack's PTE page succeed
+h.switch_to(p)
+slot = h.lg.pgdirs[h.cpu.cpu_pgd]
+print("dead:", h.dead, "| switcher_mapped:", slot.switcher_mapped)
+print("enter_guest:", hc.enter_guest(h.cpu), "| host oopses:", h.host.oopses)
+try:
+    pt.map_switcher_in_guest(h.cpu, None)
+    direct = "returned"
+except KernelOops as err:
+    direct = f"KernelOops: {err}"
+print("called anyway:", direct)
+assert h.dead and not slot.switcher_mapped and not hc.enter_guest(h.cpu) and h.host.oopses == []
+assert direct.startswith("KernelOops")
+
+h2 = Guest(pae=False, seed=1, prandom=[1, 1, 2] + [0] * 50)
+p2 = h2.new_process("p")
+before = h2.cpu.cpu_pgd
+h2.host.fail_allocations(1)                # the new top level's own page fails
+h2.switch_to(p2)
+print("first allocation fails: dead:", h2.dead, "| slot kept:", h2.cpu.cpu_pgd == before,
+      "| it now shadows p:", h2.lg.pgdirs[h2.cpu.cpu_pgd].gpgdir == p2.gpgdir)
+assert h2.dead is None and h2.cpu.cpu_pgd == before and h2.lg.pgdirs[before].gpgdir == p2.gpgdir
 
 # %% [markdown]
 # ## Exercises
@@ -197,6 +264,41 @@ print("the Guest died of:         ", h.dead)
 #    documents this, and guess why the C kept it.
 # 4. Why does the register page need `RW` but the state page must not have it?  What could a
 #    Guest do with a writable IDT?
+#
+# <details><summary>Hints and answers (open after trying)</summary>
+#
+# 1. *Answer:* 1 + 2 × 4 = 9 pages from `0xFFE00000`.  They must fit in 2 MiB because the
+#    Switcher's mapping is one PTE page of the shadow (under PAE a PTE page covers 2 MiB, the last
+#    middle entry), allocated once by `allocate_switcher_mapping()`.
+# 2. *Answer:* 2, 1, 1, 1: the first entry after boot finds `last_host_cpu == -1` and clears
+#    every CPU's pair (two CPUs here); each move then clears only the pair of the CPU it left.  A
+#    switch to a *new* top level starts again at −1, so the next entry clears both pairs again
+#    (checked below).
+# 3. *Answer:* the docstring of the model's `map_switcher_in_guest` says so.  A guess, not a
+#    fact: the caller (x86/core.c) has this CPU's `lguest_pages` at hand and passes it, perhaps
+#    from a time the function used it; today it recomputes the addresses from `switcher_addr` and
+#    the CPU number.
+# 4. *Answer:* the Switcher saves the Guest's registers into the register page on every exit,
+#    while the Guest's shadow tables are still loaded, so it must be writable there.  The state
+#    page holds the IDT, GDT and TSS the Switcher loads; a Guest that could write the IDT could
+#    point the Host's interrupt and trap gates at code of its own, which the CPU would then run
+#    with full privilege: the whole machine.
+#
+# </details>
+
+# %%
+# The numbers in answers 1 and 2, checked.
+from lguest_book.trace import CallCounter
+hp = Guest(pae=True, nr_cpus=4, seed=1)
+assert (hp.host.switcher_addr, hp.host.TOTAL_SWITCHER_PAGES) == (0xFFE00000, 9)
+h = Guest(pae=False, nr_cpus=2, seed=1)
+removals = []
+for cpu in (0, 1, 0, 1):
+    h.host.current_cpu = cpu
+    with CallCounter() as c7:
+        h.touch(0xC0000000)
+    removals.append(c7.counts["remove_switcher_percpu_map"])
+assert removals == [2, 1, 1, 1]
 
 # %% [markdown]
 # ### Graded exercise: unmap another CPU's Switcher pages (H:481)
@@ -241,3 +343,11 @@ exercises.check("ch7-remove-percpu", remove_switcher_percpu_map, hidden=True)
 # - `last_host_cpu` makes the common case (same CPU, same slot) free.
 # - The Guest cannot fault in, set, or write the Switcher's pages — but SET_PGD can still
 #   unmap it in a slot that is not current, and that crashes the Host.
+# - A Guest killed by a failed allocation is left with `switcher_mapped` false, which would trip
+#   `map_switcher_in_guest()`'s `BUG_ON`; core.c's liveness check means it never runs again.
+
+# %% [markdown]
+# ## References
+#
+# - The lguest documentation in Linux 4.7: `Documentation/virtual/lguest/lguest.txt`, <https://elixir.bootlin.com/linux/v4.7/source/Documentation/virtual/lguest/lguest.txt>, and the narrative of `drivers/lguest/` itself, <https://elixir.bootlin.com/linux/v4.7/source/drivers/lguest/>
+# - Rusty Russell, "lguest: Implementing the little Linux hypervisor", Proceedings of the Linux Symposium (OLS) 2007

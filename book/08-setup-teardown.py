@@ -177,6 +177,34 @@ pt.guest_pa(g.cpu, 0x08048000)
 print("and guest_pa() on it kills:", g.dead)
 
 # %% [markdown]
+# ### Under PAE, an address beyond 4 GiB
+#
+# A PAE PTE can name a frame above 4 GiB.  `__guest_pa()` returns the address in an
+# `unsigned long` — 32 bits — and computes it as `pte_pfn(gpte) * PAGE_SIZE`, also in 32 bits,
+# so the high bits are simply lost: frame `0x100300` (4 GiB + 3 MiB) comes back as guest-physical
+# `0x300…`, an ordinary page of the Guest's memory.  `__guest_pa()` does not check the frame
+# against `pfn_limit` either (only `demand_page()` does, through `check_gpte()`), so the Host's
+# later read through that address succeeds, on the wrong page.  *Predict* both results, then
+# run:
+
+# %%
+gp = Guest(pae=True, seed=1)
+q = gp.new_process("q")
+gp.switch_to(q)
+gp.map(0x08048000, 0x300)
+gp.write_entry(li.walk_guest(gp, 0x08048000)[-1].where, 0x100300 << 12 | 0x27)   # frame 4 GiB + 0x300 pages
+ok, pa = pt.__guest_pa(gp.cpu, 0x08048123)
+from lguest_book import fmt
+print(f"__guest_pa: ok={ok}, paddr={fmt.paddr(pa, gp.x86)}   (the true address would be {fmt.paddr(0x100300 << 12 | 0x123, gp.x86)})")
+print("demand_page on the same PTE:", gp.touch(0x08048000, user=True), "—", gp.dead)
+assert ok and pa == 0x300123 and gp.dead == "bad page table entry"
+
+# %% [markdown]
+# The Guest only fools itself (the address it gets names its own page 0x300), so no Host promise
+# is broken; but the two walks of the same PTE disagree — `demand_page()` kills, `__guest_pa()`
+# answers.
+
+# %% [markdown]
 # ## Tearing down
 #
 # When the Launcher closes the Guest, `free_guest_pagetable()` releases every shadow entry of
@@ -243,6 +271,36 @@ scrubber
 #    callers?  Why or why not?
 # 4. Use `flaws.FLAWS` to find a flaw that makes the teardown check above fail, and run its demo
 #    followed by `g.shutdown()` and a reference-count comparison.
+#
+# <details><summary>Hints and answers (open after trying)</summary>
+#
+# 1. *Hint:* in linear mode the "Guest PTE" is made up from the address itself.  *Answer:* the
+#    made-up PTE names frame `0x7F000`, beyond both `pfn_limit` (`0x1000`) and `device_limit`
+#    (`0x1100`): not I/O, so `check_gpte()` kills the Guest with `bad page table entry`
+#    (checked below).
+# 2. *Answer:* `top = ~0xFF800000 + 1` is `0x800000` (8 MiB, the top 2048 pages).  In 64 bits the
+#    intermediate value is `0xFFFFFFFF00800000`, but `top` is a `u32`, so only `0x800000` is kept
+#    — the same answer.  It matters because it is the size of the hole the Guest must leave at
+#    the top of its address space: "4 GiB minus `switcher_addr`".
+# 3. *Answer:* no: the Host uses it to read the Guest's memory *for* the Host's own purposes (the
+#    instruction at `eip`, the stack it pushes a trap frame onto), with the Host's rights and
+#    through `lgread()`'s bounds check, so no Host protection depends on the Guest's U or RW bits.
+#    It could mislead the Host only about the Guest's own memory (see the PAE case above).
+# 4. *Answer:* `double_release` (the count falls to 0 while the Launcher still maps the page) and
+#    `pinned_not_present` (a count stays above 1 after teardown).
+#
+# </details>
+
+# %%
+# The answers 1, 2 and 4, checked.
+from lguest_book import flaws
+h = Guest(pae=False, seed=1, boot=False)
+assert h.touch(0x7F000000).outcome == "killed" and h.dead == "bad page table entry"
+assert (h.lg.pfn_limit, h.lg.device_limit) == (0x1000, 0x1100)
+assert (~0xFF800000 + 1) & 0xFFFFFFFF == 0x800000 and (~0xFF800000 + 1) & (2**64 - 1) == 0xFFFFFFFF00800000
+assert flaws.flaw("double_release").demo(False)["refs_after_teardown"] == 0
+pinned = flaws.flaw("pinned_not_present").demo(False)
+assert pinned["refs_after_teardown"] > pinned["expected_after_teardown"]
 
 # %% [markdown]
 # ### Graded exercise: guest-virtual to guest-physical (H:500)
@@ -294,5 +352,12 @@ exercises.check("ch8-guest-pa", __guest_pa, hidden=True)
 # - A new Guest starts in linear mode on one shadow top level, with the Switcher mapped.
 # - INIT tells the Host `kernel_address` and the Guest `reserve_mem` (4 GiB − `switcher_addr`,
 #   in 32 bits); a kernel address in the Switcher's slot is fatal.
-# - `__guest_pa()`/`guest_pa()` walk the Guest's own tables for the Host.
+# - `__guest_pa()`/`guest_pa()` walk the Guest's own tables for the Host; under PAE they cut a
+#   frame above 4 GiB to 32 bits and answer with an ordinary low address.
 # - `free_guest_pagetable()` gives back every page; reference counts prove it.
+
+# %% [markdown]
+# ## References
+#
+# - The lguest documentation in Linux 4.7: `Documentation/virtual/lguest/lguest.txt`, <https://elixir.bootlin.com/linux/v4.7/source/Documentation/virtual/lguest/lguest.txt>, and the narrative of `drivers/lguest/` itself, <https://elixir.bootlin.com/linux/v4.7/source/drivers/lguest/>
+# - Remzi H. Arpaci-Dusseau and Andrea C. Arpaci-Dusseau, *Operating Systems: Three Easy Pieces* (OSTEP), <https://pages.cs.wisc.edu/~remzi/OSTEP/>, Appendix B

@@ -1,7 +1,7 @@
 """The ``lguest-book`` command.
 
     lguest-book tour [--pae]              a guided fault, told step by step
-    lguest-book where NAME                the Python twin of a C function of page_tables.c
+    lguest-book where NAME [--c]          the Python twin of a C function (and its C, live)
     lguest-book trace VADDR [--write] [--user] [--pae]
                                           trace demand_page for one address
     lguest-book flaws [--pae]             show each known flaw of page_tables.c happen
@@ -114,9 +114,30 @@ def cmd_where(args) -> int:
         path = path.relative_to(Path.cwd())
     except ValueError:
         pass
+    from . import csource
+
     print(f"{name} ({pt.MARKERS[name]}): {path}:{start}")
-    if not args.brief:
+    print(f"C: {csource.where(name)}")
+    for label, link in csource.links(name):
+        print(f"   {label}: {link}")
+    if args.brief:
+        return 0
+    print(csource.authorship_line(name))
+    if not getattr(args, "c", False):
         print("".join(lines), end="")
+        return 0
+    found = csource.c_text(name, getattr(args, "source", None))
+    if found is None or not found.bodies:
+        print(csource.HOW_TO_GET)
+        print("".join(lines), end="")
+        return 0
+    import shutil
+
+    from .notebook import columns
+
+    print(f"C read live from {found.origin}")
+    width = shutil.get_terminal_size((160, 40)).columns
+    print(columns("\n\n".join(found.bodies), "".join(lines).rstrip(), width=max(width, 80)))
     return 0
 
 
@@ -296,6 +317,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("where", help="the Python twin of a C function of page_tables.c")
     p.add_argument("name", help="a C function name, e.g. demand_page")
     p.add_argument("--brief", action="store_true", help="only the file and line")
+    p.add_argument("--c", action="store_true", help="the C beside the Python, read live from a source you have")
+    p.add_argument("--source", help="a page_tables.c (or its cregit text); default: $LGUEST_BOOK_C_SOURCE, "
+                   "else the cregit text beside the repository")
     p.set_defaults(func=cmd_where)
 
     p = sub.add_parser("trace", help="trace demand_page for one address")

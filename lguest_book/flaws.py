@@ -192,6 +192,75 @@ def _demo_stack_pages(pae: bool) -> dict:
     }
 
 
+# --- 7. bit 7 of a 4 KiB PTE is PAT, read as PSE ---------------------------------------------------
+def _demo_pat_is_pse(pae: bool) -> dict:
+    out = {}
+    for label, io in (("ram", False), ("device", True)):
+        g, proc = _user_guest(pae)
+        frame = g.lg.pfn_limit + 1 if io else 0x300
+        pte = frame << 12 | _PAGE_PRESENT | _PAGE_RW | _PAGE_USER | _PAGE_ACCESSED
+        g.set_pte(0x08048000, pte)
+        plain = g.touch(0x08048000, user=True)
+        h, proc = _user_guest(pae)
+        h.set_pte(0x08048000, pte | 0x80)
+        with_pat = h.touch(0x08048000, user=True)
+        out[f"{label}_without_bit7"] = plain.outcome
+        out[f"{label}_with_bit7"] = with_pat.outcome
+        out[f"{label}_with_bit7_killed"] = h.dead
+    return out
+
+
+# --- 8. kernel_address inside a top-level entry ------------------------------------------------------
+def _demo_unaligned_kernel_address(pae: bool) -> dict:
+    """PAE with the 3G_OPT split: kernel_address 0xB0000000 is inside top-level entry 2.  Without
+    PAE the same split is on a 4 MiB boundary, and the user flush is exact."""
+    ka = 0xB0000000
+    g = Guest(pae=pae, seed=1, kernel_address=ka)
+    proc = g.new_process("q")
+    g.switch_to(proc)
+    v = 0x90000000 if pae else 0xAFC00000
+    g.map(v, 0x300)
+    g.touch(v, user=True)
+    g.write_entry(li.walk_guest(g, v)[-1].where, 0)  # the Guest clears its PTE, then flushes
+    g.flush_user()
+    left = li.walk_shadow(g, v)[-1].present
+    access = g.touch(v, user=True)
+    return {
+        "kernel_address": ka,
+        "pgd_index": g.x86.pgd_index(ka),
+        "on_boundary": ka % g.x86.PGDIR_SIZE == 0,
+        "user_vaddr": v,
+        "guest_pte_after": g.guest_pte(v),
+        "shadow_left_after_flush": left,
+        "access_after_flush": access.outcome,
+        "faults": access.faults,
+    }
+
+
+# --- 9. NX never reaches a shadow PTE -----------------------------------------------------------------
+def _demo_nx_dropped(pae: bool) -> dict:
+    """On a host that supports NX: the Guest's NX bit, through both ways a shadow PTE is made,
+    against the Host's own per-CPU Switcher entry."""
+    from .x86 import _PAGE_NX_BIT
+
+    g = Guest(pae=pae, seed=1, host_nx=True)
+    proc = g.new_process("p")
+    g.switch_to(proc)
+    nx = _PAGE_NX_BIT if pae else 0
+    fault_pte = g.map(0x08048000, 0x300, flags=nx, accessed=False)
+    g.touch(0x08048000, user=True)                     # made by demand_page
+    g.map(0x08049000, 0x301, flags=nx, accessed=True)  # made by __guest_set_pte's shortcut
+    regs = li.walk_shadow(g, g.host.switcher_addr + PAGE_SIZE)[-1].value
+    return {
+        "host_supports_nx": g.x86.host_nx,
+        "guest_pte_nx": bool(fault_pte & nx) if nx else None,
+        "guest_pte_after_fault_nx": bool(g.guest_pte(0x08048000) & nx) if nx else None,
+        "shadow_from_fault_nx": bool(li.walk_shadow(g, 0x08048000)[-1].value & nx) if nx else None,
+        "shadow_from_shortcut_nx": bool(li.walk_shadow(g, 0x08049000)[-1].value & nx) if nx else None,
+        "host_regs_page_nx": bool(regs & nx) if nx else None,
+    }
+
+
 FLAWS = (
     Flaw(
         "set_pgd_bound",
@@ -263,6 +332,42 @@ FLAWS = (
         "busy for four billion pin_page() calls.  The model stops after 2**20 of them, when the "
         "addresses have wrapped once and nothing more can change.",
         _demo_stack_pages,
+    ),
+    Flaw(
+        "pat_is_pse",
+        "bit 7 of a 4 KiB PTE is read as PSE: the PAT bit kills, and I/O pages lose their exit",
+        "check_gpte and gpte_in_iomem (H:330)",
+        "a guest's legitimate mappings work (it only harms itself)",
+        "In a PTE, bit 7 is PAT (a memory-type index bit), not PSE; _PAGE_PSE has bit 7's value, so "
+        "check_gpte() kills the guest for any PTE that uses PAT, and gpte_in_iomem() says 'not I/O' "
+        "for a device page with the bit, which then fails check_gpte() on its frame as well: the "
+        "access that the Launcher would have emulated kills the guest instead.  The host is not "
+        "harmed.",
+        _demo_pat_is_pse,
+    ),
+    Flaw(
+        "unaligned_kernel_address",
+        "a user flush misses the user part of the top-level entry that holds kernel_address",
+        "flush_user_mappings (H:445), used by guest_pagetable_flush_user and new_pgdir",
+        "a guest's TLB flush drops every user translation (the guest's own bookkeeping)",
+        "flush_user_mappings() releases whole top-level entries below pgd_index(kernel_address).  "
+        "Under PAE an entry covers 1 GiB, and a kernel at 0xB0000000 (the 3G_OPT split) starts "
+        "inside entry 2, so user mappings from 0x80000000 to 0xAFFFFFFF survive the flush, and a "
+        "reused slot keeps them.  page_table_guest_data_init() only checks kernel_address against "
+        "the Switcher.  The stale entries name the guest's own pages, so the host is not harmed.",
+        _demo_unaligned_kernel_address,
+    ),
+    Flaw(
+        "nx_dropped",
+        "under PAE the Guest's NX bit never reaches the shadow PTE, even on a host with NX",
+        "gpte_to_spte (H:340)",
+        "a guest's own page protections are kept (only the guest is harmed)",
+        "gpte_to_spte() keeps the flags in an unsigned long, 32 bits, so NX (bit 63) and the "
+        "other high bits of a PAE entry are cut off before pfn_pte() sees them.  On a host without "
+        "NX pfn_pte() would strip it anyway; on a host with NX the Guest's non-executable pages "
+        "become executable in the shadow, while the Host's own entries (the per-CPU register "
+        "page, __PAGE_KERNEL) keep NX.  Without PAE there is no NX bit.",
+        _demo_nx_dropped,
     ),
 )
 

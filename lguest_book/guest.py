@@ -110,6 +110,7 @@ class Guest:
     :param seed: seed of ``prandom_u32`` (new_pgdir's victim); or pass ``prandom``: a
         sequence of 32-bit values (or a :class:`~lguest_book.lguest.PrandomSource`).
     :param boot: run the boot sequence (INIT, build and load swapper, set the stack).
+    :param host_nx: a host CPU that supports NX (with PAE; by default the host has none).
     """
 
     def __init__(
@@ -127,8 +128,9 @@ class Guest:
         seed: int = 0,
         prandom=None,
         boot: bool = True,
+        host_nx: bool = False,
     ):
-        self.x86 = layout_for(pae)
+        self.x86 = layout_for(pae, host_nx=host_nx)
         self._walk = mmu.walk_pae if pae else mmu.walk_2level
         self._Access = AccessPAE if pae else Access
         _check_int("mem_pages", mem_pages, FIRST_FREE_PFN + 16, 1 << 20)

@@ -14,9 +14,10 @@ reads like the C.  Flag values are the real x86 bit values.
 Arithmetic follows the C on a 32-bit machine: ``unsigned long`` is 32 bits (``ulong`` below),
 a non-PAE entry is 32 bits, a PAE entry 64 bits.
 
-The modelled host CPU supports global pages (PGE) but not NX.  So ``__supported_pte_mask``
-keeps every bit except NX, and ``pfn_pte`` strips NX from present protections (under PAE; the
-non-PAE build has no NX bit at all).
+The modelled host CPU supports global pages (PGE) but, by default, not NX.  So
+``__supported_pte_mask`` keeps every bit except NX, and ``pfn_pte`` strips NX from present
+protections (under PAE; the non-PAE build has no NX bit at all).  ``layout_for(True,
+host_nx=True)`` (``Guest(pae=True, host_nx=True)``) models a host that supports NX instead.
 """
 
 from __future__ import annotations
@@ -88,10 +89,10 @@ class Layout:
         "pae", "name", "levels", "entry_bytes", "entry_mask", "PTRS_PER_PGD", "PTRS_PER_PMD",
         "PTRS_PER_PTE", "ENTRIES_PER_PAGE", "PGDIR_SHIFT", "PMD_SHIFT", "PGDIR_SIZE", "PMD_SIZE",
         "PHYSICAL_MASK_SHIFT", "PTE_PFN_MASK", "PTE_FLAGS_MASK", "PHYSICAL_PMD_PAGE_MASK",
-        "_PAGE_NX", "supported_pte_mask", "CHECK_GPGD_MASK", "phys_mask", "pte_flags", "pgd_flags",
+        "_PAGE_NX", "supported_pte_mask", "CHECK_GPGD_MASK", "phys_mask", "pte_flags", "pgd_flags", "host_nx",
     )
 
-    def __init__(self, pae: bool):
+    def __init__(self, pae: bool, host_nx: bool = False):
         self.pae = pae
         self.name = "PAE" if pae else "non-PAE"
         self.levels = 3 if pae else 2
@@ -113,8 +114,10 @@ class Layout:
         # pmd_pfn_mask() for a large-page PMD: the frame is PMD_SIZE aligned.
         self.PHYSICAL_PMD_PAGE_MASK = physical_mask & ~(self.PMD_SIZE - 1)
         self._PAGE_NX = _PAGE_NX_BIT if pae else 0
-        # The host CPU: global pages yes, NX no.
-        self.supported_pte_mask = self.entry_mask & ~self._PAGE_NX
+        # The host CPU: global pages yes; NX only if asked for (a host that supports NX, which
+        # only a PAE build can use: the non-PAE entry has no NX bit).
+        self.host_nx = bool(host_nx and pae)
+        self.supported_pte_mask = self.entry_mask if self.host_nx else self.entry_mask & ~self._PAGE_NX
         # page_tables.c: what a Guest PGD entry may contain.
         self.CHECK_GPGD_MASK = _PAGE_PRESENT if pae else _PAGE_TABLE
         self.phys_mask = physical_mask  # phys_addr_t: 32 bits without PAE, 64 (44 used) with
@@ -225,9 +228,13 @@ class Layout:
 
 NONPAE = Layout(pae=False)
 PAE = Layout(pae=True)
+PAE_NX_HOST = Layout(pae=True, host_nx=True)  # the PAE layout on a host CPU that supports NX
 
 
-def layout_for(pae: bool) -> Layout:
+def layout_for(pae: bool, host_nx: bool = False) -> Layout:
+    """The layout; ``host_nx=True`` picks a host CPU that supports NX (matters only with PAE)."""
     if not isinstance(pae, bool):
         raise TypeError(f"pae must be True or False, not {pae!r}")
+    if pae and host_nx:
+        return PAE_NX_HOST
     return PAE if pae else NONPAE

@@ -14,7 +14,8 @@ LAYOUTS = [pytest.param(False, id="nonpae"), pytest.param(True, id="pae")]
 def test_catalogue_is_complete_and_named():
     keys = [f.key for f in flaws.FLAWS]
     assert keys == ["set_pgd_bound", "double_release", "switcher_oops", "writable_not_dirty",
-                    "pinned_not_present", "stack_pages"]
+                    "pinned_not_present", "stack_pages", "pat_is_pse", "unaligned_kernel_address",
+                    "nx_dropped"]
     with pytest.raises(KeyError, match="no flaw called 'nope'"):
         flaws.flaw("nope")
 
@@ -81,3 +82,37 @@ def test_stack_pages_are_pinned_after_the_kill(pae):
     assert ev["killed"] == "bad stack pages 64"
     assert ev["pages_pinned_anyway"] == ev["pages_asked"] == 64
     assert ev["model_stops_after"] == 2**20
+
+
+@pytest.mark.parametrize("pae", LAYOUTS)
+def test_pat_bit_kills_and_device_pages_lose_their_exit(pae):
+    ev = flaws.flaw("pat_is_pse").demo(pae)
+    assert ev["ram_without_bit7"] == "ok" and ev["device_without_bit7"] == "mmio"
+    assert ev["ram_with_bit7"] == ev["device_with_bit7"] == "killed"
+    assert ev["ram_with_bit7_killed"] == ev["device_with_bit7_killed"] == "bad page table entry"
+
+
+def test_unaligned_kernel_address_leaves_user_entries_after_a_flush_under_pae():
+    ev = flaws.flaw("unaligned_kernel_address").demo(True)
+    assert ev["pgd_index"] == 2 and not ev["on_boundary"]
+    assert ev["guest_pte_after"] == 0 and ev["shadow_left_after_flush"]
+    assert ev["access_after_flush"] == "ok" and ev["faults"] == 0
+
+
+def test_unaligned_kernel_address_is_exact_without_pae():
+    ev = flaws.flaw("unaligned_kernel_address").demo(False)
+    assert ev["on_boundary"] and not ev["shadow_left_after_flush"]
+    assert ev["access_after_flush"] == "guest-fault"
+
+
+def test_nx_never_reaches_a_shadow_pte_even_on_an_nx_host():
+    ev = flaws.flaw("nx_dropped").demo(True)
+    assert ev["host_supports_nx"] and ev["guest_pte_nx"] and ev["guest_pte_after_fault_nx"]
+    assert not ev["shadow_from_fault_nx"] and not ev["shadow_from_shortcut_nx"]
+    assert ev["host_regs_page_nx"]  # the Host's own entry keeps it
+
+
+def test_nx_host_choice_is_only_a_host_property():
+    from lguest_book.x86 import PAE, layout_for
+    assert layout_for(True) is PAE and layout_for(True, host_nx=True).host_nx
+    assert not layout_for(False, host_nx=True).host_nx  # no NX bit without PAE
