@@ -1,0 +1,329 @@
+"""A whole class on JupyterHub, end to end on 127.0.0.1 in Debian's Chromium (Playwright).
+
+`lguest-book classroom hub` makes two students and an instructor (real unix users), starts the
+hub (LocalProcessSpawner, configurable-http-proxy from npm); then: each student logs in and
+runs a chapter cell of the student book in their own home; a student asking for the other's
+server gets 403; a student's kernel cannot read the other's home, the instructor's course or
+the exchange's inbox; the instructor's formgrader opens inside JupyterLab; the instructor
+releases an assignment through nbgrader's exchange, a student fetches, answers and submits
+it, the instructor collects and autogrades it to full marks.  Everything stops and the users
+are removed, even on failure.  Needs root; the class environment is made (once) in
+/opt/lguest-book/hub-env.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from lguest_book import _e2e, classroom, hub
+from lguest_book import page_tables as pt
+
+STUDENTS = ["lgbt-alice", "lgbt-bob"]
+INSTRUCTOR = "lgbt-teacher"
+CHAPTER = "01-helpers.ipynb"
+ASSIGNMENT = "ch01"
+TIMEOUT_MS = 150_000
+
+
+def _why_skip() -> str | None:
+    if os.geteuid() != 0:
+        return "needs root: students are real unix users (useradd) and the hub spawns their servers as them"
+    for tool in ("useradd", "userdel", "runuser"):
+        if shutil.which(tool) is None:
+            return f"{tool} is not installed"
+    if _e2e.chromium_path() is None:
+        return "Debian's chromium is not installed (scripts/bootstrap test installs it)"
+    if not Path(hub.SYSTEM_PYTHON).exists():
+        return f"{hub.SYSTEM_PYTHON} is missing: the class environment is made from the system python"
+    if shutil.which("npm") is None and not hub.proxy_command(Path(hub.DEFAULT_ENV)).exists():
+        return "npm is missing: the hub's proxy, configurable-http-proxy, comes from npm"
+    try:
+        import playwright  # noqa: F401
+    except ImportError:
+        return "playwright is not installed (pip install -e .[test])"
+    return None
+
+
+def _free_ports(n: int = 3) -> int:
+    """The first of ``n`` consecutive free ports on 127.0.0.1."""
+    for _ in range(50):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            base = s.getsockname()[1]
+        if base + n > 65535:
+            continue
+        try:
+            socks = []
+            for k in range(n):
+                t = socket.socket()
+                socks.append(t)
+                t.bind(("127.0.0.1", base + k))
+            return base
+        except OSError:
+            continue
+        finally:
+            for t in socks:
+                t.close()
+    raise RuntimeError("no block of free ports")
+
+
+def _as_user(name: str, script: str, timeout: float = 240) -> subprocess.CompletedProcess:
+    """Run a shell script as unix user ``name``, in their home, with the class environment."""
+    home = f"/home/{name}"
+    env = ["env", "-i", f"HOME={home}", f"USER={name}", f"LOGNAME={name}", "LANG=C.UTF-8",
+           f"PATH={hub.DEFAULT_ENV}/bin:/usr/bin:/bin"]
+    return subprocess.run(["runuser", "-u", name, "--", *env, "bash", "-c", f"cd ~ && {script}"],
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def _ok(done: subprocess.CompletedProcess, what: str) -> str:
+    assert done.returncode == 0, f"{what} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    return done.stdout + done.stderr
+
+
+def _login(browser, base: str, name: str, password: str):
+    """Log ``name`` in; the spawn starts and continues while we do something else."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    page.goto(f"{base}/hub/login")
+    page.fill("#username_input", name)
+    page.fill("#password_input", password)
+    page.click("#login_submit")
+    return page
+
+
+def _lab_ready(page, base: str, name: str) -> None:
+    page.wait_for_url(f"{base}/user/{name}/lab**")
+    page.wait_for_function("() => window.jupyterapp && window.jupyterapp.started !== undefined")
+    page.wait_for_function("() => document.querySelector('.jp-LabShell') !== null")
+
+
+KERNEL_IDLE = (
+    "() => { const w = window.jupyterapp.shell.currentWidget;"
+    " return w && w.sessionContext && w.sessionContext.session && w.sessionContext.session.kernel"
+    " && w.sessionContext.session.kernel.status === 'idle'; }")
+
+
+def _open_notebook(page, path: str) -> None:
+    page.evaluate("p => { window.jupyterapp.commands.execute('docmanager:open', {path: p}); }", path)
+    page.wait_for_function(
+        "p => { const w = window.jupyterapp.shell.currentWidget; return w && w.context && w.context.path === p; }", arg=path)
+    page.wait_for_function(KERNEL_IDLE)
+
+
+def _run_cells(page, indices: list[int], expect: str, cell: int) -> str:
+    """Clear every output, run the given cells, wait until cell ``cell`` shows ``expect``."""
+    page.evaluate("() => { window.jupyterapp.commands.execute('notebook:clear-all-cell-outputs'); }")
+    page.wait_for_function(
+        "() => window.jupyterapp.shell.currentWidget.content.widgets.every("
+        " c => c.model.type !== 'code' || c.model.outputs.length === 0)")
+    for k in indices:
+        page.evaluate(
+            "k => { const nb = window.jupyterapp.shell.currentWidget.content; nb.activeCellIndex = k;"
+            " window.jupyterapp.commands.execute('notebook:run-cell'); }", k)
+    page.wait_for_function(
+        "([k, text]) => { const c = window.jupyterapp.shell.currentWidget.content.widgets[k];"
+        " return c.outputArea && c.outputArea.node.innerText.includes(text); }", arg=[cell, expect])
+    return page.evaluate("k => window.jupyterapp.shell.currentWidget.content.widgets[k].outputArea.node.innerText", cell)
+
+
+def _cell_index(nb_path: Path, needle: str) -> int:
+    cells = nbformat.read(nb_path, 4).cells
+    return next(i for i, c in enumerate(cells) if c.cell_type == "code" and needle in c.source)
+
+
+PROBE = '''\
+import getpass, os
+print("I am", getpass.getuser())
+for what, path in {targets!r}:
+    try:
+        os.listdir(path) if os.path.isdir(path) else open(path).read()
+        print("READ", what)
+    except PermissionError:
+        print("PermissionError", what)
+print("probe done")
+'''
+
+
+def _answer(released: Path, source: Path, out: Path) -> None:
+    """The released notebook with every solution cell filled in from the instructor's source."""
+    src = {c.metadata["nbgrader"]["grade_id"]: c for c in nbformat.read(source, 4).cells
+           if c.metadata.get("nbgrader", {}).get("solution")}
+    nb = nbformat.read(released, 4)
+    for c in nb.cells:
+        gid = c.metadata.get("nbgrader", {}).get("grade_id")
+        if gid in src:
+            c.source = "\n".join(line for line in src[gid].source.splitlines()
+                                 if line.strip() not in ("### BEGIN SOLUTION", "### END SOLUTION"))
+    nbformat.write(nb, out)
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+
+
+def test_a_class_on_jupyterhub_in_chromium():
+    reason = _why_skip()
+    if reason:
+        print(f"\nSKIP: {reason}")
+        pytest.skip(reason)
+    from playwright.sync_api import sync_playwright
+
+    from lguest_book.cli import main
+
+    t0 = time.monotonic()
+    times = {}
+    hub.remove_users([*STUDENTS, INSTRUCTOR], say=lambda *_: None)  # left over by a killed run
+    hub_dir = Path(tempfile.mkdtemp(prefix="lgb-hub-", dir="/tmp"))
+    os.chmod(hub_dir, 0o755)
+    port = _free_ports()
+    base = f"http://127.0.0.1:{port}"
+    args = ["classroom", "hub", str(hub_dir), "--students", ",".join(STUDENTS), "--instructor", INSTRUCTOR,
+            "--auth", "shared", "--port", str(port)]
+    proc = None
+    log = open(hub_dir / "hub.log", "w")
+    try:
+        assert main([*args, "--create-users"]) == 0
+        times["env+config+users"] = time.monotonic() - t0
+        for name in [*STUDENTS, INSTRUCTOR]:
+            assert os.stat(f"/home/{name}").st_mode & 0o777 == 0o700
+        passwords = dict(line.split() for line in (hub_dir / "state" / "shared-passwords").read_text().splitlines())
+        proc = subprocess.Popen([sys.executable, "-m", "lguest_book.cli", *args, "--start"], stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True, cwd=hub_dir)
+        deadline = time.monotonic() + 90
+        while True:
+            assert proc.poll() is None, (hub_dir / "hub.log").read_text()[-3000:]
+            try:
+                with urllib.request.urlopen(f"{base}/hub/api", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, "the hub did not answer in 90 s"
+            time.sleep(0.3)
+        times["hub up"] = time.monotonic() - t0
+
+        nb_path = hub_dir / "student-book" / CHAPTER
+        imports = _cell_index(nb_path, "from lguest_book import page_tables as pt")
+        count = _cell_index(nb_path, "print(len(pt.C_FUNCTIONS)")
+        expect = f"{len(pt.C_FUNCTIONS)} functions:"
+        exchange = hub_dir / "exchange"
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=_e2e.chromium_path(), headless=True,
+                                         args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"])
+            try:
+                teacher = _login(browser, base, INSTRUCTOR, passwords["instructor"])
+                pages = {n: _login(browser, base, n, passwords["students"]) for n in STUDENTS}
+                # The instructor's first login made the course; release an assignment meanwhile.
+                _lab_ready(teacher, base, INSTRUCTOR)
+                course = Path(f"/home/{INSTRUCTOR}/lguest-course")
+                assert (course / "source" / ASSIGNMENT / CHAPTER).exists()
+                release = subprocess.Popen(
+                    ["runuser", "-u", INSTRUCTOR, "--", "env", "-i", f"HOME=/home/{INSTRUCTOR}", f"USER={INSTRUCTOR}",
+                     f"PATH={hub.DEFAULT_ENV}/bin:/usr/bin:/bin", "bash", "-c",
+                     f"cd ~ && nbgrader generate_assignment {ASSIGNMENT} && nbgrader release_assignment {ASSIGNMENT}"],
+                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                times["instructor in lab"] = time.monotonic() - t0
+
+                # Each student finds the book in their home and runs a chapter cell in their own server.
+                for name, page in pages.items():
+                    _lab_ready(page, base, name)
+                    assert Path(f"/home/{name}/lguest-book/{CHAPTER}").exists()
+                    _open_notebook(page, f"lguest-book/{CHAPTER}")
+                    shown = _run_cells(page, [imports, count], expect, count)
+                    assert shown.startswith(expect), shown
+                times["students ran a cell"] = time.monotonic() - t0
+
+                alice, bob = STUDENTS
+                # Alice asks for Bob's server: the hub refuses.
+                other = pages[alice].context.new_page()
+                response = other.goto(f"{base}/user/{bob}/lab")
+                assert response.status == 403, (response.status, other.url)
+                assert f"{bob}" not in other.url or "/hub/" in other.url
+                other.close()
+
+                # Alice's kernel cannot read Bob's home, the course, the inbox, the hub's state.
+                probe = Path(f"/home/{alice}/probe.ipynb")
+                targets = [("bob's notebook", f"/home/{bob}/lguest-book/{CHAPTER}"),
+                           ("the instructor's source", str(course / "source" / ASSIGNMENT / CHAPTER)),
+                           ("the instructor's gradebook", str(course / "gradebook.db")),
+                           ("the exchange inbox", str(exchange / hub.COURSE_ID / "inbound")),
+                           ("the hub's passwords", str(hub_dir / "state" / "shared-passwords"))]
+                nb = nbformat.v4.new_notebook()
+                nb.cells = [nbformat.v4.new_code_cell(PROBE.format(targets=targets))]
+                nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
+                nbformat.write(nb, probe)
+                shutil.chown(probe, alice, alice)
+                _open_notebook(pages[alice], "probe.ipynb")
+                shown = _run_cells(pages[alice], [0], "probe done", 0)
+                assert f"I am {alice}" in shown
+                assert "READ" not in shown, shown
+                for what, _ in targets:
+                    assert f"PermissionError {what}" in shown, shown
+                times["isolation checked"] = time.monotonic() - t0
+
+                # The formgrader opens inside the instructor's JupyterLab and lists the assignment.
+                teacher.evaluate("() => { window.jupyterapp.commands.execute('nbgrader:open-formgrader'); }")
+                frame = teacher.frame_locator("iframe[src*='formgrader']")
+                frame.locator(f"text={ASSIGNMENT}").first.wait_for()
+                times["formgrader shown"] = time.monotonic() - t0
+            finally:
+                browser.close()
+
+        out, _ = release.communicate(timeout=240)
+        assert release.returncode == 0, out
+        assert (exchange / hub.COURSE_ID / "outbound" / ASSIGNMENT / CHAPTER).exists()
+        # Alice fetches the assignment, answers it and submits it through the exchange.
+        _ok(_as_user(alice, f"nbgrader fetch_assignment {ASSIGNMENT}"), "fetch_assignment")
+        fetched = Path(f"/home/{alice}/{ASSIGNMENT}/{CHAPTER}")
+        assert "raise NotImplementedError()" in fetched.read_text()
+        _answer(fetched, course / "source" / ASSIGNMENT / CHAPTER, fetched)
+        shutil.chown(fetched, alice, alice)
+        _ok(_as_user(alice, f"nbgrader submit {ASSIGNMENT}"), "submit")
+        submitted = list((exchange / hub.COURSE_ID / "inbound").iterdir())
+        assert len(submitted) == 1 and submitted[0].name.startswith(f"{alice}+{ASSIGNMENT}+")
+        assert submitted[0].stat().st_uid == hub._user(alice).pw_uid
+        times["fetched and submitted"] = time.monotonic() - t0
+        # The instructor collects and autogrades it: full marks for a right answer.
+        said = _ok(_as_user(INSTRUCTOR, f"cd lguest-course && nbgrader collect {ASSIGNMENT} && nbgrader autograde {ASSIGNMENT}"),
+                   "collect + autograde")
+        assert "cheating attempt" not in said
+        grades = classroom.scores(course, ASSIGNMENT, alice)
+        points = sum(c.metadata["nbgrader"].get("points", 0)
+                     for c in nbformat.read(course / "source" / ASSIGNMENT / CHAPTER, 4).cells
+                     if c.metadata.get("nbgrader", {}).get("grade"))
+        assert points > 0 and grades["total"] == (points, points), grades
+        times["collected and graded"] = time.monotonic() - t0
+    finally:
+        if proc is not None:
+            _stop(proc)
+        log.close()
+        hub_log = (hub_dir / "hub.log").read_text() if (hub_dir / "hub.log").exists() else ""
+        removed = hub.remove_users([*STUDENTS, INSTRUCTOR], say=lambda *_: None)
+        shutil.rmtree(hub_dir, ignore_errors=True)
+        print(f"\nhub test timings (s from start): {json.dumps({k: round(v, 1) for k, v in times.items()})}")
+        print(f"total {time.monotonic() - t0:.1f} s")
+    assert sorted(removed) == sorted([*STUDENTS, INSTRUCTOR])
+    for name in [*STUDENTS, INSTRUCTOR]:
+        assert hub._user(name) is None and not Path(f"/home/{name}").exists()
+    assert "Traceback" not in hub_log, hub_log[-4000:]
