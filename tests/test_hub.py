@@ -260,7 +260,13 @@ def test_a_class_on_jupyterhub_in_chromium():
                 response = other.goto(f"{base}/user/{bob}/lab")
                 assert response.status == 403, (response.status, other.url)
                 assert f"{bob}" not in other.url or "/hub/" in other.url
+                # Students have no formgrader (server or JupyterLab side); their servers keep
+                # JupyterHub's "frame-ancestors 'none'".
+                assert other.goto(f"{base}/user/{alice}/formgrader").status == 404
                 other.close()
+                assert not pages[alice].evaluate("() => window.jupyterapp.commands.hasCommand('nbgrader:open-formgrader')")
+                csp = pages[alice].context.request.get(f"{base}/user/{alice}/lab").headers["content-security-policy"]
+                assert "frame-ancestors 'none'" in csp, csp
 
                 # Alice's kernel cannot read Bob's home, the course, the inbox, the hub's state.
                 probe = Path(f"/home/{alice}/probe.ipynb")
@@ -283,6 +289,8 @@ def test_a_class_on_jupyterhub_in_chromium():
                 times["isolation checked"] = time.monotonic() - t0
 
                 # The formgrader opens inside the instructor's JupyterLab and lists the assignment.
+                csp = teacher.context.request.get(f"{base}/user/{INSTRUCTOR}/formgrader").headers["content-security-policy"]
+                assert csp == "frame-ancestors 'self'", csp
                 teacher.evaluate("() => { window.jupyterapp.commands.execute('nbgrader:open-formgrader'); }")
                 frame = teacher.frame_locator("iframe[src*='formgrader']")
                 frame.locator(f"text={ASSIGNMENT}").first.wait_for()
