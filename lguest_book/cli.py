@@ -285,6 +285,7 @@ def cmd_classroom_hub(args) -> int:
             removed = hub.remove_users([*students, instructor])
             print(f"removed {len(removed)} user(s)")
             return 0
+        hub.check_options(port=args.port, book=args.book, auth=args.auth)
         env = hub.make_env(args.env)
         if args.create_users:
             hub.create_users([instructor, *students], Path(args.dir).resolve() / "state", passwords=args.auth == "pam")

@@ -390,6 +390,18 @@ c.SharedPasswordAuthenticator.admin_password = _pw["instructor"].strip()
 '''
 
 
+def check_options(port: int, book: Path | str, auth: str = "pam") -> Path:
+    """Refuse a bad port, book or authenticator before anything is made."""
+    book = Path(book).resolve()
+    if not any(book.glob("[0-9][0-9]-*.ipynb")):
+        raise HubError(f"--book {book}: no chapter notebook there")
+    if auth not in ("pam", "shared"):
+        raise HubError(f"--auth {auth}: use pam or shared")
+    if not 1 <= port <= 65533:
+        raise HubError(f"--port {port}: not a usable port (the proxy API and the hub take the next two)")
+    return book
+
+
 def write_config(hub_dir: Path | str, students: list[str], instructor: str, *, env: Path | str = DEFAULT_ENV,
                  exchange: Path | str | None = None, ip: str = "127.0.0.1", port: int = 8000, auth: str = "pam",
                  book: Path | str | None = None, args: str = "", say=print) -> Path:
@@ -398,13 +410,7 @@ def write_config(hub_dir: Path | str, students: list[str], instructor: str, *, e
     from .book import BOOK
 
     hub_dir = Path(hub_dir).resolve()
-    book = Path(book or BOOK).resolve()
-    if not any(book.glob("[0-9][0-9]-*.ipynb")):
-        raise HubError(f"--book {book}: no chapter notebook there")
-    if auth not in ("pam", "shared"):
-        raise HubError(f"--auth {auth}: use pam or shared")
-    if not 1 <= port <= 65533:
-        raise HubError(f"--port {port}: not a usable port (the proxy API and the hub take the next two)")
+    book = check_options(port=port, book=book or BOOK, auth=auth)
     exchange = Path(exchange).resolve() if exchange else hub_dir / "exchange"
     hub_dir.mkdir(parents=True, exist_ok=True)
     os.chmod(hub_dir, 0o755)
@@ -421,6 +427,10 @@ def write_config(hub_dir: Path | str, students: list[str], instructor: str, *, e
             f.write(f"students {secrets.token_urlsafe(9)}\ninstructor {secrets.token_urlsafe(32)}\n")
         say(f"shared passwords in {state / 'shared-passwords'} (readable by root only)")
 
+    blocked = _reachable_by_all(book)
+    if blocked is None and os.stat(book).st_mode & stat.S_IROTH:
+        say(f"warning: {book} (the instructor's book, with the solutions) is readable by every user: "
+            f"keep it where students cannot read it (chmod o-rwx)")
     copies = hub_dir / "student-book"
     fresh = hub_dir / "student-book.new"
     shutil.rmtree(fresh, ignore_errors=True)

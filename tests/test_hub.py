@@ -335,3 +335,58 @@ def test_a_class_on_jupyterhub_in_chromium():
     for name in [*STUDENTS, INSTRUCTOR]:
         assert hub._user(name) is None and not Path(f"/home/{name}").exists()
     assert "Traceback" not in hub_log, hub_log[-4000:]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["/tmp/x", "--instructor", "t"], "give the students either as --students alice,bob or as --roster FILE"),
+    (["/tmp/x", "--students", "a", "--roster", "r.txt", "--instructor", "t"], "either as --students"),
+    (["/tmp/x", "--students", "a,Bob!", "--instructor", "t"], "'Bob!' is not a usable unix user name"),
+    (["/tmp/x", "--students", "a,b,a", "--instructor", "t"], "student listed twice: a"),
+    (["/tmp/x", "--students", "a"], "--instructor NAME is required"),
+    (["/tmp/x", "--students", "a,t", "--instructor", "t"], "'t' is both the instructor and a student"),
+    (["--students", "a", "--instructor", "t"], "give DIR, the hub's own folder"),
+    (["/tmp/x", "--roster", "/nonexistent/roster", "--instructor", "t"], "--roster /nonexistent/roster: No such file"),
+    (["/tmp/x", "--students", "a", "--instructor", "t", "--port", "0"], "--port 0: not a usable port"),
+    (["/tmp/x", "--students", "a", "--instructor", "t", "--book", "/tmp"], "--book /tmp: no chapter notebook there"),
+])
+def test_hub_refuses_bad_arguments_in_one_line(argv, message, capsys):
+    from lguest_book.cli import main
+
+    assert main(["classroom", "hub", *argv]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.startswith("classroom hub: ") and err.count("\n") == 1, err
+    assert not Path("/tmp/x").exists()
+
+
+def test_roster_file_and_config_without_root(tmp_path):
+    """The roster file (comments, blank lines) and a written configuration that JupyterHub's
+    own config loader accepts, with the settings the class needs."""
+    (tmp_path / "roster.txt").write_text("# class of 2026\nalice\n\nbob  # late\n")
+    students, instructor = hub.roster(None, str(tmp_path / "roster.txt"), "teacher")
+    assert students == ["alice", "bob"] and instructor == "teacher"
+    top = Path(tempfile.mkdtemp(prefix="lgb-hubcfg-", dir="/tmp"))  # pytest's tmp_path is 0700: no exchange there
+    try:
+        _check_config(top, students, instructor)
+    finally:
+        shutil.rmtree(top, ignore_errors=True)
+
+
+def _check_config(top: Path, students, instructor):
+    from lguest_book import book
+
+    os.chmod(top, 0o755)
+    hub_dir = top / "h"
+    config = hub.write_config(hub_dir, students, instructor, env="/opt/env", port=9000, auth="pam", say=lambda *_: None)
+    text = config.read_text()
+    assert 'c.JupyterHub.authenticator_class = "pam"' in text and 'spawner_class = "localprocess"' in text
+    assert "c.JupyterHub.port = 9000" in text and ":9001" in text and "hub_port = 9002" in text
+    assert os.stat(hub_dir / "state").st_mode & 0o777 == 0o700
+    assert os.stat(hub_dir / "exchange").st_mode & 0o7777 == 0o1777
+    assert sorted(p.name for p in (hub_dir / "student-book").glob("*.ipynb")) == \
+        sorted(p.name for p in book.chapters())
+    for nb in (hub_dir / "student-book").glob("*.ipynb"):
+        assert "BEGIN SOLUTION" not in nb.read_text()
+    student = (hub_dir / "jupyter" / "student" / "jupyter_server_config.py").read_text()
+    assert '"nbgrader.server_extensions.formgrader": False' in student and "frame-ancestors" not in student
+    assert "frame-ancestors 'self'" in (hub_dir / "jupyter" / "instructor" / "jupyter_server_config.py").read_text()
+    compile(text, str(config), "exec")
