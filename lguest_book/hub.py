@@ -197,6 +197,8 @@ def create_users(names: list[str], state: Path, passwords: bool, say=print) -> d
             say(f"unix user {name} exists: kept")
         os.chmod(_user(name).pw_dir, 0o700)
     if passwords and made:
+        state.mkdir(parents=True, exist_ok=True)
+        os.chmod(state, 0o700)
         _run(["chpasswd"], "chpasswd", input="".join(f"{n}:{p}\n" for n, p in made.items()))
         with _private(state / "passwords", "a") as f:
             f.writelines(f"{n} {p}\n" for n, p in made.items())

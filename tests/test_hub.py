@@ -199,7 +199,7 @@ def test_a_class_on_jupyterhub_in_chromium():
     port = _free_ports()
     base = f"http://127.0.0.1:{port}"
     args = ["classroom", "hub", str(hub_dir), "--students", ",".join(STUDENTS), "--instructor", INSTRUCTOR,
-            "--auth", "shared", "--port", str(port)]
+            "--auth", "pam", "--port", str(port)]
     proc = None
     log = open(hub_dir / "hub.log", "w")
     try:
@@ -207,7 +207,8 @@ def test_a_class_on_jupyterhub_in_chromium():
         times["env+config+users"] = time.monotonic() - t0
         for name in [*STUDENTS, INSTRUCTOR]:
             assert os.stat(f"/home/{name}").st_mode & 0o777 == 0o700
-        passwords = dict(line.split() for line in (hub_dir / "state" / "shared-passwords").read_text().splitlines())
+        # PAM, the documented default: each user's own unix password (made by --create-users)
+        passwords = dict(line.split() for line in (hub_dir / "state" / "passwords").read_text().splitlines())
         proc = subprocess.Popen([sys.executable, "-m", "lguest_book.cli", *args, "--start"], stdout=log,
                                 stderr=subprocess.STDOUT, start_new_session=True, cwd=hub_dir)
         deadline = time.monotonic() + 90
@@ -232,8 +233,8 @@ def test_a_class_on_jupyterhub_in_chromium():
             browser = pw.chromium.launch(executable_path=_e2e.chromium_path(), headless=True,
                                          args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"])
             try:
-                teacher = _login(browser, base, INSTRUCTOR, passwords["instructor"])
-                pages = {n: _login(browser, base, n, passwords["students"]) for n in STUDENTS}
+                teacher = _login(browser, base, INSTRUCTOR, passwords[INSTRUCTOR])
+                pages = {n: _login(browser, base, n, passwords[n]) for n in STUDENTS}
                 # The instructor's first login made the course; release an assignment meanwhile.
                 _lab_ready(teacher, base, INSTRUCTOR)
                 course = Path(f"/home/{INSTRUCTOR}/lguest-course")
@@ -274,7 +275,7 @@ def test_a_class_on_jupyterhub_in_chromium():
                            ("the instructor's source", str(course / "source" / ASSIGNMENT / CHAPTER)),
                            ("the instructor's gradebook", str(course / "gradebook.db")),
                            ("the exchange inbox", str(exchange / hub.COURSE_ID / "inbound")),
-                           ("the hub's passwords", str(hub_dir / "state" / "shared-passwords"))]
+                           ("the hub's passwords", str(hub_dir / "state" / "passwords"))]
                 nb = nbformat.v4.new_notebook()
                 nb.cells = [nbformat.v4.new_code_cell(PROBE.format(targets=targets))]
                 nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
