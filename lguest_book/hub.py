@@ -392,6 +392,19 @@ c.SharedPasswordAuthenticator.admin_password = _pw["instructor"].strip()
 '''
 
 
+def write_role_configs(top: Path | str) -> Path:
+    """``top/student`` and ``top/instructor``: each role's JUPYTER_CONFIG_PATH folder."""
+    top = Path(top)
+    for role in ("student", "instructor"):
+        d = top / role
+        (d / "labconfig").mkdir(parents=True, exist_ok=True)
+        extra = SERVER_STUDENT if role == "student" else SERVER_INSTRUCTOR
+        (d / "jupyter_server_config.py").write_text(SERVER_COMMON.format(role=role) + extra)
+        (d / "labconfig" / "page_config.json").write_text(json.dumps(STUDENT_LAB if role == "student" else {}, indent=1) + "\n")
+        _chmod_readable(d)
+    return top
+
+
 def check_options(port: int, book: Path | str, auth: str = "pam") -> Path:
     """Refuse a bad port, book or authenticator before anything is made."""
     book = Path(book).resolve()
@@ -441,13 +454,7 @@ def write_config(hub_dir: Path | str, students: list[str], instructor: str, *, e
     fresh.rename(copies)
     _chmod_readable(copies)
 
-    for role in ("student", "instructor"):
-        d = hub_dir / "jupyter" / role
-        (d / "labconfig").mkdir(parents=True, exist_ok=True)
-        extra = SERVER_STUDENT if role == "student" else SERVER_INSTRUCTOR
-        (d / "jupyter_server_config.py").write_text(SERVER_COMMON.format(role=role) + extra)
-        (d / "labconfig" / "page_config.json").write_text(json.dumps(STUDENT_LAB if role == "student" else {}, indent=1) + "\n")
-        _chmod_readable(d)
+    write_role_configs(hub_dir / "jupyter")
     ensure_exchange(exchange, instructor)
 
     config = hub_dir / "jupyterhub_config.py"
