@@ -124,7 +124,7 @@ def make_env(env: Path | str = DEFAULT_ENV, source: Path = SOURCE, python: str =
     has_source = (source / "pyproject.toml").exists()
     if not singleuser.exists() or (has_source and (not stamp_file.exists() or stamp_file.read_text() != _source_stamp(source))):
         if os.geteuid() != 0 and not os.access(env.parent if not env.exists() else env, os.W_OK):
-            raise HubError(f"--env {env}: cannot create it (run as root, or point --env at an existing environment)")
+            raise HubError(f"--env {env}: cannot create or update it (run as root, or point --env at a ready environment)")
         if not has_source:
             raise HubError(f"--env {env}: not ready, and lguest-book's source tree (pyproject.toml) is not at {source}")
         if not singleuser.exists():
@@ -282,7 +282,7 @@ def ensure_exchange(exchange: Path, instructor: str) -> Path:
     exchange.mkdir(parents=True, exist_ok=True)
     os.chmod(exchange, 0o1777)
     u = _user(instructor)
-    if u is None:
+    if u is None or os.geteuid() != 0:  # the course's folders are made when root runs this (--create-users, login)
         return exchange
     for sub, mode in (("", 0o755), ("outbound", 0o755), ("inbound", 0o2733)):
         p = exchange / COURSE_ID / sub if sub else exchange / COURSE_ID
@@ -322,8 +322,11 @@ c.Exchange.root = {exchange!r}
 '''
 NBGRADER_INSTRUCTOR = '''\
 c.CourseDirectory.root = {root!r}
-# The course's own settings (gradebook, grading) apply wherever nbgrader runs.
-load_subconfig({course_config!r})
+# The course's own settings (gradebook, grading) apply wherever nbgrader runs, the formgrader
+# included; inside the course nbgrader reads them itself (so they are not read twice).
+import os
+if os.path.realpath(os.getcwd()) != os.path.realpath({root!r}):
+    load_subconfig({course_config!r})
 '''
 
 CONFIG = '''\
