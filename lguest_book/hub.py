@@ -139,8 +139,8 @@ def make_env(env: Path | str = DEFAULT_ENV, source: Path = SOURCE, python: str =
             _run([str(env / "bin" / "pip"), "install", "-q", f"{source}[hub]"], f"pip install lguest-book[hub] into {env}")
         else:
             say(f"updating lguest-book in {env} from {source} ...")
-            _run([str(env / "bin" / "pip"), "install", "-q", "--no-deps", "--force-reinstall", str(source)],
-                 f"pip install lguest-book into {env}")
+            # pip always reinstalls a project from a folder; [hub] brings any dependency added since
+            _run([str(env / "bin" / "pip"), "install", "-q", f"{source}[hub]"], f"pip install lguest-book[hub] into {env}")
         stamp_file.write_text(_source_stamp(source))
         _chmod_readable(env)
     if not proxy_command(env).exists():
