@@ -23,11 +23,16 @@
   server lets its own pages frame it (``frame-ancestors 'self'``) so the formgrader shows
   inside JupyterLab (JupyterHub's single-user servers send ``frame-ancestors 'none'``).
 
-At every login :func:`prepare_home` (the spawner's ``pre_spawn_hook``, run by the hub as root)
-sets the home to 0700, copies the student book in (first login), makes the instructor's
-course ``~/lguest-course`` with :func:`lguest_book.classroom.make_course` (first login), and
-writes ``~/.jupyter/nbgrader_config.py`` (course id, exchange; for the instructor the course
-root and the course's own ``nbgrader_config.py``).
+* ``DIR/instructor-book/``: the chapters with their solutions, the instructor's alone (0700),
+  what the course is made from.
+
+At every login :func:`prepare_home` (the spawner's ``pre_spawn_hook``; the hub runs as root)
+sets the home to 0700 and then, in a process running as the user (root never writes in a
+user's home, where a planted symlink could send it elsewhere), copies the student book in
+(first login), makes the instructor's course ``~/lguest-course`` with
+:func:`lguest_book.classroom.make_course` (first login), and writes
+``~/.jupyter/nbgrader_config.py`` (course id, exchange; for the instructor the course root and
+the course's own ``nbgrader_config.py``).
 """
 
 from __future__ import annotations
@@ -377,8 +382,8 @@ c.Spawner.notebook_dir = "~"
 c.Spawner.environment = {{"PATH": str(ENV / "bin") + ":/usr/local/bin:/usr/bin:/bin"}}
 c.Spawner.start_timeout = 180
 c.Spawner.http_timeout = 180
-c.Spawner.pre_spawn_hook = partial(
-    lgb_hub.prepare_home, hub_dir=HUB_DIR, instructor=INSTRUCTOR, exchange=EXCHANGE, book={book!r})
+# At every login: home 0700, the student book / the instructor's course, ~/.jupyter/nbgrader_config.py
+c.Spawner.pre_spawn_hook = partial(lgb_hub.prepare_home, hub_dir=HUB_DIR, instructor=INSTRUCTOR, exchange=EXCHANGE)
 '''
 AUTH_PAM = '''\
 # Each person logs in with their own unix password (PAM).
@@ -449,6 +454,15 @@ def write_config(hub_dir: Path | str, students: list[str], instructor: str, *, e
     if blocked is None and os.stat(book).st_mode & stat.S_IROTH:
         say(f"warning: {book} (the instructor's book, with the solutions) is readable by every user: "
             f"keep it where students cannot read it (chmod o-rwx)")
+    mine = hub_dir / "instructor-book"  # what make_course reads at the instructor's first login
+    shutil.rmtree(mine, ignore_errors=True)
+    mine.mkdir(mode=0o700)
+    os.chmod(mine, 0o700)
+    for nb in sorted(book.glob("[0-9][0-9]-*.ipynb")):
+        shutil.copy(nb, mine / nb.name)
+        os.chmod(mine / nb.name, 0o600)
+    if os.geteuid() == 0 and _user(instructor) is not None:
+        _own_instructor_book(hub_dir, _user(instructor))
     copies = hub_dir / "student-book"
     fresh = hub_dir / "student-book.new"
     shutil.rmtree(fresh, ignore_errors=True)
@@ -463,15 +477,39 @@ def write_config(hub_dir: Path | str, students: list[str], instructor: str, *, e
     config = hub_dir / "jupyterhub_config.py"
     config.write_text(CONFIG.format(
         hub_dir=str(hub_dir), env=str(Path(env).resolve()), students=list(students), instructor=instructor,
-        exchange=str(exchange), ip=ip, port=port, api_port=port + 1, hub_port=port + 2, book=str(book),
+        exchange=str(exchange), ip=ip, port=port, api_port=port + 1, hub_port=port + 2,
         auth=AUTH_PAM if auth == "pam" else AUTH_SHARED, args=args))
     os.chmod(config, 0o644)
     return config
 
 
-def prepare_home(spawner, *, hub_dir, instructor: str, exchange: str, book: str) -> None:
-    """The spawner's pre_spawn_hook (runs in the hub, as root): make the user's home ready."""
-    from . import classroom
+# What a user's own process does in their home at login: the hub (root) never writes there
+# itself, so a symlink a student plants in their home cannot make root write anywhere else.
+HOME_SETUP = r"""
+import json, os, shutil, sys
+from pathlib import Path
+a = json.loads(sys.argv[1])
+home = Path(os.environ["HOME"])
+if a["role"] == "student":
+    if not os.path.lexists(home / "lguest-book"):
+        shutil.copytree(a["student_book"], home / "lguest-book")
+else:
+    course = home / "lguest-course"
+    if not os.path.lexists(course):
+        from lguest_book import classroom
+        classroom.make_course(course, a["book"])
+        os.chmod(course, 0o700)
+(home / ".jupyter").mkdir(exist_ok=True)
+(home / ".jupyter" / "nbgrader_config.py").write_text(a["nbgrader_config"])
+"""
+
+
+async def prepare_home(spawner, *, hub_dir, instructor: str, exchange: str) -> None:
+    """The spawner's pre_spawn_hook: make the user's home ready (see the module's docstring).
+
+    Runs in the hub, as root, for the checks and the modes of the hub's own folders; what
+    goes into the home is written by a process running as the user."""
+    import asyncio
 
     hub_dir = Path(hub_dir)
     name = spawner.user.name
@@ -479,37 +517,39 @@ def prepare_home(spawner, *, hub_dir, instructor: str, exchange: str, book: str)
     if u is None:
         raise RuntimeError(f"no unix user {name!r}: create it (lguest-book classroom hub DIR --create-users)")
     home = Path(u.pw_dir)
-    if not home.is_dir():
-        raise RuntimeError(f"{name}'s home {home} does not exist")
+    st = os.lstat(home) if home.exists() else None
+    if st is None or not stat.S_ISDIR(st.st_mode) or st.st_uid != u.pw_uid:
+        raise RuntimeError(f"{name}'s home {home} is not a folder that {name} owns")
     os.chmod(home, 0o700)  # Debian's useradd makes homes 0755: everyone could read everyone's work
     role = "instructor" if name == instructor else "student"
-    made = []
-    if role == "student":
-        if not (home / "lguest-book").exists():
-            shutil.copytree(hub_dir / "student-book", home / "lguest-book")
-            made.append(home / "lguest-book")
-    else:
-        course = home / "lguest-course"
-        if not course.exists():
-            classroom.make_course(course, book)
-            os.chmod(course, 0o700)
-            made.append(course)
-        ensure_exchange(Path(exchange), instructor)
-    jdir = home / ".jupyter"
-    if not jdir.exists():
-        jdir.mkdir()
-        made.append(jdir)
-    text = NBGRADER_USER.format(course=COURSE_ID, exchange=str(exchange))
+    config = NBGRADER_USER.format(course=COURSE_ID, exchange=str(exchange))
+    job = {"role": role, "student_book": str(hub_dir / "student-book")}
     if role == "instructor":
         course = home / "lguest-course"
-        text += NBGRADER_INSTRUCTOR.format(root=str(course), course_config=str(course / "nbgrader_config.py"))
-    cfg = jdir / "nbgrader_config.py"
-    cfg.write_text(text)
-    made.append(cfg)
-    for top in made:
-        for p in [top, *(top.rglob("*") if top.is_dir() else [])]:
-            os.lchown(p, u.pw_uid, u.pw_gid)
+        config += NBGRADER_INSTRUCTOR.format(root=str(course), course_config=str(course / "nbgrader_config.py"))
+        job["book"] = str(_own_instructor_book(hub_dir, u))
+        ensure_exchange(Path(exchange), instructor)
+    job["nbgrader_config"] = config
+    env = {"HOME": str(home), "USER": name, "LOGNAME": name, "LANG": "C.UTF-8",
+           "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin"}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-I", "-c", HOME_SETUP, json.dumps(job), cwd=str(home), env=env,
+        user=u.pw_uid, group=u.pw_gid, extra_groups=[],
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    out, _ = await asyncio.wait_for(proc.communicate(), timeout=300)
+    if proc.returncode != 0:
+        raise RuntimeError(f"setting up {name}'s home failed: {out.decode(errors='replace')[-2000:]}")
     spawner.environment = {**spawner.environment, "JUPYTER_CONFIG_PATH": str(hub_dir / "jupyter" / role)}
+
+
+def _own_instructor_book(hub_dir: Path, u) -> Path:
+    """``DIR/instructor-book`` (the chapters with their solutions), the instructor's alone (0700)."""
+    book = hub_dir / "instructor-book"
+    for p in [book, *book.rglob("*")]:
+        st = os.lstat(p)
+        if st.st_uid != u.pw_uid:
+            os.lchown(p, u.pw_uid, u.pw_gid)
+    return book
 
 
 # --- running it -----------------------------------------------------------------------------

@@ -324,6 +324,7 @@ def test_a_class_on_jupyterhub_in_chromium():
                 targets = [("bob's notebook", f"/home/{bob}/lguest-book/{CHAPTER}"),
                            ("the instructor's source", str(course / "source" / ASSIGNMENT / CHAPTER)),
                            ("the instructor's gradebook", str(course / "gradebook.db")),
+                           ("the instructor's book", str(hub_dir / "instructor-book" / CHAPTER)),
                            ("the exchange inbox", str(exchange / hub.COURSE_ID / "inbound")),
                            ("the hub's passwords", str(hub_dir / "state" / "passwords"))]
                 nb = nbformat.v4.new_notebook()
@@ -415,6 +416,8 @@ def _check_config(top: Path, students, instructor):
     assert "c.JupyterHub.port = 9000" in text and ":9001" in text and "hub_port = 9002" in text
     assert os.stat(hub_dir / "state").st_mode & 0o777 == 0o700
     assert os.stat(hub_dir / "exchange").st_mode & 0o7777 == 0o1777
+    assert os.stat(hub_dir / "instructor-book").st_mode & 0o777 == 0o700
+    assert "BEGIN SOLUTION" in (hub_dir / "instructor-book" / "03-stack-pinning.ipynb").read_text()
     assert sorted(p.name for p in (hub_dir / "student-book").glob("*.ipynb")) == \
         sorted(p.name for p in book.chapters())
     for nb in (hub_dir / "student-book").glob("*.ipynb"):
