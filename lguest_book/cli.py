@@ -289,6 +289,8 @@ def cmd_classroom_hub(args) -> int:
         env = hub.make_env(args.env)
         if args.create_users:
             hub.create_users([instructor, *students], Path(args.dir).resolve() / "state", passwords=args.auth == "pam")
+        if args.start:
+            hub.check_ready(Path(args.dir), env, students, instructor)
         who = f"--students {','.join(students)}" if args.students else f"--roster {args.roster}"
         shown = f"{who} --instructor {instructor} --auth {args.auth} --port {args.port}"
         config = hub.write_config(args.dir, students, instructor, env=env, exchange=args.exchange, ip=args.ip,
@@ -298,7 +300,6 @@ def cmd_classroom_hub(args) -> int:
               f"instructor {instructor}, {args.auth} login, http://{args.ip}:{args.port}/")
         print(f"  servers run from {env}; exchange {args.exchange or Path(args.dir).resolve() / 'exchange'}")
         if args.start:
-            hub.check_ready(Path(args.dir), env, students, instructor)
             print(f"starting the hub: http://{args.ip}:{args.port}/ (Ctrl-C stops it and every server)")
             hub.start(args.dir, env)
         else:

@@ -554,6 +554,8 @@ def _own_instructor_book(hub_dir: Path, u) -> Path:
 
 # --- running it -----------------------------------------------------------------------------
 def check_ready(hub_dir: Path, env: Path, students: list[str], instructor: str) -> None:
+    """Before --start: root, the users, the proxy."""
+    _need_root("--start")
     missing = [n for n in [*students, instructor] if _user(n) is None]
     if missing:
         raise HubError(f"no unix user {', '.join(missing)}: add --create-users (or useradd them)")

@@ -82,9 +82,13 @@ def _free_ports(n: int = 3) -> int:
     raise RuntimeError("no block of free ports")
 
 
+def _home(name: str) -> Path:
+    return Path(hub._user(name).pw_dir)
+
+
 def _as_user(name: str, script: str, timeout: float = 240) -> subprocess.CompletedProcess:
     """Run a shell script as unix user ``name``, in their home, with the class environment."""
-    home = f"/home/{name}"
+    home = _home(name)
     env = ["env", "-i", f"HOME={home}", f"USER={name}", f"LOGNAME={name}", "LANG=C.UTF-8",
            f"PATH={hub.DEFAULT_ENV}/bin:/usr/bin:/bin"]
     return subprocess.run(["runuser", "-u", name, "--", *env, "bash", "-c", f"cd ~ && {script}"],
@@ -205,7 +209,7 @@ def _round_trip(course: Path, exchange: Path, student: str, times: dict, t0: flo
     assert (exchange / hub.COURSE_ID / "outbound" / ASSIGNMENT / CHAPTER).exists()
     times["released"] = time.monotonic() - t0
     _ok(_as_user(student, f"nbgrader fetch_assignment {ASSIGNMENT}"), "fetch_assignment")
-    fetched = Path(f"/home/{student}/{ASSIGNMENT}/{CHAPTER}")
+    fetched = _home(student) / ASSIGNMENT / CHAPTER
     assert "raise NotImplementedError()" in fetched.read_text()
     _answer(fetched, course / "source" / ASSIGNMENT / CHAPTER, fetched)  # the student's answer
     shutil.chown(fetched, student, student)
@@ -254,12 +258,14 @@ def test_a_class_on_jupyterhub_in_chromium():
     args = ["classroom", "hub", str(hub_dir), "--students", ",".join(STUDENTS), "--instructor", INSTRUCTOR,
             "--auth", "pam", "--port", str(port)]
     proc = None
+    homes = {}
     log = open(hub_dir / "hub.log", "w")
     try:
         assert main([*args, "--create-users"]) == 0
         times["env+config+users"] = time.monotonic() - t0
+        homes.update({name: _home(name) for name in [*STUDENTS, INSTRUCTOR]})
         for name in [*STUDENTS, INSTRUCTOR]:
-            assert os.stat(f"/home/{name}").st_mode & 0o777 == 0o700
+            assert os.stat(_home(name)).st_mode & 0o777 == 0o700
         # PAM, the documented default: each user's own unix password (made by --create-users)
         passwords = dict(line.split() for line in (hub_dir / "state" / "passwords").read_text().splitlines())
         proc = subprocess.Popen([sys.executable, "-m", "lguest_book.cli", *args, "--start"], stdout=log,
@@ -290,7 +296,7 @@ def test_a_class_on_jupyterhub_in_chromium():
                 pages = {n: _login(browser, base, n, passwords[n]) for n in STUDENTS}
                 # The instructor's first login made the course; release an assignment meanwhile.
                 _lab_ready(teacher, base, INSTRUCTOR)
-                course = Path(f"/home/{INSTRUCTOR}/lguest-course")
+                course = _home(INSTRUCTOR) / "lguest-course"
                 assert (course / "source" / ASSIGNMENT / CHAPTER).exists()
                 # ... and nbgrader's round trip runs meanwhile, as each user, while the browser goes on
                 chain = _Background(_round_trip, course, exchange, STUDENTS[0], times, t0)
@@ -299,7 +305,7 @@ def test_a_class_on_jupyterhub_in_chromium():
                 # Each student finds the book in their home and runs a chapter cell in their own server.
                 for name, page in pages.items():
                     _lab_ready(page, base, name)
-                    assert Path(f"/home/{name}/lguest-book/{CHAPTER}").exists()
+                    assert (_home(name) / "lguest-book" / CHAPTER).exists()
                     _open_notebook(page, f"lguest-book/{CHAPTER}")
                     shown = _run_cells(page, [imports, count], expect, count)
                     assert shown.startswith(expect), shown
@@ -320,8 +326,8 @@ def test_a_class_on_jupyterhub_in_chromium():
                 assert "frame-ancestors 'none'" in csp, csp
 
                 # Alice's kernel cannot read Bob's home, the course, the inbox, the hub's state.
-                probe = Path(f"/home/{alice}/probe.ipynb")
-                targets = [("bob's notebook", f"/home/{bob}/lguest-book/{CHAPTER}"),
+                probe = _home(alice) / "probe.ipynb"
+                targets = [("bob's notebook", str(_home(bob) / "lguest-book" / CHAPTER)),
                            ("the instructor's source", str(course / "source" / ASSIGNMENT / CHAPTER)),
                            ("the instructor's gradebook", str(course / "gradebook.db")),
                            ("the instructor's book", str(hub_dir / "instructor-book" / CHAPTER)),
@@ -367,7 +373,7 @@ def test_a_class_on_jupyterhub_in_chromium():
         print(f"total {time.monotonic() - t0:.1f} s")
     assert sorted(removed) == sorted([*STUDENTS, INSTRUCTOR])
     for name in [*STUDENTS, INSTRUCTOR]:
-        assert hub._user(name) is None and not Path(f"/home/{name}").exists()
+        assert hub._user(name) is None and not homes[name].exists()
     assert "Traceback" not in hub_log, hub_log[-4000:]
 
 
