@@ -474,6 +474,9 @@ def write_config(hub_dir: Path | str, students: list[str], instructor: str, *, e
     write_role_configs(hub_dir / "jupyter")
     ensure_exchange(exchange, instructor)
 
+    if ip not in ("127.0.0.1", "localhost", "::1"):
+        say(f"warning: the hub will listen on {ip} over plain HTTP: passwords would cross the network in clear; "
+            f"set c.JupyterHub.ssl_cert and ssl_key in the configuration (or put a TLS proxy in front)")
     config = hub_dir / "jupyterhub_config.py"
     config.write_text(CONFIG.format(
         hub_dir=str(hub_dir), env=str(Path(env).resolve()), students=list(students), instructor=instructor,
