@@ -308,6 +308,10 @@ c = get_config()
 c.LabApp.news_url = None                      # no "Jupyter news" poll: a class may be offline
 c.LabApp.check_for_updates_class = "jupyterlab.NeverCheckForUpdate"
 c.LabApp.expose_app_in_browser = True         # window.jupyterapp, for scripted checks of the class
+# Terminals: the user's shell, not a login shell (Debian's /etc/profile would reset PATH and
+# drop the class environment's bin/, where nbgrader and jupyter are).
+import os
+c.ServerApp.terminado_settings = {{"shell_command": [os.environ.get("SHELL") or "/bin/bash"]}}
 '''
 SERVER_STUDENT = '''\
 # No formgrader or create-assignment for students (its gradebook would be their own, empty one).

@@ -152,6 +152,19 @@ def _cell_index(nb_path: Path, needle: str) -> int:
     return next(i for i, c in enumerate(cells) if c.cell_type == "code" and needle in c.source)
 
 
+TERMINAL_CHECK = """async () => {
+  const t = await window.jupyterapp.serviceManager.terminals.startNew();
+  let out = '';
+  const seen = new Promise(resolve => t.messageReceived.connect((_, msg) => {
+    if (msg.type === 'stdout') { out += msg.content[0]; if (out.includes('END-OF-2')) resolve(); }
+  }));
+  for (let k = 0; k < 300 && t.connectionStatus !== 'connected'; k++) await new Promise(r => setTimeout(r, 100));
+  t.send({type: 'stdin', content: ['command -v nbgrader; echo I-AM-$(whoami); echo END-OF-$((1+1))\\r']});
+  await Promise.race([seen, new Promise(r => setTimeout(r, 60000))]);
+  await t.shutdown();
+  return out;
+}"""
+
 PROBE = '''\
 import getpass, os
 print("I am", getpass.getuser())
@@ -353,6 +366,9 @@ def test_a_class_on_jupyterhub_in_chromium():
                 frame = teacher.frame_locator("iframe[src*='formgrader']")
                 frame.locator(f"text={ASSIGNMENT}").first.wait_for()
                 times["formgrader shown"] = time.monotonic() - t0
+                # A JupyterLab terminal has the class environment's nbgrader on its PATH.
+                shown = teacher.evaluate(TERMINAL_CHECK)
+                assert f"{hub.DEFAULT_ENV}/bin/nbgrader" in shown and "I-AM-" + INSTRUCTOR in shown, shown
             finally:
                 browser.close()
 
