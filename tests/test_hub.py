@@ -377,6 +377,7 @@ def test_a_class_on_jupyterhub_in_chromium():
     finally:
         if proc is not None:
             _stop(proc)
+            times["hub stopped"] = time.monotonic() - t0
         log.close()
         hub_log = (hub_dir / "hub.log").read_text() if (hub_dir / "hub.log").exists() else ""
         ARTIFACT.parent.mkdir(parents=True, exist_ok=True)
@@ -384,6 +385,7 @@ def test_a_class_on_jupyterhub_in_chromium():
         if sys.exc_info()[0] is not None:
             print(f"\n--- the hub's log (tail; all of it in {ARTIFACT}) ---\n{hub_log[-4000:]}")
         removed = hub.remove_users([*STUDENTS, INSTRUCTOR], say=lambda *_: None)
+        times["users removed"] = time.monotonic() - t0
         shutil.rmtree(hub_dir, ignore_errors=True)
         print(f"\nhub test timings (s from start): {json.dumps({k: round(v, 1) for k, v in times.items()})}")
         print(f"total {time.monotonic() - t0:.1f} s")
