@@ -242,6 +242,30 @@ def _round_trip(course: Path, exchange: Path, student: str, times: dict, t0: flo
     return classroom.scores(course, ASSIGNMENT, student), points
 
 
+def _left_running(names: list[str], wait: float) -> dict[str, list[str]]:
+    """The commands still running as these users, after waiting up to ``wait`` s for them to end."""
+    uids = {hub._user(n).pw_uid: n for n in names if hub._user(n)}
+    deadline = time.monotonic() + wait
+    while True:
+        left = {}
+        for p in Path("/proc").iterdir():
+            try:
+                if p.name.isdigit() and p.stat().st_uid in uids:
+                    cmd = (p / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")[:120]
+                    left.setdefault(uids[p.stat().st_uid], []).append(cmd)
+            except OSError:
+                pass
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.2)
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(1)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
 def _stop(proc: subprocess.Popen) -> None:
     if proc.poll() is None:
         os.killpg(proc.pid, signal.SIGTERM)
@@ -378,6 +402,8 @@ def test_a_class_on_jupyterhub_in_chromium():
         if proc is not None:
             _stop(proc)
             times["hub stopped"] = time.monotonic() - t0
+            left = _left_running([*STUDENTS, INSTRUCTOR], wait=10)
+            listening = [p for p in (port, port + 1, port + 2) if _listening(p)]
         log.close()
         hub_log = (hub_dir / "hub.log").read_text() if (hub_dir / "hub.log").exists() else ""
         ARTIFACT.parent.mkdir(parents=True, exist_ok=True)
@@ -389,6 +415,8 @@ def test_a_class_on_jupyterhub_in_chromium():
         shutil.rmtree(hub_dir, ignore_errors=True)
         print(f"\nhub test timings (s from start): {json.dumps({k: round(v, 1) for k, v in times.items()})}")
         print(f"total {time.monotonic() - t0:.1f} s")
+    # the hub stopped every server, kernel and the proxy by itself
+    assert proc is not None and left == {} and listening == [], (left, listening)
     assert sorted(removed) == sorted([*STUDENTS, INSTRUCTOR])
     for name in [*STUDENTS, INSTRUCTOR]:
         assert hub._user(name) is None and not homes[name].exists()
