@@ -331,6 +331,9 @@ c.Exchange.root = {exchange!r}
 '''
 NBGRADER_INSTRUCTOR = '''\
 c.CourseDirectory.root = {root!r}
+# Each submission is filed under the unix user who made it, whoever it claims to be from
+# (nbgrader's own collect only warns "cheating attempt?" and files it under the claimed name).
+c.ExchangeFactory.collect = "lguest_book.hub_exchange.OwnerCheckedCollect"
 # The course's own settings (gradebook, grading) apply wherever nbgrader runs, the formgrader
 # included; inside the course nbgrader reads them itself (so they are not read twice).
 import os

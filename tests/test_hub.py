@@ -215,8 +215,9 @@ class _Background(threading.Thread):
 
 def _round_trip(course: Path, exchange: Path, student: str, times: dict, t0: float):
     """By nbgrader's CLI, each command as its unix user: the instructor generates and releases
-    the assignment, the student fetches, answers and submits it, the instructor collects and
-    autogrades it.  Returns the student's grades and the assignment's points."""
+    the assignment, the student fetches, answers and submits it, the other student submits a
+    blank one under her name, the instructor collects and autogrades: hers keeps full marks,
+    the forged one is filed as its author's.  Returns her grades and the assignment's points."""
     _ok(_as_user(INSTRUCTOR, f"cd lguest-course && nbgrader generate_assignment {ASSIGNMENT}"
                              f" && nbgrader release_assignment {ASSIGNMENT}"), "generate + release")
     assert (exchange / hub.COURSE_ID / "outbound" / ASSIGNMENT / CHAPTER).exists()
@@ -231,14 +232,21 @@ def _round_trip(course: Path, exchange: Path, student: str, times: dict, t0: flo
     assert len(submitted) == 1 and submitted[0].name.startswith(f"{student}+{ASSIGNMENT}+")
     assert submitted[0].stat().st_uid == hub._user(student).pw_uid
     times["fetched and submitted"] = time.monotonic() - t0
+    # The other student then submits the untouched assignment *claiming to be her* (nbgrader's
+    # --student): the newest submission, which stock nbgrader would file as hers.
+    other = next(n for n in STUDENTS if n != student)
+    _ok(_as_user(other, f"nbgrader fetch_assignment {ASSIGNMENT} && nbgrader submit {ASSIGNMENT} --student={student}"),
+        "a submission under another student's name")
     said = _ok(_as_user(INSTRUCTOR, f"cd lguest-course && nbgrader collect {ASSIGNMENT}"
                                     f" && nbgrader autograde {ASSIGNMENT}"), "collect + autograde")
-    assert "cheating attempt" not in said
+    assert f"claims to come from {student} but was submitted by unix user {other}" in said, said[-3000:]
     assert (course / "submitted" / student / ASSIGNMENT / CHAPTER).exists()
     times["collected and graded"] = time.monotonic() - t0
     points = sum(c.metadata["nbgrader"].get("points", 0)
                  for c in nbformat.read(course / "source" / ASSIGNMENT / CHAPTER, 4).cells
                  if c.metadata.get("nbgrader", {}).get("grade"))
+    forged = classroom.scores(course, ASSIGNMENT, other)["total"]
+    assert forged == (0, points), forged  # filed, and graded, as the other student's own
     return classroom.scores(course, ASSIGNMENT, student), points
 
 
