@@ -31,8 +31,8 @@ sets the home to 0700 and then, in a process running as the user (root never wri
 user's home, where a planted symlink could send it elsewhere), copies the student book in
 (first login), makes the instructor's course ``~/lguest-course`` with
 :func:`lguest_book.classroom.make_course` (first login), and writes
-``~/.jupyter/nbgrader_config.py`` (course id, exchange; for the instructor the course root and
-the course's own ``nbgrader_config.py``).
+``~/.jupyter/nbgrader_config.py`` (course id, exchange; for the instructor the course root, the
+course's own ``nbgrader_config.py`` and :class:`lguest_book.hub_exchange.OwnerCheckedCollect`).
 """
 
 from __future__ import annotations
