@@ -339,11 +339,11 @@ def test_a_class_on_jupyterhub_in_chromium():
             try:
                 teacher = _login(browser, base, INSTRUCTOR, passwords[INSTRUCTOR])
                 pages = {n: _login(browser, base, n, passwords[n]) for n in STUDENTS}
-                # The instructor's first login made the course; release an assignment meanwhile.
+                # The instructor's first login made the course; nbgrader's round trip (as each
+                # unix user) runs from now on, beside the browser checks.
                 _lab_ready(teacher, base, INSTRUCTOR)
                 course = _home(INSTRUCTOR) / "lguest-course"
                 assert (course / "source" / ASSIGNMENT / CHAPTER).exists()
-                # ... and nbgrader's round trip runs meanwhile, as each user, while the browser goes on
                 chain = _Background(_round_trip, course, exchange, STUDENTS[0], times, t0)
                 times["instructor in lab"] = time.monotonic() - t0
 
