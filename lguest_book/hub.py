@@ -159,7 +159,15 @@ def make_env(env: Path | str = DEFAULT_ENV, source: Path = SOURCE, python: str =
     blocked = _reachable_by_all(env)
     if blocked:
         raise HubError(f"--env {env}: other users cannot enter {blocked}, so students could not run their servers")
+    for copy in installed_books(env):
+        os.chmod(copy, 0o700)  # a wheel's copy of the instructor's book (solutions): root's alone
     return env
+
+
+def installed_books(env: Path | str) -> list[Path]:
+    """Copies of the book (with its solutions) that an installed lguest-book carries as package
+    data, in the environment every student can read."""
+    return sorted(Path(env).glob("lib/python*/site-packages/lguest_book/_book"))
 
 
 def _chmod_readable(top: Path) -> None:
@@ -420,9 +428,11 @@ def write_role_configs(top: Path | str) -> Path:
     return top
 
 
-def check_options(port: int, book: Path | str, auth: str = "pam") -> Path:
-    """Refuse a bad port, book or authenticator before anything is made."""
-    book = Path(book).resolve()
+def check_options(port: int, book: Path | str | None, auth: str = "pam") -> Path:
+    """Refuse a bad port, book or authenticator before anything is made (no book: the package's)."""
+    from .book import BOOK
+
+    book = Path(book or BOOK).resolve()
     if not any(book.glob("[0-9][0-9]-*.ipynb")):
         raise HubError(f"--book {book}: no chapter notebook there")
     if auth not in ("pam", "shared"):

@@ -378,6 +378,7 @@ def test_a_class_on_jupyterhub_in_chromium():
                            ("the instructor's book", str(hub_dir / "instructor-book" / CHAPTER)),
                            ("the exchange inbox", str(exchange / hub.COURSE_ID / "inbound")),
                            ("the hub's passwords", str(hub_dir / "state" / "passwords"))]
+                targets += [("the installed package's book", str(b / CHAPTER)) for b in hub.installed_books(hub.DEFAULT_ENV)]
                 nb = nbformat.v4.new_notebook()
                 nb.cells = [nbformat.v4.new_code_cell(PROBE.format(targets=targets))]
                 nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
