@@ -276,7 +276,7 @@ def _hub_arguments(p: argparse.ArgumentParser) -> None:
 def cmd_classroom_hub(args) -> int:
     from . import hub
 
-    if args.dir == "lguest-course":  # the default of `classroom course`: a hub needs its own folder
+    if args.dir in (None, "lguest-course"):  # none, or the default of `classroom course`: a hub needs its own folder
         print("classroom hub: give DIR, the hub's own folder (e.g. /srv/lguest-hub)", file=sys.stderr)
         return 2
     try:
