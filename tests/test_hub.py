@@ -313,8 +313,10 @@ def test_a_class_on_jupyterhub_in_chromium():
             assert os.stat(_home(name)).st_mode & 0o777 == 0o700
         # PAM, the documented default: each user's own unix password (made by --create-users)
         passwords = dict(line.split() for line in (hub_dir / "state" / "passwords").read_text().splitlines())
+        # the same lguest-book as this test's (not whichever one the interpreter would find)
+        env = {**os.environ, "PYTHONPATH": str(hub.SOURCE)}
         proc = subprocess.Popen([sys.executable, "-m", "lguest_book.cli", *args, "--start"], stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True, cwd=hub_dir)
+                                stderr=subprocess.STDOUT, start_new_session=True, cwd=hub_dir, env=env)
         deadline = time.monotonic() + 90
         while True:
             assert proc.poll() is None, (hub_dir / "hub.log").read_text()[-3000:]
