@@ -12,6 +12,8 @@
     lguest-book classroom generate|release|collect|autograde|feedback|export|report ...
                                           the course's nbgrader cycle (see --help)
     lguest-book classroom student-copy    self-study copies of the book: solutions stripped
+    lguest-book classroom hub DIR --students a,b --instructor t [--create-users] [--start]
+                                          JupyterHub for a whole class on one machine
     lguest-book practice KIND [--seed N] [--answer]
                                           a practice problem (walk, fault, evict, set_pte)
     lguest-book book sync|execute|check   keep the book's notebooks, twins and outputs
@@ -443,6 +445,67 @@ def _classroom_parsers(steps) -> None:
     q.add_argument("--jobs", type=int, default=0, help="answers graded at once (0: one per CPU)")
     q.add_argument("--keep", help="make the course here and keep it")
     q.set_defaults(func=cmd_classroom)
+    q = steps.add_parser("hub", help="JupyterHub for a whole class on one machine (docs/hub.md)")
+    q.add_argument("dir", nargs="?", help="the hub's own folder, e.g. /srv/lguest-hub")
+    q.add_argument("--book", default=_BOOK_DIR)
+    _hub_arguments(q)
+    q.set_defaults(func=cmd_classroom_hub)
+
+
+def _hub_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of `classroom hub` (see lguest_book/hub.py and docs/hub.md)."""
+    from .hub import DEFAULT_ENV
+
+    g = p.add_argument_group("classroom hub DIR: JupyterHub for a whole class on one machine")
+    g.add_argument("--students", help="the students' unix user names, comma-separated")
+    g.add_argument("--roster", help="a file with one student user name a line (# comments)")
+    g.add_argument("--instructor", help="the instructor's unix user name (hub admin, owns the course)")
+    g.add_argument("--auth", choices=("pam", "shared"), default="pam",
+                   help="pam: each user's own unix password (default); shared: one password for all students")
+    g.add_argument("--ip", default="127.0.0.1", help="where the hub listens (default 127.0.0.1)")
+    g.add_argument("--port", type=int, default=8000, help="public port; the next two are the proxy API and the hub")
+    g.add_argument("--env", default=DEFAULT_ENV, help=f"the environment every server runs from (default {DEFAULT_ENV}; made if missing)")
+    g.add_argument("--exchange", help="nbgrader's exchange folder (default DIR/exchange)")
+    g.add_argument("--create-users", action="store_true", help="useradd the missing users (homes 0700)")
+    g.add_argument("--remove-users", action="store_true", help="stop and userdel -r the users --create-users made, then exit")
+    g.add_argument("--start", action="store_true", help="run the hub in the foreground")
+
+
+def cmd_classroom_hub(args) -> int:
+    from . import hub
+
+    if args.dir in (None, "lguest-course"):  # none, or the default of `classroom course`: a hub needs its own folder
+        print("classroom hub: give DIR, the hub's own folder (e.g. /srv/lguest-hub)", file=sys.stderr)
+        return 2
+    try:
+        students, instructor = hub.roster(args.students, args.roster, args.instructor)
+        if args.remove_users:
+            removed = hub.remove_users([*students, instructor])
+            print(f"removed {len(removed)} user(s)")
+            return 0
+        hub.check_options(port=args.port, book=args.book, auth=args.auth)
+        env = hub.make_env(args.env)
+        if args.create_users:
+            hub.create_users([instructor, *students], Path(args.dir).resolve() / "state", passwords=args.auth == "pam")
+        if args.start:
+            hub.check_ready(Path(args.dir), env, students, instructor)
+        who = f"--students {','.join(students)}" if args.students else f"--roster {args.roster}"
+        shown = f"{who} --instructor {instructor} --auth {args.auth} --port {args.port}"
+        config = hub.write_config(args.dir, students, instructor, env=env, exchange=args.exchange, ip=args.ip,
+                                  port=args.port, auth=args.auth, book=args.book, args=shown)
+        print(f"JupyterHub configuration: {config}")
+        print(f"  {len(students)} students ({', '.join(students[:5])}{', ...' if len(students) > 5 else ''}), "
+              f"instructor {instructor}, {args.auth} login, http://{args.ip}:{args.port}/")
+        print(f"  servers run from {env}; exchange {args.exchange or Path(args.dir).resolve() / 'exchange'}")
+        if args.start:
+            print(f"starting the hub: http://{args.ip}:{args.port}/ (Ctrl-C stops it and every server)")
+            hub.start(args.dir, env)
+        else:
+            print(f"start it: lguest-book classroom hub {args.dir} ... --start")
+    except hub.HubError as err:
+        print(f"classroom hub: {err}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def cmd_classroom(args) -> int:
