@@ -159,3 +159,62 @@ def test_cli_lab(tmp_path, capsys):
     assert main(["lab", "grade", "crash-host", str(tmp_path / "missing.py")]) == 2
     assert main(["lab", "fuzz", "--runs", "5"]) == 0
     assert "random hostile Guests" in capsys.readouterr().out
+
+
+# --- the graded challenge, through real nbgrader ------------------------------------------------
+LAB_HONEST = {
+    "honest-loop": """from lguest_book.x86 import _PAGE_ACCESSED, _PAGE_PRESENT, _PAGE_RW, _PAGE_USER
+
+
+def attack(a):
+    table, data = a.alloc_page(), a.alloc_page()
+    a.poke(table << 12, (data << 12) | _PAGE_PRESENT | _PAGE_RW | _PAGE_USER | _PAGE_ACCESSED)
+    a.switch_to(a.new_process())
+    for i in range(70):
+        a.poke(a.gpgdir() + 4 * i, (table << 12) | 0x067)
+        a.touch(i << 22, user=True)
+""",
+}
+LAB_CHEATS = {
+    "delegates": "from lguest_book import lab\n\ndef attack(a):\n    lab.KNOWN_ATTACKS['amplify'](a)\n",
+    "patches-the-check": "from lguest_book import lab\nlab.check_attack = lambda *a, **k: None\n\ndef attack(a):\n    pass\n",
+    "fakes-the-host": "def attack(a):\n    for f in range(0x8000, 0x8100):\n        a.guest.host.refcount[f] = 1\n",
+    "hangs": "def attack(a):\n    while True:\n        pass\n",
+}
+
+
+@pytest.fixture(scope="module")
+def lab_course(tmp_path_factory):
+    nbformat = pytest.importorskip("nbformat")
+    pytest.importorskip("nbgrader")
+    from lguest_book import classroom
+
+    chapter = next(p for p in classroom.graded_chapters() if p.name.startswith("11-"))
+    course = tmp_path_factory.mktemp("lab") / "course"
+    assert classroom.make_course(course, notebooks=[chapter], time_limit=4.0, timeout=8.0) == ["ch11"]
+    classroom.generate(course, "ch11")
+    released = nbformat.read(course / "release" / "ch11" / chapter.name, 4)
+    answer = next(i for i, c in enumerate(released.cells) if c.metadata.get("nbgrader", {}).get("solution"))
+    for student, source in {**LAB_HONEST, **LAB_CHEATS, "blank": None}.items():
+        nb = nbformat.from_dict(nbformat.reads(nbformat.writes(released), 4))
+        if source is not None:
+            nb.cells[answer].source = source
+        folder = course / "submitted" / student / "ch11"
+        folder.mkdir(parents=True)
+        nbformat.write(nb, folder / chapter.name)
+    classroom.autograde(course, "ch11")
+    return course
+
+
+@pytest.mark.parametrize("student", list(LAB_HONEST))
+def test_an_honest_attack_scores_full_marks_under_nbgrader(lab_course, student):
+    from lguest_book import classroom
+
+    assert classroom.scores(lab_course, "ch11", student)["total"] == (3.0, 3.0)
+
+
+@pytest.mark.parametrize("student", [*LAB_CHEATS, "blank"])
+def test_a_cheating_or_blank_attack_scores_zero_under_nbgrader(lab_course, student):
+    from lguest_book import classroom
+
+    assert classroom.scores(lab_course, "ch11", student)["total"] == (0.0, 3.0)
