@@ -1054,7 +1054,7 @@ def grade_source(challenge: str, source: str, *, function: str = "attack", timeo
     return result
 
 
-__all__ = ["picture", "check_attack", "Attacker", "Step", "PROMISES", "Broken", "CHALLENGES", "Challenge", "attempt", "hints", "replay",
+__all__ = ["picture", "check_attack", "progress_bar", "Attacker", "Step", "PROMISES", "Broken", "CHALLENGES", "Challenge", "attempt", "hints", "replay",
            "shrink", "fuzz", "FuzzReport", "patched", "reattack", "KNOWN_ATTACKS", "grade_source", "random_steps"]
 
 
@@ -1096,3 +1096,19 @@ def hint_ladder(challenge: str = "foreign-put"):
     from .experiments import _Described
 
     return _Described(panel)
+
+
+def progress_bar(total: int, description: str = "fuzzing"):
+    """A progress bar for :func:`fuzz` in a notebook (shown at once; call it with
+    ``(done, total)``).  With ``runs=`` the bar ends full, so a stored notebook shows the same."""
+    import ipywidgets as w
+    from IPython.display import display
+
+    bar = w.IntProgress(value=0, min=0, max=max(1, int(total)), description=description)
+    display(bar)
+
+    def update(done, whole):
+        bar.value = min(bar.max, round(bar.max * done / whole)) if whole else bar.max
+
+    update.widget = bar
+    return update
