@@ -40,6 +40,12 @@ def canon(x, depth: int = 0):
         return x
     if t in (tuple, list):
         return {"seq": [canon(v, depth + 1) for v in x]}
+    # fmt's ints and pointers (they print in hex): their value, read with the base type's own
+    # C methods, so a subclass's overrides (an __eq__ that says yes to everything) play no part.
+    if isinstance(x, int):
+        return int.__add__(x, 0)
+    if isinstance(x, tuple):
+        return {"seq": [canon(v, depth + 1) for v in tuple.__iter__(x)]}
     if t is dict:
         return {"map": [[canon(k, depth + 1), canon(v, depth + 1)] for k, v in x.items()]}
     if isinstance(x, _Raised):

@@ -226,11 +226,11 @@ def _demo_unaligned_kernel_address(pae: bool) -> dict:
     left = li.walk_shadow(g, v)[-1].present
     access = g.touch(v, user=True)
     return {
-        "kernel_address": ka,
-        "pgd_index": g.x86.pgd_index(ka),
+        "kernel_address": fmt.as_vaddr(ka),
+        "pgd_index": fmt.as_index(g.x86.pgd_index(ka)),
         "on_boundary": ka % g.x86.PGDIR_SIZE == 0,
-        "user_vaddr": v,
-        "guest_pte_after": g.guest_pte(v),
+        "user_vaddr": fmt.as_vaddr(v),
+        "guest_pte_after": fmt.as_entry(g.guest_pte(v), g.x86),
         "shadow_left_after_flush": left,
         "access_after_flush": access.outcome,
         "faults": access.faults,

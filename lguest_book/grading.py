@@ -82,7 +82,7 @@ def withheld(exercise_id: str) -> tuple[Path, str | None]:
         return Path(lab.__file__).resolve(), attack.__name__ if attack else None
     ex = _exercises()
     e = ex.EXERCISES[exercise_id]
-    ref = e.reference_impl or ex.reference(e.target)
+    ref = inspect.unwrap(e.reference_impl or ex.reference(e.target))  # the twin, not its checked view
     return Path(inspect.getsourcefile(ref)).resolve(), ref.__name__
 
 

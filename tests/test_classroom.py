@@ -62,7 +62,7 @@ def test_every_chapter_grades_its_own_solution_full_and_the_stub_zero():
             lab_challenge = all(c.exercise.startswith("lab:") for c in checks)
             assert g.ok and ("replayed on a pristine Host" if lab_challenge else "hidden checks ✓") in g.text, (name, g.text)
             assert not st.ok and "NotImplementedError" in st.text, (name, st.text)
-        assert not wrong.ok and "page_writable(0x8049000) after a read: expected False, got True" in wrong.text
+        assert not wrong.ok and "page_writable(0x08049000) after a read: expected False, got True" in wrong.text
     finally:
         grader.close()
 

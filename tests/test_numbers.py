@@ -34,7 +34,7 @@ _NUMBER = re.compile(r"(?<![\w.])(-?0x[0-9a-fA-F]+|-?\d+)(?![\w.])")
 _VADDR_KEYS = {"vaddr", "kernel_address", "switcher_addr", "mem_base", "start", "uaddr"}
 _ENTRY_KEYS = {"value", "pte", "gpte", "spte", "gpgd", "gpmd", "gentry", "spgd", "spmd", "hpa", "gpgdir",
                "addr", "guest", "shadow", "guest_pte", "shadow_pte", "stale_shadow_entry",
-               "guest_pte_after_write", "pgd_flags", "pmd_flags", "where"}
+               "guest_pte_after_write", "guest_pte_after", "pgd_flags", "pmd_flags", "where"}
 _FRAME_KEYS = {"frame", "pfn", "virtpfn", "pgdir", "pfn_limit", "device_limit", "linear_pages", "guest_frame",
                "host_frame", "victim_frame", "last_slot_pte_page", "frame_after_top_level"}
 _INDEX_KEYS = {"index", "offset"}

@@ -21,7 +21,15 @@ def test_two_workers_asking_at_once_build_the_referee_once(tmp_path, monkeypatch
         extract.find_source()
     except FileNotFoundError:
         pytest.skip("page_tables.c not found (shared/seeds beside the repository, or LGUEST_BOOK_C_SOURCE)")
-    monkeypatch.setattr(extract, "ROOT", tmp_path)  # a build folder of its own, empty
+    from lguest_book import locate
+
+    def own_build_dir(*parts):  # a build folder of its own, empty
+        folder = tmp_path.joinpath("build", *parts)
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+
+    monkeypatch.setattr(extract, "ROOT", tmp_path)
+    monkeypatch.setattr(locate, "build_dir", own_build_dir)
     compiles = []
     real_run = subprocess.run
 
