@@ -128,7 +128,7 @@ WIDGETS_SETUP = """\
   var dist = new URL("html-manager", here).href;
   window.__jupyter_widgets_assets_path__ = dist + "/";
   if (window.requirejs && window.requirejs.config) {
-    window.requirejs.config({paths: {"@jupyter-widgets/html-manager/dist": dist}});
+    window.requirejs.config({paths: {"@jupyter-widgets/html-manager/dist": dist, "@jupyter-widgets": dist}});
   }
 })();
 """
@@ -242,5 +242,12 @@ def build(book: Path | str, out: Path | str, *, quiet: bool = True) -> Path:
         for leftover in (".buildinfo", ".buildinfo.bak"):
             (html / leftover).unlink(missing_ok=True)
         (html / ".nojekyll").write_text("")  # GitHub Pages: serve _static/ as it is
+        # Some widget styles (the icons of buttons) ask for their fonts page-relative, under
+        # "@jupyter-widgets/": serve the same font files there too.
+        fonts = html / "@jupyter-widgets"
+        fonts.mkdir(exist_ok=True)
+        for font in (html / "_static" / "vendor" / "html-manager").iterdir():
+            if font.suffix in (".woff", ".woff2", ".ttf", ".eot", ".svg"):
+                shutil.copy(font, fonts / font.name)
         shutil.copytree(html, out, dirs_exist_ok=True)
     return out / "index.html"

@@ -98,9 +98,9 @@ HONEST = {
         "if vaddr >= cpu.lg.host.switcher_addr:\n    return False\nspte = find_spte(cpu, vaddr, False, 0, 0)\n"
         "try:\n    flags = cpu.lg.x86.pte_flags(cpu.lg.host.deref(spte))\nexcept Exception:\n    return False\n"
         "print('checking', hex(vaddr))\nreturn bool(flags & 1) and bool(flags & 2)") + "\n",
-    "honest-copy": body("from lguest_book.page_tables import find_spte, _need_cpu, _need_u32, ULONG_MASK\n"
+    "honest-copy": body("from lguest_book.page_tables import find_spte, ULONG_MASK\n"
                         "from lguest_book.x86 import _PAGE_PRESENT, _PAGE_RW\n\n\n"
-                        "def page_writable(c, address):\n    _need_cpu(c)\n    _need_u32('vaddr', address)\n"
+                        "def page_writable(c, address):\n"
                         "    if address >= c.lg.host.switcher_addr:\n        return False\n"
                         "    entry = find_spte(c, address, False, 0, 0)\n    if entry is None:\n        return False\n"
                         "    f = c.lg.x86.pte_flags(c.lg.host.deref(entry)) & ULONG_MASK\n"
