@@ -16,12 +16,14 @@
 # %% [markdown]
 # # Chapter 2 — Part (i): looking up a fault with `demand_page()`
 #
-# Most shadow entries the Guest uses are born here.  (Shadow paging in general: OSTEP, Appendix B;
-# Adams and Agesen, 2006, call these faults "hidden": the Guest never sees them.)  (Two other places make them: chapter 4's
-# shortcut, when the Guest announces a PTE that already has Accessed or Dirty set, and the Host's
-# own mappings of the Switcher, chapter 7.)  The Guest runs on tables it has never seen; the
-# first touch of a page whose shadow entry does not exist yet faults into the Host, and `demand_page()` (narrative marker
-# **H:330**) decides whether the Guest's *own* tables allow the access.  If they do, it builds
+# Most shadow entries the Guest uses are born here.  (Two other places make them: chapter 4's
+# shortcut, when the Guest announces a PTE that already has Accessed or Dirty set, and the
+# Host's own mappings of the Switcher, chapter 7.)  The CPU runs the Guest on the shadow
+# tables, which the Guest has never seen; the first touch of a page whose shadow entry does not
+# exist yet faults into the Host, and `demand_page()` (narrative marker **H:330**) decides
+# whether the Guest's *own* tables allow the access.  Adams and Agesen (2006) call such faults
+# *hidden*, because the Guest never sees them; OSTEP's Appendix B tells shadow paging in
+# general.  If they do, it builds
 # the missing shadow entry and the Guest never learns anything happened.  If they don't, the
 # fault was the Guest's and goes back to it.
 #
@@ -80,12 +82,19 @@ twin("demand_page")
 # condition in that `if` was true):
 
 # %%
+asked = [(e.label, e.outcome) for e in t.trace.decisions("demand_page")]
+assert not any(yes for _, yes in asked[:-1]) and asked[-1] == ("write back the accessed/dirty bits", True)
 decisions(t.trace, "demand_page")
 
 # %% [markdown]
-# Every test came out "no" — no reason to refuse — except the last one, which writes the
-# Accessed bit back into the Guest's PTE.  Between the refusals and that write-back, the
-# shadow entry was made.  Let us compare the two PTEs now:
+# Every test came out "no" except the last one (the cell checks it).  Nine of them are
+# refusals (the Switcher, an absent or bad top-level entry, an absent PTE, a write to a
+# read-only page, a user touching a kernel page, device memory, a bad PTE, no place for a
+# shadow PTE), and none applied.  The others choose a path: the Guest is not running on the
+# boot-time linear mapping (two tests), nor PAE; the fault is not a write, and the Guest's PTE
+# is not dirty, so the shadow entry will be read-only.  The last test, true, says there are
+# real Guest tables to update: the Accessed bit is written back into the Guest's PTE, just after
+# the shadow entry was made.  Let us compare the two PTEs now:
 
 # %%
 gpte_after = g.guest_pte(VADDR)
@@ -199,8 +208,9 @@ assert not nx_spte & _PAGE_NX_BIT and regs_spte & _PAGE_NX_BIT
 
 # %%
 m = li.compare(g, VADDR, 1)[0]
-print(f"guest frame {m['guest_frame']:#x} -> host frame {m['host_frame']:#x}")
-print(f"the Launcher's page: mem_base/4096 + {m['guest_frame']:#x} = {(g.lg.mem_base >> 12) + m['guest_frame']:#x}")
+print(f"guest frame {fmt.frame(m['guest_frame'], g.x86)} -> host frame {fmt.frame(m['host_frame'], g.x86)}")
+print(f"the Launcher's page: mem_base/4096 + {fmt.frame(m['guest_frame'], g.x86)} = "
+      f"{fmt.frame((g.lg.mem_base >> 12) + m['guest_frame'], g.x86)}")
 print("who owns that host frame:", li.owner(g, m["host_frame"]))
 
 # %% [markdown]
@@ -225,7 +235,7 @@ twin("release_pte")
 twin("find_spte")
 
 # %%
-[(s.level, s.index, f"{s.value:#x}", g.x86.describe(s.value)) for s in li.walk_shadow(g, VADDR)]
+[(s.level, s.index, fmt.entry(s.value, g.x86), g.x86.describe(s.value)) for s in li.walk_shadow(g, VADDR)]
 
 # %% [markdown]
 # ## Step through it yourself
@@ -295,7 +305,7 @@ assert "spmd_addr" in names and "find_spte" in names
 [e.label for e in tp.trace.decisions("demand_page") if e.outcome]
 
 # %%
-[(s.level, s.index, f"{s.value:#x}") for s in li.walk_shadow(gp, VADDR)]
+[(s.level, s.index, fmt.entry(s.value, gp.x86)) for s in li.walk_shadow(gp, VADDR)]
 
 # %% [markdown]
 # The middle level gets its own check, with its own kill: only the flags of an ordinary
@@ -493,6 +503,18 @@ def ex3(accessed):
     h.map(VADDR, 0x300, writable=True, accessed=accessed)
     return first, h.touch(VADDR, write=True, user=True).faults
 assert ex3(True) == (1, 0) and ex3(False) == (1, 1)
+
+# answer 4: no frame, then 2 references, then 1
+h = Guest(pae=False, seed=1)
+q = h.new_process("p")
+h.switch_to(q)
+h.map(VADDR, 0x300, accessed=False)
+assert h.lg.launcher.frames[0x300] == 0 and not [f for f, (_, o) in li.refcounts(h).items() if o == ("guest", 0x300)]
+h.touch(VADDR, user=True)
+backing = h.lg.launcher.frames[0x300]
+assert li.refcounts(h)[backing][0] == 2
+h.flush_user()
+assert li.refcounts(h)[backing][0] == 1
 
 # %% [markdown]
 # ### Graded exercise: make a shadow PTE (H:340)
