@@ -105,6 +105,8 @@ with Tracer() as t:
 print(f"pin_page was called {len(t.trace.calls('pin_page'))} times during the flush")
 print("stack still writable:", [pt.page_writable(g.cpu, v) for v in stack])
 print("the other kernel page:", pt.page_writable(g.cpu, other))
+assert len(t.trace.calls("pin_page")) == 2 and all(pt.page_writable(g.cpu, v) for v in stack)
+assert not pt.page_writable(g.cpu, other)
 
 # %% [markdown]
 # The other way is a switch to a Guest top level that has never been shadowed.  `new_pgdir()`
@@ -118,6 +120,7 @@ with Tracer() as t:
 print("slot now:", li.current_slot(g))
 print("pin_page calls:", len(t.trace.calls("pin_page")))
 print("stack writable in the new top level:", [pt.page_writable(g.cpu, v) for v in stack])
+assert len(t.trace.calls("pin_page")) == 2 and all(pt.page_writable(g.cpu, v) for v in stack)
 
 # %% [markdown]
 # ### When nothing pins it again
