@@ -350,12 +350,13 @@ for call in (lambda: pt.gpgd_addr(g.cpu, -4), lambda: pt.spgd_addr(g.cpu, 9, 0),
 # </details>
 
 # %%
-# The numbers in answers 1 and 2, checked.
+# The numbers in answers 1, 2 and 3, checked.
 assert NONPAE.split(0xC0123456) == {"pgd": 0x300, "pte": 0x123, "offset": 0x456}
 assert PAE.split(0xC0123456) == {"pgd": 3, "pmd": 0, "pte": 0x123, "offset": 0x456}
 assert PAE.pgd_index(0xC0000000) == PAE.pgd_index(0xFFE00000) == 3 and PAE.pmd_index(0xFFE00000) == 0x1FF
 assert gp.host.switcher_addr == 0xFFE00000
 assert NONPAE.pte_index(0x08048000) == 0x48
+assert pt.gpte_addr(g.cpu, gpgd, 0x08048000) == (gpgd >> 12 << 12) + 0x48 * 4   # answer 3
 
 # %% [markdown]
 # ### Graded exercise: where is the Guest's PTE? (H:320)

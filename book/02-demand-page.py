@@ -510,6 +510,9 @@ def ex3(accessed):
     return first, h.touch(VADDR, write=True, user=True).faults
 assert ex3(True) == (1, 0) and ex3(False) == (1, 1)
 
+# answer 2: a kernel write to a read-only device page is the Guest's own fault
+assert attempt(VADDR, (g.lg.pfn_limit + 1) << 12 | 0x21, write=True, user=False) == ("guest-fault", None)
+
 # answer 4: no frame, then 2 references, then 1
 h = Guest(pae=False, seed=1)
 q = h.new_process("p")

@@ -338,7 +338,18 @@ assert gs.dead and gc.dead is None   # the attack killed the script's Guest, not
 # </details>
 
 # %%
-# The number in answer 2, checked.
+# Answers 1 and 2, checked.
+from lguest_book import page_tables as pt
+
+h = Guest(pae=False, seed=1)
+procs = [h.new_process(f"p{i}") for i in range(5)]     # five processes, four slots:
+for q in procs:                                         # one of them is not cached
+    h.switch_to(q)
+uncached = next(q for q in procs if pt.find_pgdir(h.lg, q.gpgdir) == 4)
+with Tracer() as t1:
+    h.map(0x08048000, 0x340, proc=uncached)
+assert not t1.trace.calls("__guest_set_pte") and not t1.trace.writes()
+
 h = Guest(pae=False, seed=1)
 procs = [h.new_process(f"p{i}") for i in range(4)]
 for q in procs:
