@@ -76,8 +76,16 @@ cache(g)
 g.boot()
 print("linear mode:", g.cpu.linear_pages, "   swapper is at", fmt.paddr(g.swapper.gpgdir, g.x86))
 cache(g)
+linear_slot = g.lg.pgdirs[1].pgdir
+present = [j for j in range(g.x86.PTRS_PER_PGD) if g.host.deref(g.host.entry_ptr(linear_slot, j)) & 1]
+print("present entries left in slot 1:", len(present))
+assert not g.cpu.linear_pages and present == []
 
 # %% [markdown]
+# Slot 1 still holds its page and still records top level `0x00000000`, but nothing in it is
+# present any more: the first switch released every entry of every slot, the made-up linear
+# ones included.  The empty slot waits there until `new_pgdir()` picks it.
+#
 # ## `new_pgdir()`: pick a slot, any slot
 #
 # When the Guest switches to a top level no slot shadows, `new_pgdir()` picks a victim with
