@@ -128,6 +128,7 @@ print("shadow PTE:  ", g.x86.describe(li.walk_shadow(g, 0x08048000)[-1].value))
 with Tracer() as t:
     access = g.touch(0x08048000, write=True, user=True)
 print(access)
+assert (access.outcome, access.faults) == ("ok", 1) and li.owner(g, access.hpa >> 12) == ("guest", 0x300)
 print("shadow PTE:  ", g.x86.describe(li.walk_shadow(g, 0x08048000)[-1].value))
 print("host frame", fmt.frame(access.hpa >> 12, g.x86), "is", li.owner(g, access.hpa >> 12))
 

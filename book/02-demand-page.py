@@ -67,6 +67,7 @@ print(f"shadow PTE {li.walk_shadow(g, VADDR)[-1].value:#010x}  (nothing yet)")
 # %%
 with Tracer() as t:
     access = g.touch(VADDR, write=False, user=True)
+assert (access.outcome, access.faults) == ("ok", 1)
 access
 
 # %% [markdown]
