@@ -42,6 +42,7 @@ from lguest_book.notebook import twin, decisions, call_tree
 from lguest_book.trace import Tracer
 from lguest_book import page_tables as pt, plots, widgets
 import lguest_book.inspect as li
+from lguest_book import fmt
 
 # %% [markdown]
 # ## A Guest with one fresh mapping
@@ -56,8 +57,8 @@ init = g.new_process("init")
 g.switch_to(init)
 VADDR = 0x08048000
 gpte = g.map(VADDR, 0x300, accessed=False)
-print(f"guest PTE  {gpte:#010x}  {g.x86.describe(gpte)}")
-print(f"shadow PTE {li.walk_shadow(g, VADDR)[-1].value:#010x}  (nothing yet)")
+print(f"guest PTE  {fmt.entry(gpte, g.x86)}  {g.x86.describe(gpte)}")
+print(f"shadow PTE {fmt.entry(li.walk_shadow(g, VADDR)[-1].value, g.x86)}  (nothing yet)")
 
 # %% [markdown]
 # The Guest told the Host about its new PTE with the SET_PTE hypercall — but because the
@@ -100,8 +101,8 @@ decisions(t.trace, "demand_page")
 # %%
 gpte_after = g.guest_pte(VADDR)
 spte = li.walk_shadow(g, VADDR)[-1].value
-print(f"guest PTE  {gpte_after:#010x}  {g.x86.describe(gpte_after)}")
-print(f"shadow PTE {spte:#010x}  {g.x86.describe(spte)}")
+print(f"guest PTE  {fmt.entry(gpte_after, g.x86)}  {g.x86.describe(gpte_after)}")
+print(f"shadow PTE {fmt.entry(spte, g.x86)}  {g.x86.describe(spte)}")
 assert gpte_after & 0x20 and not gpte_after & 0x40     # Accessed set, Dirty not
 assert not spte & 0x2                                    # shadow is read-only!
 
@@ -124,8 +125,8 @@ with Tracer() as t2:
 gpte_after = g.guest_pte(VADDR)
 spte = li.walk_shadow(g, VADDR)[-1].value
 print(access2)
-print(f"guest PTE  {gpte_after:#010x}  {g.x86.describe(gpte_after)}")
-print(f"shadow PTE {spte:#010x}  {g.x86.describe(spte)}")
+print(f"guest PTE  {fmt.entry(gpte_after, g.x86)}  {g.x86.describe(gpte_after)}")
+print(f"shadow PTE {fmt.entry(spte, g.x86)}  {g.x86.describe(spte)}")
 assert access2.faults == 1 and spte & 0x2 and gpte_after & 0x40
 
 # %% [markdown]
