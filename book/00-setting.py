@@ -65,6 +65,8 @@
 # | 7 | (vi) H:480, H:481, H:501 — mapping the Switcher |
 # | 8 | (vii) H:500, H:508 — setting up and tearing down |
 # | 9 | H:490 and the mysteries M:007–M:009 — why it matters |
+# | 10 | experiments: testing what the comments claim |
+# | 11 | the hostile-guest lab |
 
 # %% [markdown]
 # ## The cast
@@ -89,7 +91,7 @@
 # %%
 from lguest_book.guest import Guest
 from lguest_book.trace import Tracer
-from lguest_book import plots, widgets
+from lguest_book import plots, widgets, fmt
 import lguest_book.inspect as li
 
 g = Guest(pae=False, seed=0)
@@ -126,19 +128,34 @@ print("shadow PTE:  ", g.x86.describe(li.walk_shadow(g, 0x08048000)[-1].value))
 with Tracer() as t:
     access = g.touch(0x08048000, write=True, user=True)
 print(access)
+assert (access.outcome, access.faults) == ("ok", 1) and li.owner(g, access.hpa >> 12) == ("guest", 0x300)
 print("shadow PTE:  ", g.x86.describe(li.walk_shadow(g, 0x08048000)[-1].value))
-print("host frame", hex(access.hpa >> 12), "is", li.owner(g, access.hpa >> 12))
+print("host frame", fmt.frame(access.hpa >> 12, g.x86), "is", li.owner(g, access.hpa >> 12))
 
 # %% [markdown]
 # The Guest's access faulted once; the Host's `demand_page()` found the Guest's PTE, checked it,
 # pinned the host frame backing guest page `0x300`, and wrote a shadow PTE pointing at that
-# frame.  The access then went through.  The whole story took these calls:
+# frame.  The access then went through.  (The shadow PTE also gained Dirty: the access was a
+# write, and chapter 2 explains why a read would have left the shadow read-only.)  The whole
+# story took these calls, in order:
 
 # %%
-[e.func for e in t.trace.calls() if e.func in
- ("demand_page", "find_spte", "gpte_to_spte", "get_pfn", "lgread", "lgwrite", "kill_guest")]
+story = [e.func for e in t.trace.calls() if e.func in
+         ("demand_page", "find_spte", "gpte_to_spte", "get_pfn", "lgread", "lgwrite", "kill_guest")]
+# the first four look-ups happen before the fault, while the Host prepares to enter the Guest
+first = story.index("demand_page")
+assert story[:first] == ["find_spte"] * 4
+assert all(e.func == "map_switcher_in_guest" for e in t.trace.calls() if e.depth == 0 and e.func != "demand_page")
+story
 
 # %% [markdown]
+# The four `find_spte()` calls before `demand_page()` are not part of the fault: every entry
+# into the Guest first runs `map_switcher_in_guest()` (chapter 7), which looks up the shadow
+# entries of the Switcher's two per-CPU pages to refresh them.  Then the Guest runs, faults,
+# and `demand_page()` reads the Guest's top-level entry and PTE (the two `lgread`s), finds the
+# shadow PTE's place (`find_spte`), builds the entry (`gpte_to_spte`, which pins the page with
+# `get_pfn`), and writes Accessed and Dirty back into the Guest's PTE (`lgwrite`).
+#
 # Guest frame and host frame, side by side for the first pages of the program — the Guest's view
 # on the left, the CPU's on the right:
 
@@ -233,7 +250,8 @@ widgets.FaultStepper(fresh, 0x08048000, write=True, user=True)
 #
 # Everything the Guest gives the Host — its page tables, its hypercall arguments — may be
 # malicious.  The Host's answer to anything impossible is to kill the Guest with a reason, and to
-# carry on.  For example, a PTE pointing past the end of the Guest's memory:
+# carry on.  For example, a PTE pointing past the end of the Guest's memory (and past the
+# device pages the Launcher may place just above it, `device_limit`; chapter 2):
 
 # %%
 bad = Guest(pae=False, seed=0)

@@ -37,6 +37,7 @@ from lguest_book.notebook import twin
 from lguest_book.x86 import NONPAE, PAE
 from lguest_book import page_tables as pt, plots, widgets
 import lguest_book.inspect as li
+from lguest_book import fmt
 
 # %% [markdown]
 # ## The seven parts
@@ -161,7 +162,7 @@ vaddr = 0x0804A123
 for L in (NONPAE, PAE):
     print(f"{L.name:8} entries of {L.entry_bytes} bytes; {L.PTRS_PER_PGD} top-level entries of "
           f"{L.PGDIR_SIZE >> 20} MiB; PTE pages of {L.PTRS_PER_PTE}")
-    print(f"         {vaddr:#x} -> {L.split(vaddr)}")
+    print(f"         {fmt.vaddr(vaddr)} -> {L.split(vaddr)}")
 
 # %% [markdown]
 # The same address, split two ways.  Here it is drawn for a running Guest of each kind — the
@@ -217,7 +218,7 @@ twin("spgd_addr")
 
 # %%
 ptr = pt.spgd_addr(g.cpu, g.cpu.cpu_pgd, vaddr)
-print("pointer:", tuple(hex(x) for x in ptr), " value:", hex(g.host.deref(ptr)))
+print("pointer:", fmt.ptr(*ptr, g.x86), " value:", fmt.entry(g.host.deref(ptr), g.x86))
 
 # %%
 twin("spte_addr")
@@ -240,7 +241,7 @@ twin("spmd_addr")
 
 # %%
 ptr = pt.spmd_addr(gp.cpu, gp.host.deref(pt.spgd_addr(gp.cpu, gp.cpu.cpu_pgd, vaddr)), vaddr)
-print("PAE mid-level pointer:", tuple(hex(x) for x in ptr))
+print("PAE mid-level pointer:", fmt.ptr(*ptr, gp.x86))
 try:
     pt.spmd_addr(g.cpu, 0x1067, vaddr)
 except ValueError as err:
@@ -272,8 +273,8 @@ twin("gpte_addr")
 top = pt.gpgd_addr(g.cpu, vaddr)
 gpgd = g.read_entry(top)
 pte_at = pt.gpte_addr(g.cpu, gpgd, vaddr)
-print(f"Guest PGD entry at {top:#x} = {gpgd:#x}")
-print(f"Guest PTE at {pte_at:#x} = {g.read_entry(pte_at):#x}  ({g.x86.describe(g.read_entry(pte_at))})")
+print(f"Guest PGD entry at {fmt.paddr(top, g.x86)} = {fmt.entry(gpgd, g.x86)}")
+print(f"Guest PTE at {fmt.paddr(pte_at, g.x86)} = {fmt.entry(g.read_entry(pte_at), g.x86)}  ({g.x86.describe(g.read_entry(pte_at))})")
 assert [s.where for s in li.walk_guest(g, vaddr)] == [top, pte_at]
 
 # %% [markdown]
@@ -284,7 +285,8 @@ assert [s.where for s in li.walk_guest(g, vaddr)] == [top, pte_at]
 # ## Explore
 #
 # The table explorer shows any table of any cached top level, shadow or Guest.  Pick the PTE
-# level and the address `0x804a000` to see the entry we just used on both sides.
+# level and the address `0x804a000` to see the entry we just used on both sides.  (The
+# explorer's *slot* is the cached top level, one of four the Host keeps: chapter 5.)
 
 # %%
 explorer = widgets.TableExplorer(g)
@@ -296,8 +298,14 @@ print(explorer.detail)
 guest_side = widgets.TableExplorer(g, which="guest")   # a second explorer: the one above stays as shown
 guest_side.select(level="pte", vaddr=vaddr)
 print(guest_side.detail)
+assert "flags P|U|A" in explorer.detail and "flags P|RW|U|A" in guest_side.detail
 
 # %% [markdown]
+# The two entries differ twice.  The frame: guest frame `0x300` on the Guest's side, the host
+# frame behind it on the shadow's.  And the flags: the Guest's PTE is writable (RW), the
+# shadow's is not, because our one access was a *read*; chapter 2 explains why lguest keeps a
+# shadow entry read-only until the Guest's first write.
+#
 # ## Hostile input
 #
 # These helpers do no checking of Guest data themselves: a Guest top level anywhere in the
@@ -317,7 +325,7 @@ for call in (lambda: pt.gpgd_addr(g.cpu, -4), lambda: pt.spgd_addr(g.cpu, 9, 0),
 #
 # 1. Split `0xC0123456` under both layouts by hand, then check with `L.split()`.
 # 2. Under PAE, which PDPT entry covers the kernel at `0xC0000000`, and which PMD entry of it
-#    holds the Switcher at `0xFFE00000`?
+#    holds the Switcher at `0xFFE00000` (a PAE Guest's `switcher_addr`)?
 # 3. Compute the guest-physical address `gpte_addr()` returns for `0x08048000` from the Guest's
 #    PGD entry printed above, without calling it.  Then call it to check.
 # 4. Why can `spgd_addr()` not simply return the entry's *value* instead of a pointer?  Which
@@ -342,11 +350,13 @@ for call in (lambda: pt.gpgd_addr(g.cpu, -4), lambda: pt.spgd_addr(g.cpu, 9, 0),
 # </details>
 
 # %%
-# The numbers in answers 1 and 2, checked.
+# The numbers in answers 1, 2 and 3, checked.
 assert NONPAE.split(0xC0123456) == {"pgd": 0x300, "pte": 0x123, "offset": 0x456}
 assert PAE.split(0xC0123456) == {"pgd": 3, "pmd": 0, "pte": 0x123, "offset": 0x456}
 assert PAE.pgd_index(0xC0000000) == PAE.pgd_index(0xFFE00000) == 3 and PAE.pmd_index(0xFFE00000) == 0x1FF
+assert gp.host.switcher_addr == 0xFFE00000
 assert NONPAE.pte_index(0x08048000) == 0x48
+assert pt.gpte_addr(g.cpu, gpgd, 0x08048000) == (gpgd >> 12 << 12) + 0x48 * 4   # answer 3
 
 # %% [markdown]
 # ### Graded exercise: where is the Guest's PTE? (H:320)

@@ -16,12 +16,14 @@
 # %% [markdown]
 # # Chapter 2 — Part (i): looking up a fault with `demand_page()`
 #
-# Most shadow entries the Guest uses are born here.  (Shadow paging in general: OSTEP, Appendix B;
-# Adams and Agesen, 2006, call these faults "hidden": the Guest never sees them.)  (Two other places make them: chapter 4's
-# shortcut, when the Guest announces a PTE that already has Accessed or Dirty set, and the Host's
-# own mappings of the Switcher, chapter 7.)  The Guest runs on tables it has never seen; the
-# first touch of a page whose shadow entry does not exist yet faults into the Host, and `demand_page()` (narrative marker
-# **H:330**) decides whether the Guest's *own* tables allow the access.  If they do, it builds
+# Most shadow entries the Guest uses are born here.  (Two other places make them: chapter 4's
+# shortcut, when the Guest announces a PTE that already has Accessed or Dirty set, and the
+# Host's own mappings of the Switcher, chapter 7.)  The CPU runs the Guest on the shadow
+# tables, which the Guest has never seen; the first touch of a page whose shadow entry does not
+# exist yet faults into the Host, and `demand_page()` (narrative marker **H:330**) decides
+# whether the Guest's *own* tables allow the access.  Adams and Agesen (2006) call such faults
+# *hidden*, because the Guest never sees them; OSTEP's Appendix B tells shadow paging in
+# general.  If they do, it builds
 # the missing shadow entry and the Guest never learns anything happened.  If they don't, the
 # fault was the Guest's and goes back to it.
 #
@@ -40,6 +42,7 @@ from lguest_book.notebook import twin, decisions, call_tree
 from lguest_book.trace import Tracer
 from lguest_book import page_tables as pt, plots, widgets
 import lguest_book.inspect as li
+from lguest_book import fmt
 
 # %% [markdown]
 # ## A Guest with one fresh mapping
@@ -54,8 +57,8 @@ init = g.new_process("init")
 g.switch_to(init)
 VADDR = 0x08048000
 gpte = g.map(VADDR, 0x300, accessed=False)
-print(f"guest PTE  {gpte:#010x}  {g.x86.describe(gpte)}")
-print(f"shadow PTE {li.walk_shadow(g, VADDR)[-1].value:#010x}  (nothing yet)")
+print(f"guest PTE  {fmt.entry(gpte, g.x86)}  {g.x86.describe(gpte)}")
+print(f"shadow PTE {fmt.entry(li.walk_shadow(g, VADDR)[-1].value, g.x86)}  (nothing yet)")
 
 # %% [markdown]
 # The Guest told the Host about its new PTE with the SET_PTE hypercall — but because the
@@ -65,6 +68,7 @@ print(f"shadow PTE {li.walk_shadow(g, VADDR)[-1].value:#010x}  (nothing yet)")
 # %%
 with Tracer() as t:
     access = g.touch(VADDR, write=False, user=True)
+assert (access.outcome, access.faults) == ("ok", 1)
 access
 
 # %% [markdown]
@@ -80,18 +84,25 @@ twin("demand_page")
 # condition in that `if` was true):
 
 # %%
+asked = [(e.label, e.outcome) for e in t.trace.decisions("demand_page")]
+assert not any(yes for _, yes in asked[:-1]) and asked[-1] == ("write back the accessed/dirty bits", True)
 decisions(t.trace, "demand_page")
 
 # %% [markdown]
-# Every test came out "no" — no reason to refuse — except the last one, which writes the
-# Accessed bit back into the Guest's PTE.  Between the refusals and that write-back, the
-# shadow entry was made.  Let us compare the two PTEs now:
+# Every test came out "no" except the last one (the cell checks it).  Nine of them are
+# refusals (the Switcher, an absent or bad top-level entry, an absent PTE, a write to a
+# read-only page, a user touching a kernel page, device memory, a bad PTE, no place for a
+# shadow PTE), and none applied.  The others choose a path: the Guest is not running on the
+# boot-time linear mapping (two tests), nor PAE; the fault is not a write, and the Guest's PTE
+# is not dirty, so the shadow entry will be read-only.  The last test, true, says there are
+# real Guest tables to update: the Accessed bit is written back into the Guest's PTE, just after
+# the shadow entry was made.  Let us compare the two PTEs now:
 
 # %%
 gpte_after = g.guest_pte(VADDR)
 spte = li.walk_shadow(g, VADDR)[-1].value
-print(f"guest PTE  {gpte_after:#010x}  {g.x86.describe(gpte_after)}")
-print(f"shadow PTE {spte:#010x}  {g.x86.describe(spte)}")
+print(f"guest PTE  {fmt.entry(gpte_after, g.x86)}  {g.x86.describe(gpte_after)}")
+print(f"shadow PTE {fmt.entry(spte, g.x86)}  {g.x86.describe(spte)}")
 assert gpte_after & 0x20 and not gpte_after & 0x40     # Accessed set, Dirty not
 assert not spte & 0x2                                    # shadow is read-only!
 
@@ -114,8 +125,8 @@ with Tracer() as t2:
 gpte_after = g.guest_pte(VADDR)
 spte = li.walk_shadow(g, VADDR)[-1].value
 print(access2)
-print(f"guest PTE  {gpte_after:#010x}  {g.x86.describe(gpte_after)}")
-print(f"shadow PTE {spte:#010x}  {g.x86.describe(spte)}")
+print(f"guest PTE  {fmt.entry(gpte_after, g.x86)}  {g.x86.describe(gpte_after)}")
+print(f"shadow PTE {fmt.entry(spte, g.x86)}  {g.x86.describe(spte)}")
 assert access2.faults == 1 and spte & 0x2 and gpte_after & 0x40
 
 # %% [markdown]
@@ -163,9 +174,12 @@ gl_spte = li.walk_shadow(gg, 0xC1000000)[-1].value
 from lguest_book import fmt
 print(f"guest PTE  {fmt.entry(gl_pte, gg.x86)}  {gg.x86.describe(gl_pte)}")
 print(f"shadow PTE {fmt.entry(gl_spte, gg.x86)}  {gg.x86.describe(gl_spte)}")
-assert gl_pte & _PAGE_GLOBAL and not gl_spte & _PAGE_GLOBAL
+assert gl_pte & _PAGE_GLOBAL and not gl_spte & _PAGE_GLOBAL and not gl_spte & 0x2
 
 # %% [markdown]
+# Global is gone, as promised.  RW is gone too, for the other reason this chapter gave: the
+# touch was a read, so the shadow entry stays read-only until the first write.
+#
 # ### NX under PAE: choose the host
 #
 # A PAE entry has a 64th bit, NX (no-execute).  Whether a shadow entry may carry it depends on
@@ -199,8 +213,9 @@ assert not nx_spte & _PAGE_NX_BIT and regs_spte & _PAGE_NX_BIT
 
 # %%
 m = li.compare(g, VADDR, 1)[0]
-print(f"guest frame {m['guest_frame']:#x} -> host frame {m['host_frame']:#x}")
-print(f"the Launcher's page: mem_base/4096 + {m['guest_frame']:#x} = {(g.lg.mem_base >> 12) + m['guest_frame']:#x}")
+print(f"guest frame {fmt.frame(m['guest_frame'], g.x86)} -> host frame {fmt.frame(m['host_frame'], g.x86)}")
+print(f"the Launcher's page: mem_base/4096 + {fmt.frame(m['guest_frame'], g.x86)} = "
+      f"{fmt.frame((g.lg.mem_base >> 12) + m['guest_frame'], g.x86)}")
 print("who owns that host frame:", li.owner(g, m["host_frame"]))
 
 # %% [markdown]
@@ -225,7 +240,10 @@ twin("release_pte")
 twin("find_spte")
 
 # %%
-[(s.level, s.index, f"{s.value:#x}", g.x86.describe(s.value)) for s in li.walk_shadow(g, VADDR)]
+shadow_walk, guest_walk = li.walk_shadow(g, VADDR), li.walk_guest(g, VADDR)
+# the shadow's top-level entry took its flags from the Guest's: never more permissive
+assert shadow_walk[0].value & 0xFFF == guest_walk[0].value & 0xFFF
+[(s.level, s.index, fmt.entry(s.value, g.x86), g.x86.describe(s.value)) for s in shadow_walk]
 
 # %% [markdown]
 # ## Step through it yourself
@@ -295,7 +313,7 @@ assert "spmd_addr" in names and "find_spte" in names
 [e.label for e in tp.trace.decisions("demand_page") if e.outcome]
 
 # %%
-[(s.level, s.index, f"{s.value:#x}") for s in li.walk_shadow(gp, VADDR)]
+[(s.level, s.index, fmt.entry(s.value, gp.x86)) for s in li.walk_shadow(gp, VADDR)]
 
 # %% [markdown]
 # The middle level gets its own check, with its own kill: only the flags of an ordinary
@@ -493,6 +511,21 @@ def ex3(accessed):
     h.map(VADDR, 0x300, writable=True, accessed=accessed)
     return first, h.touch(VADDR, write=True, user=True).faults
 assert ex3(True) == (1, 0) and ex3(False) == (1, 1)
+
+# answer 2: a kernel write to a read-only device page is the Guest's own fault
+assert attempt(VADDR, (g.lg.pfn_limit + 1) << 12 | 0x21, write=True, user=False) == ("guest-fault", None)
+
+# answer 4: no frame, then 2 references, then 1
+h = Guest(pae=False, seed=1)
+q = h.new_process("p")
+h.switch_to(q)
+h.map(VADDR, 0x300, accessed=False)
+assert h.lg.launcher.frames[0x300] == 0 and not [f for f, (_, o) in li.refcounts(h).items() if o == ("guest", 0x300)]
+h.touch(VADDR, user=True)
+backing = h.lg.launcher.frames[0x300]
+assert li.refcounts(h)[backing][0] == 2
+h.flush_user()
+assert li.refcounts(h)[backing][0] == 1
 
 # %% [markdown]
 # ### Graded exercise: make a shadow PTE (H:340)

@@ -38,6 +38,7 @@ from lguest_book.notebook import twin
 from lguest_book.trace import Tracer
 from lguest_book import page_tables as pt, hypercalls as hc, flaws, plots, widgets
 import lguest_book.inspect as li
+from lguest_book import fmt
 
 # %% [markdown]
 # ## The stack of a freshly booted Guest
@@ -48,10 +49,10 @@ import lguest_book.inspect as li
 
 # %%
 g = Guest(pae=False, seed=1)
-print(f"esp1 = {g.cpu.esp1:#x}, stack_pages = {g.lg.stack_pages}")
+print(f"esp1 = {fmt.vaddr(g.cpu.esp1)}, stack_pages = {g.lg.stack_pages}")
 stack = [g.cpu.esp1 - 1 - i * 4096 for i in range(g.lg.stack_pages)]
 for vaddr in stack:
-    print(f"{vaddr:#x}: writable in the shadow? {pt.page_writable(g.cpu, vaddr)}")
+    print(f"{fmt.vaddr(vaddr)}: writable in the shadow? {pt.page_writable(g.cpu, vaddr)}")
 
 # %%
 plots.plot_walk(g, stack[0])
@@ -87,7 +88,7 @@ twin("pin_page")
 
 # %%
 other = g.kernel_address + 0x5000
-print(f"{other:#x} writable in the shadow? {pt.page_writable(g.cpu, other)}")
+print(f"{fmt.vaddr(other)} writable in the shadow? {pt.page_writable(g.cpu, other)}")
 a = g.touch(other, write=True)
 print(a.outcome, "after", a.faults, "fault(s); now writable?", pt.page_writable(g.cpu, other))
 
@@ -104,6 +105,8 @@ with Tracer() as t:
 print(f"pin_page was called {len(t.trace.calls('pin_page'))} times during the flush")
 print("stack still writable:", [pt.page_writable(g.cpu, v) for v in stack])
 print("the other kernel page:", pt.page_writable(g.cpu, other))
+assert len(t.trace.calls("pin_page")) == 2 and all(pt.page_writable(g.cpu, v) for v in stack)
+assert not pt.page_writable(g.cpu, other)
 
 # %% [markdown]
 # The other way is a switch to a Guest top level that has never been shadowed.  `new_pgdir()`
@@ -117,6 +120,7 @@ with Tracer() as t:
 print("slot now:", li.current_slot(g))
 print("pin_page calls:", len(t.trace.calls("pin_page")))
 print("stack writable in the new top level:", [pt.page_writable(g.cpu, v) for v in stack])
+assert len(t.trace.calls("pin_page")) == 2 and all(pt.page_writable(g.cpu, v) for v in stack)
 
 # %% [markdown]
 # ### When nothing pins it again
@@ -189,17 +193,29 @@ def set_stack(seg, esp, pages):
 print("unmapped stack:     ", set_stack(0x69, 0x10000000, 2))
 print("ring-0 segment:     ", set_stack(0x68, 0xC0208000, 2))
 print("three pages:        ", set_stack(0x69, 0xC0208000, 3))
+assert set_stack(0x69, 0x10000000, 2) == "bad stack page 0xfffffff"   # esp1 - 1, the top stack byte
 
 # %% [markdown]
+# The messages are the C's own, numbers included, which is why the first one names
+# `0xfffffff`: the page that holds `esp1 - 1`, the top byte of the stack the Guest claimed,
+# which it never mapped.  (The good segment, `0x69`, is the Guest kernel's data segment
+# selector `0x68` with privilege level 1 in its low two bits; the refused one is `0x68` itself,
+# level 0, which the message prints in decimal: 104.)
+#
 # The last line deserves a second look.  `guest_set_stack()` kills the Guest for asking for
 # three pages... and then records the number and pins anyway, because nothing returns after
 # `kill_guest()`.  With three pages that is harmless.  With 2<sup>32</sup>−1 it is a loop the
-# Host CPU cannot leave for a very long time.  The project's flaw catalogue has it:
+# Host CPU cannot leave for a very long time.  The project's flaw catalogue has it; its
+# demonstration asks for 64 pages (enough to show the loop running on, small enough to run),
+# and reports how long the C's loop could be:
 
 # %%
 flaw = next(f for f in flaws.FLAWS if f.key == "stack_pages")
 print(flaw.title, "—", flaw.where)
-flaw.demo(False)
+ev = flaw.demo(False)
+assert ev["killed"] == "bad stack pages 64" and ev["pages_pinned_anyway"] == ev["pages_asked"] == 64
+assert ev["worst_case_iterations"] == 2**32 - 1 and ev["model_stops_after"] == 2**20
+ev
 
 # %% [markdown]
 # ## Exercises
@@ -233,7 +249,7 @@ flaw.demo(False)
 # </details>
 
 # %%
-# Answers 2 and 3, checked.
+# Answers 1, 2 and 3, checked.
 h = Guest(pae=False, seed=1)
 top_page = h.cpu.esp1 - 1
 where = li.walk_guest(h, top_page)[-1].where
@@ -243,6 +259,8 @@ assert h.dead == "bad stack page 0xc0207fff"
 h = Guest(pae=False, seed=1)
 h.flush_user()
 assert pt.demand_page(h.cpu, h.cpu.esp1 - 1, 6) == (False, 0) and h.dead is None
+# answer 1, with the check in place: a stack in the Switcher's per-CPU pages kills the Guest
+assert set_stack(0x69, g.host.switcher_addr + 0x2000, 1) == "bad stack page 0xffc01fff"
 
 # %% [markdown]
 # ### Graded exercise: is this stack page writable? (H:360)

@@ -39,6 +39,7 @@ from lguest_book.notebook import twin
 from lguest_book.trace import Tracer
 from lguest_book import hypercalls as hc, flaws, plots, widgets
 import lguest_book.inspect as li
+from lguest_book import fmt
 
 # %% [markdown]
 # ## Two processes and a shared kernel
@@ -54,7 +55,15 @@ for proc in (a, b):
     g.switch_to(proc)
     g.touch(KPAGE)
 for s in li.pgdir_cache(g):
-    print(f"slot {s['slot']}: shadows guest top level {s['gpgdir']:#010x}{'  <- current' if s['current'] else ''}")
+    print(f"slot {s['slot']}: shadows guest top level {fmt.paddr(s['gpgdir'], g.x86)}{'  <- current' if s['current'] else ''}")
+cache = li.pgdir_cache(g)
+assert [s["gpgdir"] for s in cache] == [b.gpgdir, 0, g.swapper.gpgdir, a.gpgdir] and all(s["allocated"] for s in cache)
+
+# %% [markdown]
+# Four slots, all in use: `b` (current), `a`, the kernel's own top level (`swapper`, which the
+# Guest built at boot), and slot 1, which still shadows the made-up top level `0x00000000` the
+# Guest booted on before its first NEW_PGTABLE (the linear mapping of chapter 8).  Which slot
+# holds which is the luck of `new_pgdir()`'s eviction (chapter 5).
 
 # %% [markdown]
 # Now the Guest kernel remaps that page to another frame.  Kernel mappings live in every
@@ -68,7 +77,15 @@ with Tracer() as t:
     g.map(KPAGE, 0x500)
 print("__guest_set_pte ran for slots", [e.args["idx"] for e in t.trace.calls("__guest_set_pte")])
 for kind, where, old, new in t.trace.writes():
-    print(f"  {kind} entry {where}: {old or 0:#010x} -> {new:#010x}")
+    print(f"  {kind} entry {where}: {fmt.entry(old or 0, g.x86)} -> {fmt.entry(new, g.x86)}")
+assert len(t.trace.writes()) == 3 and [old or 0 for _, _, old, _ in t.trace.writes()].count(0) == 1
+
+# %% [markdown]
+# Four calls, three writes.  Slots 0 and 3 (`b` and `a`) had a shadow of the old mapping, and it
+# is replaced.  Slot 2, the swapper's, had a shadow PTE page covering that 4 MiB but no entry for
+# this page: it gets the new entry directly, because the Guest's new PTE has Accessed set (the
+# shortcut below).  Slot 1 has no shadow PTE page there at all, so there is nothing to fix and
+# nothing is written.
 
 # %% [markdown]
 # A *user* address is private to one address space, so only the slot shadowing that Guest top
@@ -168,9 +185,9 @@ with Tracer() as t:
     g.set_pgd(g.x86.pgd_index(0x08048000), 0, proc=a)
 freed = [e.args["frame"] for e in t.trace.calls("free_page")]
 unpinned = [e.args["frame"] for e in t.trace.calls("put_page") if e.args["frame"] not in freed]
-print("guest pages unpinned (release_pte):", [f"{f:#x}" for f in unpinned])
-print("shadow PTE pages freed:           ", [f"{f:#x}" for f in freed])
-print("shadow walk now:", [(s.level, f"{s.value:#x}") for s in li.walk_shadow(g, 0x08048000)])
+print("host frames of guest pages unpinned (release_pte):", [fmt.frame(f, g.x86) for f in unpinned])
+print("shadow PTE pages freed:                          ", [fmt.frame(f, g.x86) for f in freed])
+print("shadow walk now:", [(s.level, fmt.entry(s.value, g.x86)) for s in li.walk_shadow(g, 0x08048000)])
 
 # %% [markdown]
 # Two oddities hide in that short function.  The bound test reads `idx > PTRS_PER_PGD`, so the
@@ -198,11 +215,17 @@ next(f for f in flaws.FLAWS if f.key == "switcher_oops").demo(False)
 ev = flaws.flaw("set_pgd_bound").demo(False)
 print({k: ev[k] for k in ("killed", "victim_refs_before", "victim_refs_after", "fake_entries")})
 assert ev["killed"] is None and ev["victim_refs_after"] == ev["victim_refs_before"] - ev["fake_entries"]
+assert ev["victim_refs_after"] < 0
 ev_pae = flaws.flaw("set_pgd_bound").demo(True)
 assert ev_pae["killed"] is None and ev_pae["switcher_refs_after"] == ev_pae["switcher_refs_before"]
 print("PAE:", ev_pae["entry_touched"])
 
 # %% [markdown]
+# Read the numbers: the victim frame held one reference, and three fake entries took three
+# away, leaving the count at −2 (printed in decimal, as counts are).  A real Host's page
+# allocator would have freed the page at zero while something still used it: memory the Guest
+# does not own, handed back and reused.
+#
 # And `__guest_set_pte()`'s early return, run: a bad PTE with Accessed set over a page the
 # shadow already maps.  `release_pte()` gives the old reference back, `check_gpte()` kills the
 # Guest, and the function returns *without* clearing the entry; teardown releases it again.
@@ -228,17 +251,26 @@ twin("guest_set_pmd")
 gp = Guest(pae=True, seed=1)
 p = gp.new_process("p")
 gp.switch_to(p)
-gp.touch(0x08048000 + 0, user=True)
-before = len(li.shadow_mappings(gp))
+gp.map(0x08048000, 0x300)
+gp.touch(0x08048000, user=True)
+before = li.shadow_mappings(gp)
 gp.set_pmd(0x08048000, 0, proc=p)
 after = li.shadow_mappings(gp)
-print(f"shadow mappings before SET_PMD: {before}, after: {len(after)}")
-print("what survives:", [f"{v:#x}" for v in sorted(after)])
+print(f"shadow mappings before SET_PMD: {len(before)}, after: {len(after)}")
+print("what survives:", [fmt.vaddr(v) for v in sorted(after)])
+pae_stack = [gp.cpu.esp1 - (i + 1) * 4096 for i in range(gp.lg.stack_pages)]
+assert 0x08048000 in before and sorted(after) == sorted(pae_stack) + [gp.host.switcher_addr]
 n = Guest(pae=False, seed=1)
 n.hypercall(hc.LHCALL_SET_PMD, 0, 0)
 print("non-PAE guest:", repr(n.dead))
 
 # %% [markdown]
+# Everything went except what `guest_pagetable_clear_all()` puts straight back: the two pages of
+# the Guest's kernel stack, which it re-pins (chapter 3), and the Switcher's code page, which it
+# maps again.  The user page is gone, as are the Switcher's two per-CPU pages; those return at
+# the next entry into the Guest (chapter 7).  ("Bad hypercall 13" is lguest's message for an
+# unknown hypercall number; 13 is SET_PMD's.)
+#
 # ## Your turn: be the Guest
 #
 # The hypercall console lets you make these calls yourself and reports what the Host did, with
@@ -306,7 +338,18 @@ assert gs.dead and gc.dead is None   # the attack killed the script's Guest, not
 # </details>
 
 # %%
-# The number in answer 2, checked.
+# Answers 1 and 2, checked.
+from lguest_book import page_tables as pt
+
+h = Guest(pae=False, seed=1)
+procs = [h.new_process(f"p{i}") for i in range(5)]     # five processes, four slots:
+for q in procs:                                         # one of them is not cached
+    h.switch_to(q)
+uncached = next(q for q in procs if pt.find_pgdir(h.lg, q.gpgdir) == 4)
+with Tracer() as t1:
+    h.map(0x08048000, 0x340, proc=uncached)
+assert not t1.trace.calls("__guest_set_pte") and not t1.trace.writes()
+
 h = Guest(pae=False, seed=1)
 procs = [h.new_process(f"p{i}") for i in range(4)]
 for q in procs:
@@ -369,7 +412,8 @@ exercises.check("ch4-guest-set-pte", __guest_set_pte, hidden=True)
 #   process (if any).
 # - `__guest_set_pte()` drops the old shadow entry, and installs the new one at once if the Guest
 #   already marked it Accessed or Dirty — a shortcut that makes clean pages writable (a flaw).
-# - SET_PGD releases one top-level entry; SET_PMD (PAE) releases everything.
+# - SET_PGD releases one top-level entry; SET_PMD (PAE) releases everything, then re-pins the
+#   stack and re-maps the Switcher.
 
 # %% [markdown]
 # ## References

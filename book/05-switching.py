@@ -37,12 +37,12 @@ from lguest_book.lguest import PrandomSource
 from lguest_book.notebook import twin
 from lguest_book.trace import Tracer
 import lguest_book.inspect as li
-from lguest_book import plots, widgets
+from lguest_book import plots, widgets, fmt
 
 def cache(g):
     """The four slots, one line each."""
     for s in li.pgdir_cache(g):
-        state = f"gpgdir {s['gpgdir']:#010x}" if s["allocated"] else "(no page yet)"
+        state = f"gpgdir {fmt.paddr(s['gpgdir'], g.x86)}" if s["allocated"] else "(no page yet)"
         print(f"  slot {s['slot']}: {state}{'   <- current' if s['current'] else ''}")
 
 # %% [markdown]
@@ -74,10 +74,18 @@ cache(g)
 
 # %%
 g.boot()
-print("linear mode:", g.cpu.linear_pages, "   swapper is at", f"{g.swapper.gpgdir:#x}")
+print("linear mode:", g.cpu.linear_pages, "   swapper is at", fmt.paddr(g.swapper.gpgdir, g.x86))
 cache(g)
+linear_slot = g.lg.pgdirs[1].pgdir
+present = [j for j in range(g.x86.PTRS_PER_PGD) if g.host.deref(g.host.entry_ptr(linear_slot, j)) & 1]
+print("present entries left in slot 1:", len(present))
+assert not g.cpu.linear_pages and present == []
 
 # %% [markdown]
+# Slot 1 still holds its page and still records top level `0x00000000`, but nothing in it is
+# present any more: the first switch released every entry of every slot, the made-up linear
+# ones included.  The empty slot waits there until `new_pgdir()` picks it.
+#
 # ## `new_pgdir()`: pick a slot, any slot
 #
 # When the Guest switches to a top level no slot shadows, `new_pgdir()` picks a victim with
@@ -170,8 +178,14 @@ procs = [g.new_process(f"p{i}") for i in range(4)]
 for p in procs:
     g.switch_to(p)
 cache(g)
+slots = [s["gpgdir"] for s in li.pgdir_cache(g)]
+assert slots == [procs[2].gpgdir, procs[3].gpgdir, g.swapper.gpgdir, procs[1].gpgdir]
 
 # %% [markdown]
+# Boot drew 1 (the linear top level, slot 1) and 2 (swapper, slot 2).  Then `p0` took slot 3,
+# `p1` evicted it from slot 3 at once, `p2` took the empty slot 0, and `p3` evicted the old
+# linear top level from slot 1: every choice was the sequence's, and the cell checks the result.
+#
 # Explore what each slot holds — pick a slot, a level and an address:
 
 # %%
@@ -193,6 +207,8 @@ with Tracer() as t:
     g.switch_to(a)
 print("new_pgdir calls:", len(t.trace.calls("new_pgdir")), " pin_page calls:", len(t.trace.calls("pin_page")))
 print("a's kernel page still shadowed:", li.walk_shadow(g, 0xC0100000)[-1].present)
+assert not t.trace.calls("new_pgdir") and not t.trace.calls("pin_page") and not t.trace.calls("get_zeroed_page")
+assert li.walk_shadow(g, 0xC0100000)[-1].present
 
 # %% [markdown]
 # ## What an eviction keeps
@@ -213,7 +229,9 @@ g.switch_to(c)
 print("c took slot", li.current_slot(g), "— a had slot", slot_a)
 print("user page shadowed:  ", li.walk_shadow(g, 0x08048000)[-1].present)
 print("kernel page shadowed:", li.walk_shadow(g, 0xC0100000)[-1].present)
-print("kernel touch faults: ", g.touch(0xC0100000).faults)
+kernel_faults = g.touch(0xC0100000).faults
+print("kernel touch faults: ", kernel_faults)
+assert li.current_slot(g) == slot_a and not li.walk_shadow(g, 0x08048000)[-1].present and kernel_faults == 0
 
 # %% [markdown]
 # ### The assumption behind it
@@ -234,7 +252,9 @@ q.switch_to(other); q.touch(KPAGE)        # other still maps it, and faults it i
 q.switch_to(q.swapper)                    # back to swapper, in the same slot
 print("swapper's own tables map it:", li.walk_guest(q, KPAGE)[-1].present)
 print("swapper's shadow maps it:   ", li.walk_shadow(q, KPAGE)[-1].present)
-print("so the access:              ", q.touch(KPAGE).outcome)
+stale = q.touch(KPAGE).outcome
+print("so the access:              ", stale)
+assert not li.walk_guest(q, KPAGE)[-1].present and stale == "ok"
 
 # %% [markdown]
 # The Guest reaches a page its own tables no longer map.  It is still the Guest's own page, so
@@ -254,10 +274,18 @@ h = Guest(pae=False, seed=1)
 with Tracer() as t:
     h.hypercall(4, 0xFFFFF000)        # LHCALL_NEW_PGTABLE, top level outside guest memory
 first_read = t.trace.calls("lgread")[0]
-print(f"first read of the Guest's tables: {first_read.args['type_name']} at {first_read.args['addr']:#x}")
+print(f"first read of the Guest's tables: {first_read.args['type_name']} at {fmt.paddr(first_read.args['addr'], h.x86)}")
 print("killed:", h.dead)
+stack_top = h.cpu.esp1 - 1
+assert stack_top == 0xC0207FFF and h.x86.pgd_index(stack_top) == 0x300
+assert first_read.args["addr"] == 0xFFFFF000 + h.x86.pgd_index(stack_top) * 4 and h.dead.startswith("bad read address")
 
 # %% [markdown]
+# The address is the bogus top level plus the stack's top-level index times four: the stack
+# sits at `0xC0207FFF`, index `0x300`, so `0xFFFFF000 + 0xC00`.  That is far beyond the
+# Guest's memory, `lgread()` refuses it, and the Guest dies; the Host read nothing it should
+# not have.
+#
 # ## Exercises
 #
 # 1. With four slots and random eviction, what is the probability that switching among five
