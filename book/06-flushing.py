@@ -225,7 +225,15 @@ g.flush_user()
 after = counts_by_page(g)
 assert all(after[n] == 1 for n in user_pages)        # dropped back
 assert all(after[n] == 2 for n in kernel_pages)      # kernel pages stay pinned
+stack_frames = [li.compare(g, (g.cpu.esp1 - 1 - i * 4096) & ~0xFFF, 1)[0]["guest_frame"] for i in range(g.lg.stack_pages)]
+assert sorted(n for n, c in after.items() if c == 3) == sorted(stack_frames)   # the "count 3" guest bar
 plots.plot_refcounts(g)
+
+# %% [markdown]
+# The guest bar's "count 3" frames are the two kernel-stack pages (the cell checks it): the
+# Launcher's reference, plus one for each of the two cached top levels that pin the stack,
+# swapper's and the busy process's.  The Switcher's and register pages are counted the same
+# way: the Host's own reference, plus one per shadow PTE that maps them.
 
 # %% [markdown]
 # ## Flushing everything: "trapped in amber"
