@@ -266,7 +266,10 @@ console
 # <details><summary>Hints and answers (open after trying)</summary>
 #
 # 1. *Answer:* the same growth, 5 faults per page of the working set; the constant is 14 under
-#    PAE instead of 12 (a Tracer shows which extra faults they are).  Checked below.
+#    PAE instead of 12.  A Tracer, counting `demand_page()` calls per page, shows the two extra
+#    faults: they are the kernel stack's two pages, each faulted once more while the worker's
+#    top level is set up (the no-flush variant has the same two extra, `n + 4`).  The user pages
+#    fault 5 times each, as without PAE.  Checked below.
 # 2. *Hint:* count pages that are pre-faulted but never touched.  *Answer:* pre-faulting saves a
 #    Host exit per neighbouring page the program goes on to use, and wastes a pinned page (M:008)
 #    and a `get_pfn()` for each one it does not — sparse access patterns, or the last pages of a
@@ -282,6 +285,17 @@ console
 # %%
 # The numbers in answers 1 and 4, checked.
 assert [host_work(highmem_round(n), pae=True)["faults"] for n in (8, 32)] == [5 * 8 + 14, 5 * 32 + 14]
+assert host_work(highmem_round(8, flush=False), pae=True)["faults"] == 8 + 4
+from collections import Counter
+from lguest_book.trace import Tracer
+for pae, stack_faults in ((False, 6), (True, 7)):
+    traced = Guest(pae=pae, seed=1, mem_pages=8192)
+    with Tracer() as t9:
+        highmem_round(8)(traced)
+    per_page = Counter(e.args["vaddr"] & ~0xFFF for e in t9.trace.calls("demand_page"))
+    stack = [(traced.cpu.esp1 - 1 - i * 4096) & ~0xFFF for i in range(traced.lg.stack_pages)]
+    assert [per_page[v] for v in stack] == [stack_faults] * 2
+    assert all(per_page[0x08048000 + i * 4096] == 5 for i in range(8))
 assert host_work(start_program)["faults"] == 37
 
 # %% [markdown]
