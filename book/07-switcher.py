@@ -174,6 +174,8 @@ attack = widgets.FaultStepper(g, g.host.switcher_addr + 0x3000, write=True, user
 attack
 
 # %%
+checks = [st.text for st in attack.steps if st.kind == "check" and st.func == "demand_page"]
+assert len(checks) == 1 and checks[0].endswith("demand-paged? yes")   # refused at the first test
 [st.text for st in attack.steps]
 
 # %% [markdown]
