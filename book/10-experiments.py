@@ -163,7 +163,8 @@ r2.figures[0]
 
 # %% [markdown]
 # **What it says.**  Random is not simply worse.  On a cyclic schedule one process larger than
-# the cache — the kernel's own top level counts too — LRU and FIFO evict exactly the top level
+# the cache (five processes, four slots; the kernel's own top level also holds a slot until it
+# is evicted, and is never needed again — exercise 1), LRU and FIFO evict exactly the top level
 # needed next and miss on *every* switch; random misses on fewer than half.  With locality,
 # random and LRU come close, and both are far from the optimal choice; a bigger cache buys more
 # than a better policy.  The author's "easy" choice holds up better than the
