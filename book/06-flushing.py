@@ -411,7 +411,11 @@ assert reached == old >> 12 and li.owner(g, reached)[0] == "guest" and not g.dea
 # </details>
 
 # %%
-# The numbers in answers 1 and 4, checked.
+# Answers 1, 3 and 4, checked.
+g3 = busy_guest()
+g3.flush_all()
+stack = {li.compare(g3, (g3.cpu.esp1 - 1 - i * 4096) & ~0xFFF, 1)[0]["host_frame"] for i in range(g3.lg.stack_pages)}
+assert all(c == 1 or f in stack for f, (c, who) in li.refcounts(g3).items() if who and who[0] == "guest")
 for pae, (pgds, pmds) in ((False, (4096, 0)), (True, (16, 2048))):
     h = Guest(pae=pae, seed=1)
     procs = [h.new_process(f"p{i}") for i in range(4)]
