@@ -84,9 +84,16 @@ with Tracer() as t:
     g.flush_user()
 print("user, kernel mappings after: ", split(g))
 print("release_pgd calls:", len(t.trace.calls("release_pgd")))
+assert split(g) == (0, 13) and len(t.trace.calls("release_pgd")) == 768
+kernel_side = {"kernel pages touched": 8, "stack pages pinned": g.lg.stack_pages,
+               "Switcher pages mapped": 1 + 2}   # the code page, and this CPU's pair (chapter 7)
+assert sum(kernel_side.values()) == 13
+print("the 13 above kernel_address:", kernel_side)
 
 # %% [markdown]
-# 768 calls to release the user part, most of them finding an empty entry.  Is that expensive?
+# (The 13 mappings above `kernel_address` are not only the busy Guest's 8 kernel pages: the
+# kernel stack is pinned in every top level (chapter 3), and the Switcher is mapped in every
+# top level too (chapter 7).)  768 calls to release the user part, most of them finding an empty entry.  Is that expensive?
 # Compare it with what follows the flush: the process touches its 8 user pages again, and each
 # one faults back in.  `trace.CallCounter` counts the model's calls on both sides:
 
@@ -185,8 +192,10 @@ def count():
 print("before the fault:", count())
 g.touch(0x08048000, user=True)
 print("after the fault: ", count())
+assert list(count().values()) == [2]
 g.flush_user()
 print("after the flush: ", count())
+assert list(count().values()) == [1]
 
 # %% [markdown]
 # Before the first touch there is no host frame at all: the Launcher's memory is allocated
@@ -216,7 +225,15 @@ g.flush_user()
 after = counts_by_page(g)
 assert all(after[n] == 1 for n in user_pages)        # dropped back
 assert all(after[n] == 2 for n in kernel_pages)      # kernel pages stay pinned
+stack_frames = [li.compare(g, (g.cpu.esp1 - 1 - i * 4096) & ~0xFFF, 1)[0]["guest_frame"] for i in range(g.lg.stack_pages)]
+assert sorted(n for n, c in after.items() if c == 3) == sorted(stack_frames)   # the "count 3" guest bar
 plots.plot_refcounts(g)
+
+# %% [markdown]
+# The guest bar's "count 3" frames are the two kernel-stack pages (the cell checks it): the
+# Launcher's reference, plus one for each of the two cached top levels that pin the stack,
+# swapper's and the busy process's.  The Switcher's and register pages are counted the same
+# way: the Host's own reference, plus one per shadow PTE that maps them.
 
 # %% [markdown]
 # ## Flushing everything: "trapped in amber"
@@ -238,8 +255,8 @@ print("user, kernel mappings before:", split(g))
 g.flush_all()
 print("user, kernel mappings after: ", split(g))
 survivors = sorted(li.shadow_mappings(g))
-print("what survives:", [f"{v:#x}" for v in survivors])
-print("stack pages:  ", [f"{(g.cpu.esp1 - 1 - i * 4096) & ~0xFFF:#x}" for i in range(g.lg.stack_pages)])
+print("what survives:", [fmt.vaddr(v) for v in survivors])
+print("stack pages:  ", [fmt.vaddr((g.cpu.esp1 - 1 - i * 4096) & ~0xFFF) for i in range(g.lg.stack_pages)])
 
 # %%
 before = busy_guest()   # the same (seeded) busy Guest, before the flush
@@ -262,6 +279,7 @@ g2 = busy_guest()
 g2.flush_all()
 faults = sum(g2.touch(0x08048000 + i * 4096, user=True).faults for i in range(8))
 print("faults to touch the 8 user pages again:", faults)
+assert faults == 8
 
 # %% [markdown]
 # The two flushes in sequence, recorded: event 1 is the user flush, event 2 a touch that
@@ -358,8 +376,10 @@ old = li.walk_shadow(g, kpage)[-1].value
 # The Guest rewrites its kernel PTE in memory, without SET_PTE or a flush:
 walk = li.walk_guest(g, kpage)
 g.write_entry(walk[-1].where, (0x900 << 12) | 0x163)
-print(f"guest now says frame 0x900; shadow still says {old:#x}")
-print("the access still reaches the old frame:", g.touch(kpage).hpa >> 12 == old >> 12)
+print(f"guest now says frame {fmt.frame(0x900, g.x86)}; shadow still says {fmt.entry(old, g.x86)}")
+reached = g.touch(kpage).hpa >> 12
+print("the access still reaches the old frame:", reached == old >> 12)
+assert reached == old >> 12 and li.owner(g, reached)[0] == "guest" and not g.dead   # the Guest's own page
 
 # %% [markdown]
 # ## Exercises
@@ -391,7 +411,11 @@ print("the access still reaches the old frame:", g.touch(kpage).hpa >> 12 == old
 # </details>
 
 # %%
-# The numbers in answers 1 and 4, checked.
+# Answers 1, 3 and 4, checked.
+g3 = busy_guest()
+g3.flush_all()
+stack = {li.compare(g3, (g3.cpu.esp1 - 1 - i * 4096) & ~0xFFF, 1)[0]["host_frame"] for i in range(g3.lg.stack_pages)}
+assert all(c == 1 or f in stack for f, (c, who) in li.refcounts(g3).items() if who and who[0] == "guest")
 for pae, (pgds, pmds) in ((False, (4096, 0)), (True, (16, 2048))):
     h = Guest(pae=pae, seed=1)
     procs = [h.new_process(f"p{i}") for i in range(4)]

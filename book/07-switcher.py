@@ -36,7 +36,7 @@ from lguest_book.notebook import twin
 from lguest_book.trace import Tracer
 from lguest_book import page_tables as pt, hypercalls as hc, flaws
 import lguest_book.inspect as li
-from lguest_book import plots
+from lguest_book import plots, fmt
 
 def switcher_view(g):
     """The shadow PTEs of the Switcher's pages in the current top level."""
@@ -44,7 +44,7 @@ def switcher_view(g):
         vaddr = g.host.switcher_addr + i * 4096
         spte = li.walk_shadow(g, vaddr)[-1].value
         who = li.owner(g, spte >> 12) if spte else ""
-        print(f"  {vaddr:#x}: {g.x86.describe(spte) if spte else '(not mapped)':28} {who}")
+        print(f"  {fmt.vaddr(vaddr)}: {g.x86.describe(spte) if spte else '(not mapped)':28} {who}")
 
 # %% [markdown]
 # ## Where the Switcher lives
@@ -56,7 +56,8 @@ def switcher_view(g):
 
 # %%
 g = Guest(pae=False, seed=1, nr_cpus=2)
-print(f"switcher_addr = {g.host.switcher_addr:#x}, {g.host.TOTAL_SWITCHER_PAGES} pages")
+print(f"switcher_addr = {fmt.vaddr(g.host.switcher_addr)}, {g.host.TOTAL_SWITCHER_PAGES} pages")
+assert g.host.TOTAL_SWITCHER_PAGES == 1 + 2 * g.host.nr_cpus == 5 and g.host.switcher_addr == 0xFFC00000
 switcher_view(g)
 
 # %%
@@ -124,6 +125,10 @@ twin("remove_switcher_percpu_map")
 g.touch(g.kernel_address)
 print("last_host_cpu =", li.pgdir_cache(g)[li.current_slot(g)]["last_host_cpu"])
 switcher_view(g)
+def spte(g, page):
+    return li.walk_shadow(g, g.host.switcher_addr + page * 4096)[-1].value
+assert spte(g, 1) & 0x2 and not spte(g, 2) & 0x2                    # registers writable, state read-only
+assert not (spte(g, 1) | spte(g, 2)) & 0x100 and not spte(g, 3) | spte(g, 4)   # no Global; CPU 1's pair absent
 
 # %% [markdown]
 # CPU 0's pair is mapped: the Guest's register page writable, the state page read-only.
@@ -138,9 +143,13 @@ with Tracer() as t:
     g.touch(g.kernel_address)
 print("remove_switcher_percpu_map for CPUs", [e.args["i"] for e in t.trace.calls("remove_switcher_percpu_map")])
 switcher_view(g)
+assert [e.args["i"] for e in t.trace.calls("remove_switcher_percpu_map")] == [0]
+assert not spte(g, 1) | spte(g, 2) and spte(g, 3) & 0x2 and spte(g, 4) and not spte(g, 4) & 0x2
 
 # %% [markdown]
-# CPU 0's pair was removed and CPU 1's mapped.  Running again on the same CPU costs nothing at
+# CPU 0's pair was removed and CPU 1's mapped (the cell checks both).  The register page is
+# still `('regs', 0)`: the owner names the *Guest's* CPU 0, whose registers now sit in host
+# CPU 1's slot, at `0xffc03000`.  Running again on the same CPU costs nothing at
 # all — the very first test returns:
 
 # %%
@@ -148,6 +157,7 @@ with Tracer() as t:
     pt.map_switcher_in_guest(g.cpu)
 print([(e.label, e.outcome) for e in t.trace.decisions("map_switcher_in_guest")])
 print("entries written:", len(t.trace.writes()))
+assert len(t.trace.writes()) == 0
 
 # %% [markdown]
 # `last_host_cpu` is per *slot*.  A slot that was just (re)filled by `new_pgdir()`, or emptied by
@@ -164,6 +174,8 @@ attack = widgets.FaultStepper(g, g.host.switcher_addr + 0x3000, write=True, user
 attack
 
 # %%
+checks = [st.text for st in attack.steps if st.kind == "check" and st.func == "demand_page"]
+assert len(checks) == 1 and checks[0].endswith("demand-paged? yes")   # refused at the first test
 [st.text for st in attack.steps]
 
 # %% [markdown]
@@ -179,6 +191,8 @@ print("a user read of the code page:", g.touch(g.host.switcher_addr, user=True).
 h = Guest(pae=False, seed=1)
 h.hypercall(hc.LHCALL_SET_PTE, h.swapper.gpgdir, h.host.switcher_addr + 0x1000, 0x300067)
 print("SET_PTE into the Switcher:", h.dead)
+assert pt.demand_page(g.cpu, g.host.switcher_addr + 0x3000, 6)[0] is False
+assert g.touch(g.host.switcher_addr, user=True).outcome == "guest-fault" and h.dead.startswith("attempt to set pte")
 
 # %% [markdown]
 # The gap in the wall is SET_PGD, seen in chapter 4: `guest_set_pgd()` releases the top-level
@@ -207,6 +221,7 @@ with Tracer() as t:
     h.switch_to(p)
 print("kill_guest was called with:", t.trace.kills())
 print("the Guest died of:         ", h.dead)
+assert len(t.trace.kills()) == 2 and h.dead == t.trace.kills()[0]
 
 # %% [markdown]
 # Two calls to `kill_guest()`, one death: `find_spte()` reports the failed allocation first, and
@@ -299,6 +314,11 @@ for cpu in (0, 1, 0, 1):
         h.touch(0xC0000000)
     removals.append(c7.counts["remove_switcher_percpu_map"])
 assert removals == [2, 1, 1, 1]
+q = h.new_process("q")                        # ... and a new top level in between: back to -1
+h.switch_to(q)
+with CallCounter() as c7:
+    h.touch(0xC0000000)
+assert c7.counts["remove_switcher_percpu_map"] == 2
 
 # %% [markdown]
 # ### Graded exercise: unmap another CPU's Switcher pages (H:481)

@@ -40,7 +40,7 @@ from lguest_book.notebook import twin
 from lguest_book.trace import Tracer
 from lguest_book import page_tables as pt, hypercalls as hc
 import lguest_book.inspect as li
-from lguest_book import plots, widgets
+from lguest_book import plots, widgets, fmt
 
 # %% [markdown]
 # ## Before the Guest has page tables
@@ -58,8 +58,12 @@ twin("init_guest_pagetable")
 g = Guest(pae=False, seed=1, boot=False)
 print("linear mode:", g.cpu.linear_pages)
 print("cache:", [(s["slot"], s["allocated"]) for s in li.pgdir_cache(g)])
+assert g.cpu.linear_pages and [s["slot"] for s in li.pgdir_cache(g) if s["allocated"]] == [g.cpu.cpu_pgd] == [1]
 
 # %% [markdown]
+# One slot is allocated, and it is slot 1, not 0: `new_pgdir()` always picks its slot with
+# `prandom_u32()` (chapter 5), and this seeded Guest's first draw lands on 1.
+#
 # In linear mode `demand_page()` does not read any Guest table: it invents a top-level entry and
 # a writable PTE that maps each virtual page to the guest-physical page *of the same number*.
 # That is what a kernel's early boot code expects — it runs before it turns paging on, where
@@ -69,10 +73,12 @@ print("cache:", [(s["slot"], s["allocated"]) for s in li.pgdir_cache(g)])
 a = g.touch(0x00123000, write=True)
 spte = li.walk_shadow(g, 0x00123000)[-1].value
 print(a.outcome, "— shadow PTE", g.x86.describe(spte), "— backs", li.owner(g, spte >> 12))
+assert a.outcome == "ok" and li.owner(g, spte >> 12) == ("guest", 0x123) and spte & 0x2
 
 # %% [markdown]
 # Guest page `0x123` (291), as promised.  Step through a linear-mode fault and notice which
-# checks are skipped — there is no Guest table to read:
+# checks are skipped — there is no Guest table to read, so the later checks (present? a write
+# to a read-only page?) look at the invented PTE, and pass:
 
 # %%
 linear = Guest(pae=False, seed=1, boot=False)
@@ -83,6 +89,9 @@ stepper
 [st.text for st in stepper.steps if st.kind in ("check", "read") and st.func == "demand_page"][:6]
 
 # %%
+present = [e.index for e in li.shadow_table(g) if e.present]
+assert present == [g.x86.pgd_index(0x00123000), g.x86.pgd_index(g.host.switcher_addr)]
+print("present top-level entries:", [fmt.index(i) for i in present])
 plots.plot_directory(g)
 
 # %% [markdown]
@@ -98,8 +107,10 @@ host = Host(layout_for(False))
 lg = Lguest(host, mem_pages=4096)
 baseline = dict(host.refcount)
 host.fail_allocations(1, after=1)       # the register page succeeds, the top level fails
-print("launch:", hc.launch(lg))
+launched = hc.launch(lg)
+print("launch:", launched)
 print("nothing leaked:", host.refcount == baseline)
+assert launched == -12 and host.refcount == baseline
 
 # %% [markdown]
 # ## INIT: the Guest introduces itself
@@ -116,10 +127,11 @@ twin("page_table_guest_data_init")
 # %%
 g = Guest(pae=False, seed=1)
 d = g.lguest_data()
-print(f"kernel_address = {d['kernel_address']:#x}")
-print(f"reserve_mem    = {d['reserve_mem']:#x}  (switcher_addr = {g.host.switcher_addr:#x})")
+print(f"kernel_address = {fmt.vaddr(d['kernel_address'])}")
+print(f"reserve_mem    = {fmt.vaddr(d['reserve_mem'])}  (switcher_addr = {fmt.vaddr(g.host.switcher_addr)})")
 gp = Guest(pae=True, seed=1)
-print(f"PAE: reserve_mem = {gp.lguest_data()['reserve_mem']:#x}  (switcher_addr = {gp.host.switcher_addr:#x})")
+print(f"PAE: reserve_mem = {fmt.vaddr(gp.lguest_data()['reserve_mem'])}  (switcher_addr = {fmt.vaddr(gp.host.switcher_addr)})")
+assert (d["reserve_mem"], gp.lguest_data()["reserve_mem"]) == (4 << 20, 2 << 20)
 
 # %% [markdown]
 # `reserve_mem` is computed as `~switcher_addr + 1` in a 32-bit `unsigned long`: the two's
@@ -128,7 +140,7 @@ print(f"PAE: reserve_mem = {gp.lguest_data()['reserve_mem']:#x}  (switcher_addr 
 
 # %%
 for sa in (0xFFC00000, 0xFFE00000):
-    print(f"{sa:#x}: {(~sa + 1) & 0xFFFFFFFF:#x}")
+    print(f"{fmt.vaddr(sa)}: {fmt.vaddr((~sa + 1) & 0xFFFFFFFF)}")
 
 # %% [markdown]
 # The check that follows protects `flush_user_mappings()`, which loops over top-level entries up
@@ -150,6 +162,8 @@ print("kernel in the Switcher:", repr(init_with(kernel_address=0xFFC00000)))
 print("lguest_data off the end:", repr(init_with(data_pa=0xFFFFF000)))
 print("INIT twice:             ", repr(init_with(twice=True)))
 print("a well-behaved Guest:   ", repr(init_with()))
+assert init_with(kernel_address=0xFFC00000).startswith("bad kernel address") and init_with() is None
+assert init_with(data_pa=0xFFFFF000).endswith("(null)") and init_with(twice=True) == "already have lguest_data"
 
 # %% [markdown]
 # Note the `(null)` in the second message: the kernel's `%p` prints a NULL pointer that way,
@@ -170,11 +184,12 @@ twin("__guest_pa")
 twin("guest_pa")
 
 # %%
-print(f"{0xC0123456:#x} -> {pt.guest_pa(g.cpu, 0xC0123456):#x}")
+print(f"{fmt.vaddr(0xC0123456)} -> {fmt.paddr(pt.guest_pa(g.cpu, 0xC0123456), g.x86)}")
 ok, pa = pt.__guest_pa(g.cpu, 0x08048000)
-print(f"{0x08048000:#x} -> ok={ok}, paddr={pa:#x}")
+print(f"{fmt.vaddr(0x08048000)} -> ok={ok}, paddr={fmt.paddr(pa, g.x86)}")
 pt.guest_pa(g.cpu, 0x08048000)
 print("and guest_pa() on it kills:", g.dead)
+assert (ok, pa) == (False, 0xFFFFFFFF) and g.dead.startswith("Bad address")
 
 # %% [markdown]
 # ### Under PAE, an address beyond 4 GiB
@@ -218,7 +233,7 @@ twin("free_guest_pagetable")
 
 # %%
 fresh_host = dict(Host(layout_for(False)).refcount)   # a host on which no Guest ever ran
-print("a fresh host holds:", {f"{f:#x}": c for f, c in fresh_host.items()})
+print("a fresh host holds:", {fmt.frame(f, pae=False): c for f, c in fresh_host.items()})
 g = Guest(pae=False, seed=1)
 procs = [g.new_process(f"p{i}") for i in range(6)]
 for i, p in enumerate(procs):
@@ -229,8 +244,9 @@ for i, p in enumerate(procs):
 print("frames in use while running:", len(g.host.refcount))
 g.shutdown()
 kernel_refs = {f: c for f, (c, who) in li.refcounts(g).items() if who[0] != "guest"}
-print("frames the kernel still holds:", {f"{f:#x}": c for f, c in kernel_refs.items()})
+print("frames the kernel still holds:", {fmt.frame(f, pae=False): c for f, c in kernel_refs.items()})
 print("same as a fresh host:", kernel_refs == fresh_host)
+assert kernel_refs == fresh_host and all(c == 1 for c, who in li.refcounts(g).values())
 
 # %%
 plots.plot_refcounts(g)

@@ -19,9 +19,12 @@
 # lguest's narrative closes the page-table code at **H:490** with a sigh of relief and a
 # verdict: all this juggling exists because, for most Guests, *the page-table dance decides how
 # fast the Guest runs*.  Scattered through the file are also a few "mysteries" (**M:007**,
-# **M:008**, **M:009**) — the author's notes on what is slow or wrong and not fixed.  This last
-# chapter measures the dance with the model, looks at each mystery, collects the flaws the
-# book has met, and ends with what hardware did to make all of it unnecessary.
+# **M:008**, **M:009**) — the author's notes on what is slow or wrong and not fixed.  This
+# chapter, the last one on the C itself, measures the dance with the model, looks at each
+# mystery, collects the flaws the book has met, and ends with what hardware did to make all of
+# it unnecessary.  It takes each question only as far as one small measurement; chapter 10
+# turns the same claims (H:490, M:007, M:009, with H:410, H:420 and H:435) into full
+# experiments, and chapter 11 lets you attack the Host yourself.
 #
 # ## What you will learn
 #
@@ -91,7 +94,9 @@ work
 # entry of every cached top level (chapter 6).  A 32-bit kernel with more memory than fits in its
 # kernel mapping (about 700 MB with the usual 3 GiB/1 GiB split) must map and unmap "high memory"
 # pages all the time.  The author's note: such a Guest is usually *slower* than one with less
-# memory.  We can watch the cost grow with the Guest's working set:
+# memory.  Here we isolate the mechanism — one Guest, a fixed number of kernel mapping changes,
+# a growing working set (chapter 10's experiment 4 varies the Guest's RAM instead, and finds
+# where the slowdown starts):
 
 # %%
 def highmem_round(pages, flush=True):
@@ -139,7 +144,9 @@ fig
 # the flush, all *n* pages fault in every one of the five rounds, and the stack is pinned again
 # after each flush: 5·*n* + 12.  The cell above asserts both formulas.  The author's verdict was that it cannot
 # be fixed without some code-fu nobody had; SET_PTE on a kernel address (chapter 4), which fixes
-# the entry in every cached top level, is the cheap path when the Guest can use it.
+# the entry in every cached top level, is the cheap path when the Guest can use it.  (Why not
+# at "about 700 MB" in the model, but at the end of its 884 MiB of lowmem: chapter 10,
+# experiment 4.)
 
 # %% [markdown]
 # ## M:007 and M:008 — pinning every page
@@ -150,10 +157,12 @@ fig
 # an extra reference cannot be swapped out by the Host, so a Guest's whole working set is
 # effectively locked in memory.  A callback when the Host wants to reclaim a page, and a way to
 # shrink the shadow tables on demand, would be needed before unprivileged users could safely
-# run Guests.
+# run Guests.  (Chapter 10's experiment 5 tries M:007's batching: how many faults it saves,
+# and how many pages it pins for nothing.)
 #
-# The reference counts show it — every page the Guest has touched carries two references, the
-# Launcher's and the shadow's:
+# The reference counts show it — every user page the Guest has touched carries two references,
+# the Launcher's and the shadow's; the two kernel stack pages carry four, because the stack is
+# pinned in each of the three cached top levels (swapper's, the shell's and the program's):
 
 # %%
 g = Guest(pae=False, seed=1)
@@ -163,6 +172,11 @@ plots.plot_refcounts(g)
 # %%
 pinned = sum(1 for f, (c, who) in li.refcounts(g).items() if who[0] == "guest" and c > 1)
 print(f"{pinned} guest pages pinned by shadow entries; {work['pages pinned']} pin operations for the workload")
+counts = sorted(c for f, (c, who) in li.refcounts(g).items() if who[0] == "guest" and c > 1)
+assert counts == [2] * 33 + [4] * 2 and pinned == 35
+# 37 pins: the 33 user pages once each, the 2 stack pages once for each new top level (the
+# shell's and the program's; swapper's were pinned at boot, before the count began).
+assert work["pages pinned"] == 33 + 2 * 2
 
 # %% [markdown]
 # ## The flaws this book has met
@@ -176,7 +190,15 @@ for f in flaws.FLAWS:
     print(f"{f.key:20} {f.where}\n{'':20} breaks: {f.promise}")
 
 # %%
-next(f for f in flaws.FLAWS if f.key == "pinned_not_present").demo(False)
+demo = next(f for f in flaws.FLAWS if f.key == "pinned_not_present").demo(False)
+assert demo["refs_after_teardown"] - demo["expected_after_teardown"] == 5
+demo
+
+# %% [markdown]
+# One demonstration, `pinned_not_present` (chapter 4): `__guest_set_pte()` never tests
+# Present, so each of the demo's five SET_PTEs of a not-present entry takes a page reference
+# that `release_pte()` will never give back.  After teardown the frame still holds 6
+# references where only the Launcher's 1 should remain (the cell checks the 5 extra).
 
 # %% [markdown]
 # ## What hardware changed
@@ -189,17 +211,26 @@ next(f for f in flaws.FLAWS if f.key == "pinned_not_present").demo(False)
 # FLUSH_TLB hypercall, no faults to build entries.  The price is paid on a TLB miss: every Guest
 # table reference is itself a guest-physical address that must be translated through the nested
 # tables.  For an *n*-level Guest walk over *m*-level nested tables, that is up to
-# (n + 1)(m + 1) − 1 memory references instead of *n*:
+# (n + 1)(m + 1) − 1 memory references instead of *n*.  Two cases: a 64-bit Host (4-level
+# nested tables), and nested tables as deep as the Guest's own, *m* = *n* (a 32-bit Host like
+# lguest's), which is the case chapter 10's experiment 6 models:
 
 # %%
+def nested_refs(n, m):
+    return (n + 1) * (m + 1) - 1
+
 for guest_levels, name in ((2, "non-PAE Guest"), (3, "PAE Guest"), (4, "x86-64 Guest")):
-    refs = (guest_levels + 1) * (4 + 1) - 1
-    print(f"{name:14} on 4-level nested tables: up to {refs:2} references per TLB miss (native: {guest_levels})")
+    print(f"{name:14} up to {nested_refs(guest_levels, 4):2} references per TLB miss on 4-level nested tables,"
+          f" {nested_refs(guest_levels, guest_levels):2} on {guest_levels}-level ones (native: {guest_levels})")
+assert [nested_refs(n, n) for n in (2, 3)] == [8, 15]   # chapter 10's refs_per_miss_nested
+assert [nested_refs(n, 4) for n in (2, 3, 4)] == [14, 19, 24]
 
 # %% [markdown]
 # Large TLBs, paging-structure caches and large pages make that affordable, and it is how KVM
 # runs Guests today.  lguest, built to be the simplest hypervisor one could read in an afternoon,
-# had done its teaching job; it was removed from Linux in version 4.14 (2017).
+# had done its teaching job; it was removed from Linux in version 4.14 (2017).  Chapter 10's
+# experiment 6 sets the two techniques side by side on the model's workloads: shadow exits
+# against nested TLB-miss walks, and the exit cost at which they break even.
 
 # %% [markdown]
 # ## Play: which flush?
@@ -225,7 +256,8 @@ console
 #    differ?
 # 2. Implement "pre-faulting" for M:007 *outside* the model: after each fault, touch the next
 #    three pages too.  Count `demand_page()` calls and pinned pages for `start_program`.  When
-#    does pre-faulting waste work?
+#    does pre-faulting waste work?  (Then compare with chapter 10's experiment 5, which does it
+#    inside the Host.)
 # 3. Using the flaw catalogue, pick one flaw and write the smallest change to the C (in words)
 #    that would fix it.  Which promise does it restore?
 # 4. Estimate the cost of `start_program` in cycles, assuming 1,000 cycles per Host exit and
@@ -234,7 +266,10 @@ console
 # <details><summary>Hints and answers (open after trying)</summary>
 #
 # 1. *Answer:* the same growth, 5 faults per page of the working set; the constant is 14 under
-#    PAE instead of 12 (a Tracer shows which extra faults they are).  Checked below.
+#    PAE instead of 12.  A Tracer, counting `demand_page()` calls per page, shows the two extra
+#    faults: they are the kernel stack's two pages, each faulted once more while the worker's
+#    top level is set up (the no-flush variant has the same two extra, `n + 4`).  The user pages
+#    fault 5 times each, as without PAE.  Checked below.
 # 2. *Hint:* count pages that are pre-faulted but never touched.  *Answer:* pre-faulting saves a
 #    Host exit per neighbouring page the program goes on to use, and wastes a pinned page (M:008)
 #    and a `get_pfn()` for each one it does not — sparse access patterns, or the last pages of a
@@ -250,6 +285,17 @@ console
 # %%
 # The numbers in answers 1 and 4, checked.
 assert [host_work(highmem_round(n), pae=True)["faults"] for n in (8, 32)] == [5 * 8 + 14, 5 * 32 + 14]
+assert host_work(highmem_round(8, flush=False), pae=True)["faults"] == 8 + 4
+from collections import Counter
+from lguest_book.trace import Tracer
+for pae, stack_faults in ((False, 6), (True, 7)):
+    traced = Guest(pae=pae, seed=1, mem_pages=8192)
+    with Tracer() as t9:
+        highmem_round(8)(traced)
+    per_page = Counter(e.args["vaddr"] & ~0xFFF for e in t9.trace.calls("demand_page"))
+    stack = [(traced.cpu.esp1 - 1 - i * 4096) & ~0xFFF for i in range(traced.lg.stack_pages)]
+    assert [per_page[v] for v in stack] == [stack_faults] * 2
+    assert all(per_page[0x08048000 + i * 4096] == 5 for i in range(8))
 assert host_work(start_program)["faults"] == 37
 
 # %% [markdown]

@@ -18,7 +18,8 @@
 #
 # page_tables.c opens (P:700) by warning that the Guest's page tables can be neither trusted nor
 # used: every entry must be checked and converted before the CPU may follow it.  The chapters so
-# far showed where the checks hold, and six places where the C itself breaks its promises.  In
+# far showed where the checks hold, and the places where the C itself breaks its promises (chapter
+# 9 collects them in one catalogue, `flaws.FLAWS`).  In
 # this lab you stop reading about attacks and make them: you are the Guest, and the Host is the
 # one under test.
 #
@@ -203,7 +204,14 @@ assert "no-leak" in report.found            # ... but the fuzzer rediscovers a k
 # %% [markdown]
 # The fuzzer ran random hostile Guests (the property tests' generator, in the lab's vocabulary)
 # and kept the first break of each promise, shrunk to a minimal replay.  `lab.fuzz(seconds=60)`
-# runs for a minute instead of a fixed number of Guests.
+# runs for a minute instead of a fixed number of Guests.  The replay it found is one step: a
+# `map` whose flags, `0x60`, are Accessed and Dirty without Present — chapter 4's
+# `pinned_not_present` (the `pinned-after-teardown` challenge), rediscovered by chance.  The cell
+# below checks that reading.
+
+# %%
+(step,) = report.found["no-leak"].replay
+assert step.name == "map" and step.args[2] == _PAGE_ACCESSED | 0x40 and not step.args[2] & _PAGE_PRESENT
 
 # %% [markdown]
 # ## Patch the Host, and re-attack
@@ -255,11 +263,51 @@ assert all(step.name == "hypercall" and step.args[0] == hc.LHCALL_SET_PGD and st
 #    <details><summary>Hint</summary>The shortcut converts any entry with Accessed or Dirty set,
 #    present or not.</details>
 #
+#    <details><summary>Answer</summary>The missing test is Present: convert the entry at once
+#    only when `_PAGE_PRESENT` is set *and* Accessed or Dirty is.  `reattack` then shows
+#    `pinned-after-teardown` failing and everything else unchanged — `clean-writable` still
+#    succeeds, because it is a different flaw (`writable_not_dirty`: a present, clean entry made
+#    writable).  Checked below.</details>
+#
 # 3. Write an attack that breaks `dead-stays-dead`.  If you cannot, say which lines of
 #    hypercalls.c and core.c stop you (the model follows them: `do_hcall` and `enter_guest`).
 #
+#    <details><summary>Answer</summary>It cannot be done from inside the Guest.  A killed Guest
+#    never runs again: core.c's `run_guest()` loops only while the Guest is not dead and checks
+#    again after the hypercalls, before it enters the Guest, and hypercalls are only ever run
+#    from that loop.  The model's `do_hcall` returns at once for a dead Guest and its
+#    `enter_guest` refuses one (chapter 7 showed it for a Guest killed by a failed
+#    allocation).</details>
+#
 # 4. Run `lab.fuzz(seconds=60, pae=True)`.  Which promises break under PAE, and which flaw is
 #    behind each minimal replay?
+#
+#    <details><summary>Answer (for the repeatable run `lab.fuzz(runs=60, seed=3, pae=True)`)</summary>
+#    Only `no-leak` breaks, and its minimal replay again ends in a `map` with flags `0x20`
+#    (Accessed, not Present): `pinned_not_present`, as without PAE.  A timed run may find more —
+#    then match each replay against the flaw catalogue.  Checked below.</details>
+
+# %%
+# Answers 1, 2 and 4, checked.
+import inspect
+from lguest_book import exercises
+with exercises.use("guest_set_pgd", guest_set_pgd):      # answer 1: the patched bound
+    victim = lab.Attacker()
+    victim.set_pgd(victim.gpgdir(), victim.guest.x86.PTRS_PER_PGD)
+assert victim.guest.dead == "Attempt to set pgd 1024/1024"
+test = "if (L.pte_flags(gpte) & (_PAGE_DIRTY | _PAGE_ACCESSED)) and ("
+source = inspect.getsource(pt.__guest_set_pte)
+assert source.count(test) == 1
+namespace = dict(vars(pt))                               # answer 2: the Present test added
+exec(source.replace(test, "if (L.pte_flags(gpte) & _PAGE_PRESENT) and (L.pte_flags(gpte) & (_PAGE_DIRTY | _PAGE_ACCESSED)) and ("),
+     namespace)
+fix2 = {r["challenge"]: r for r in lab.reattack({"__guest_set_pte": namespace["__guest_set_pte"]}, runs=30, compare_runs=30).rows}
+assert fix2["pinned-after-teardown"]["before"] and not fix2["pinned-after-teardown"]["after"]
+assert all(r["before"] == r["after"] for c, r in fix2.items() if c != "pinned-after-teardown")
+pae_report = lab.fuzz(runs=60, seed=3, pae=True)           # answer 4
+assert set(pae_report.found) == {"no-leak"}
+last = pae_report.found["no-leak"].replay[-1]
+assert last.name == "map" and last.args[2] == _PAGE_ACCESSED
 
 # %% [markdown]
 # ## References
