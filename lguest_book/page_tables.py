@@ -103,8 +103,9 @@ def spgd_addr(cpu: LgCpu, i: int, vaddr: int) -> tuple[int, int]:
 def spmd_addr(cpu: LgCpu, spgd: int, vaddr: int) -> tuple[int, int]:
     """PAE only: pointer to the shadow mid-level entry below the (present) entry ``spgd``."""
     L = cpu.lg.x86
-    index = L.pmd_index(vaddr)
-    BUG_ON(not (pgd_flags(spgd) & _PAGE_PRESENT), "spmd_addr")
+    index = (vaddr >> L.PMD_SHIFT) & (L.PTRS_PER_PMD - 1)  # pmd_index(vaddr)
+    if not (pgd_flags(spgd) & _PAGE_PRESENT):  # BUG_ON: the top-level entry must be present
+        BUG("spmd_addr")
     return (pgd_pfn(spgd), index)
 
 
@@ -115,7 +116,8 @@ def spte_addr(cpu: LgCpu, spgd: int, vaddr: int) -> tuple[int, int]:
         pmd = spmd_addr(cpu, spgd, vaddr)
         spmd = cpu.lg.host.deref(pmd)
         page = pmd_pfn(spmd)
-        BUG_ON(not (pmd_flags(spmd) & _PAGE_PRESENT), "spte_addr")
+        if not (pmd_flags(spmd) & _PAGE_PRESENT):  # BUG_ON: the mid-level entry must be present
+            BUG("spte_addr")
     else:
         page = (spgd & L.PTE_PFN_MASK) >> PAGE_SHIFT  # pgd_pfn(spgd)
         if not spgd & _PAGE_PRESENT:  # BUG_ON: the top-level entry must be present
@@ -133,8 +135,10 @@ def gpgd_addr(cpu: LgCpu, vaddr: int) -> int:
 def gpmd_addr(gpgd: int, vaddr: int) -> int:
     """PAE only: guest-physical address of the Guest's mid-level entry below ``gpgd``."""
     gpage = (pgd_pfn(gpgd) << PAGE_SHIFT) & ULONG_MASK
-    BUG_ON(not (pgd_flags(gpgd) & _PAGE_PRESENT), "gpmd_addr")
-    return (gpage + PAE.pmd_index(vaddr) * PAE.entry_bytes) & ULONG_MASK
+    if not (pgd_flags(gpgd) & _PAGE_PRESENT):  # BUG_ON: the top-level entry must be present
+        BUG("gpmd_addr")
+    # pmd_index(vaddr): PAE's PMD_SHIFT is 21, PTRS_PER_PMD 512; a PAE entry is 8 bytes.
+    return (gpage + ((vaddr >> 21) & 511) * 8) & ULONG_MASK
 
 
 def gpte_addr(cpu: LgCpu, gentry: int, vaddr: int) -> int:
@@ -146,7 +150,8 @@ def gpte_addr(cpu: LgCpu, gentry: int, vaddr: int) -> int:
     L = cpu.lg.x86
     if L.pae:  # PAE: there is a mid level
         gpage = (pmd_pfn(gentry) << PAGE_SHIFT) & ULONG_MASK
-        BUG_ON(not (pmd_flags(gentry) & _PAGE_PRESENT), "gpte_addr")
+        if not (pmd_flags(gentry) & _PAGE_PRESENT):  # BUG_ON: the entry must be present
+            BUG("gpte_addr")
     else:
         gpage = gentry & L.PTE_PFN_MASK & ULONG_MASK  # pgd_pfn(gpgd) << PAGE_SHIFT
         if not gentry & _PAGE_PRESENT:  # BUG_ON: the entry must be present
