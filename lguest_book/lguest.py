@@ -284,13 +284,20 @@ def c_ptr(value: int) -> str:
 # masked to the physical width nor, for a PSE entry, to 2 MiB).  page_tables.c sees these.
 # The kernel's own versions (arch/x86/include/asm/pgtable_types.h, pgtable.h) are the Layout
 # methods of lguest_book.x86, which the Guest kernel and the readers' walks use.
-#
-# Each is bound as the int's own C-level operation (the C's macros cost no call either): a call
-# of one is the int operator itself, ``val & 0xfff`` or ``val >> PAGE_SHIFT``, run in C.
-pgd_flags = (0xFFF).__and__  # pgd_flags(x): pgd_val(x) & ~PAGE_MASK
-pgd_pfn = PAGE_SHIFT.__rrshift__  # pgd_pfn(x): pgd_val(x) >> PAGE_SHIFT
-pmd_flags = (0xFFF).__and__  # pmd_flags(x): pmd_val(x) & ~PAGE_MASK
-pmd_pfn = PAGE_SHIFT.__rrshift__  # pmd_pfn(x): pmd_val(x) >> PAGE_SHIFT
+def pgd_flags(pgd: int) -> int:
+    return pgd & 0xFFF  # pgd_val(x) & ~PAGE_MASK
+
+
+def pgd_pfn(pgd: int) -> int:
+    return pgd >> PAGE_SHIFT  # pgd_val(x) >> PAGE_SHIFT
+
+
+def pmd_flags(pmd: int) -> int:
+    return pmd & 0xFFF  # pmd_val(x) & ~PAGE_MASK
+
+
+def pmd_pfn(pmd: int) -> int:
+    return pmd >> PAGE_SHIFT  # pmd_val(x) >> PAGE_SHIFT
 
 
 # --- kill_guest (lg.h) ---------------------------------------------------------------------
