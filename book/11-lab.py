@@ -196,7 +196,9 @@ lab.check_attack("amplify", attack)
 # </details>
 
 # %%
-report = lab.fuzz(runs=60, seed=3)
+bar = lab.progress_bar(60)                      # one tick per hostile Guest
+report = lab.fuzz(runs=60, seed=3, progress=bar)
+assert bar.widget.value == bar.widget.max
 print(report)
 assert "own-memory" not in report.found    # 60 hostile Guests: nobody reached a foreign frame
 assert "no-leak" in report.found            # ... but the fuzzer rediscovers a known flaw
