@@ -142,7 +142,8 @@ def attack(a):
     a.set_pgd(a.gpgdir(first), g.x86.pgd_index(g.host.switcher_addr))
     a.switch_to(first)
 
-crashed = lab.check_attack("crash-host", attack)
+lab.check_attack("crash-host", attack)
+crashed = lab.attempt("crash-host", attack)   # the whole record: every promise it broke, step by step
 assert any(b.promise == "no-oops" for b in crashed.broken)
 
 # %% [markdown]

@@ -101,7 +101,7 @@ def limits(obj) -> dict:
     much memory and device memory it has, and where the Launcher mapped that memory.
 
     The limits of memory (``pfn_limit``, ``device_limit``) are guest frame numbers (the first
-    frame beyond), ``mem_base`` a Launcher virtual address, ``linear_pages`` a host frame."""
+    frame beyond), ``mem_base`` a Launcher virtual address, ``linear_pages`` whether the Host still makes up a linear mapping."""
     lg = _lg(obj)
     L = lg.x86
     return {
@@ -112,7 +112,7 @@ def limits(obj) -> dict:
         "mem_base": fmt.Vaddr(lg.mem_base),
         "nr_cpus": lg.host.nr_cpus,
         "current_cpu": lg.host.current_cpu,
-        "linear_pages": fmt.as_frame(lg.cpus[0].linear_pages, L),
+        "linear_pages": bool(lg.cpus[0].linear_pages),
         "dead": lg.dead,
     }
 

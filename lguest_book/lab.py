@@ -916,14 +916,13 @@ def fuzz(seconds: float = 5.0, *, runs: int | None = None, seed: int = 0, pae: b
     return FuzzReport(time.monotonic() - start, done, total_steps, found, seed, pae)
 
 
-def check_attack(challenge: str, attack: Callable) -> Attempt:
+def check_attack(challenge: str, attack: Callable) -> None:
     """For a notebook: run the attack, print what happened, fail (AssertionError) unless it
-    achieved the challenge."""
+    achieved the challenge.  (:func:`attempt` returns the whole record.)"""
     result = attempt(challenge, attack)
     print(result)
     if not result.succeeded:
         raise AssertionError(f"{challenge}: not achieved — {result.why}")
-    return result
 
 
 @contextmanager
