@@ -56,15 +56,31 @@ class Step:
     args: tuple
 
     def __str__(self) -> str:
-        return f"{self.name}({', '.join(_show_arg(a) for a in self.args)})"
+        kinds = _ARG_KINDS.get(self.name, ())
+        shown = (_show_arg(a, kinds[i] if i < len(kinds) else "reg") for i, a in enumerate(self.args))
+        return f"{self.name}({', '.join(shown)})"
 
 
-def _show_arg(a) -> str:
-    if isinstance(a, bool):
+# How each step's arguments print (fmt's rule: addresses and registers 8 hex digits, an entry as
+# wide as it is, frames 5 digits (8 past 20 bits), flags and call numbers short; counts decimal).
+_ARG_KINDS = {
+    "poke": ("paddr", "entry"), "hypercall": ("call", "reg", "reg", "reg", "reg"),
+    "touch": ("vaddr", "bool", "bool"), "switch_to": ("count",), "map": ("vaddr", "frame", "flags"),
+}
+
+
+def _show_arg(a, kind: str) -> str:
+    if isinstance(a, bool) or kind == "bool":
+        return str(bool(a))
+    if kind == "count":
         return str(a)
-    if isinstance(a, int) and a >= 10:
+    if kind == "call" or kind == "flags":
         return f"{a:#x}"
-    return str(a)
+    if kind == "frame":
+        return fmt.frame(a, pae=a >= 1 << 20)
+    if kind == "entry" and a > 0xFFFFFFFF:
+        return fmt.entry(a, pae=True)
+    return fmt.vaddr(a) if a <= 0xFFFFFFFF else fmt.entry(a, pae=True)
 
 
 HYPERCALLS = {
