@@ -113,3 +113,15 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.section("referees: what was compared")
         for line in _REFEREE_LINES:
             terminalreporter.write_line(line)
+
+
+# --- shared fixtures ------------------------------------------------------------------------------
+@pytest.fixture(scope="module", params=[False, True], ids=["nonpae", "pae"])
+def machine(request):
+    """The compiled page_tables.c (non-PAE, then PAE), one process per module and layout
+    (tests/test_referee_c.py, tests/test_referee_taught.py)."""
+    from lguest_book.verify import c_referee as cr
+
+    c = cr.CMachine(cr.build(request.param))
+    yield request.param, c
+    c.close()

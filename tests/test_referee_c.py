@@ -16,22 +16,7 @@ from lguest_book.verify.workload import INTERESTING, KERNEL, MEM_PAGES, NR_CPUS,
 
 LAYOUTS = pytest.mark.parametrize("pae", [False, True], ids=["nonpae", "pae"])
 
-try:
-    extract.find_source()
-    HAVE_SOURCE = True
-except FileNotFoundError:
-    HAVE_SOURCE = False
-pytestmark = [
-    pytest.mark.skipif(not cr.gcc_m32_available(), reason="gcc -m32 is not available (apt-get install gcc-multilib)"),
-    pytest.mark.skipif(not HAVE_SOURCE, reason="page_tables.c not found (shared/seeds beside the repository, or LGUEST_BOOK_C_SOURCE)"),
-]
-
-
-@pytest.fixture(scope="module", params=[False, True], ids=["nonpae", "pae"])
-def machine(request):
-    c = cr.CMachine(cr.build(request.param))
-    yield request.param, c
-    c.close()
+pytestmark = pytest.mark.skipif(cr.unavailable() is not None, reason=cr.unavailable() or "")
 
 
 def test_extraction_puts_directives_on_their_own_lines():

@@ -51,6 +51,17 @@ class BuildError(RuntimeError):
     pass
 
 
+def unavailable() -> str | None:
+    """Why the compiled-C referee cannot run here (a sentence), or None if it can."""
+    if not gcc_m32_available():
+        return "gcc -m32 is not available (apt-get install gcc-multilib)"
+    try:
+        extract.find_source()
+    except FileNotFoundError:
+        return "page_tables.c not found (shared/seeds beside the repository, or LGUEST_BOOK_C_SOURCE)"
+    return None
+
+
 def gcc_m32_available() -> bool:
     gcc = shutil.which("gcc")
     if not gcc:
