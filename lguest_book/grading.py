@@ -58,6 +58,19 @@ MEMORY_LIMIT = 1 << 30
 
 log = logging.getLogger("lguest_book.grading")
 
+# Answers are graded on several threads at once (SecureGrade's prefetch).  CPython 3.11 keeps
+# the AST converter's recursion counter in state that all threads share, so two threads in
+# ast.parse at once (a garbage collection running a finaliser is enough to switch threads in the
+# middle) fail with "SystemError: AST constructor recursion depth mismatch" (python/cpython#106905).
+# Every parse here goes through this one lock.
+_AST_LOCK = threading.Lock()
+
+
+def _parse(source: str) -> ast.Module:
+    """``ast.parse(source)``, one thread at a time (see _AST_LOCK)."""
+    with _AST_LOCK:
+        return ast.parse(source)
+
 
 # =============================================================================================
 # The function under exercise, and a copy of the package without it
@@ -89,7 +102,7 @@ def withheld(exercise_id: str) -> tuple[Path, str | None]:
 def cut_out(source: str, name: str) -> str:
     """``source`` with the body of top-level function ``name`` replaced by an error (the
     signature stays, so a wrong number of arguments is still reported as such)."""
-    tree = ast.parse(source)
+    tree = _parse(source)
     lines = source.splitlines(keepends=True)
     for node in tree.body:
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name == name:
@@ -97,7 +110,7 @@ def cut_out(source: str, name: str) -> str:
             stub = ast.FunctionDef(
                 name=node.name, args=node.args, decorator_list=node.decorator_list, returns=None,
                 type_comment=None, type_params=[],
-                body=[ast.parse(f"raise NotImplementedError({_WITHHELD.format(name=name)!r})").body[0]])
+                body=[_parse(f"raise NotImplementedError({_WITHHELD.format(name=name)!r})").body[0]])
             text = ast.unparse(ast.fix_missing_locations(stub)) + "\n"
             span = node.end_lineno - first + 1
             text += "\n" * max(0, span - text.count("\n"))  # keep the lines below where they were
@@ -432,7 +445,7 @@ def delegation_notes(source: str, exercise_id: str) -> list[str]:
     e = ex.EXERCISES[exercise_id]
     _file, own = withheld(exercise_id)
     try:
-        tree = ast.parse(source)
+        tree = _parse(source)
     except SyntaxError:
         return []
     names = {own, e.target}
@@ -501,8 +514,8 @@ def copy_flags(source: str, exercise_id: str, name: str) -> list[str]:
     """``["copy: ..."]`` when the answer's function is the model's own after renaming."""
     path, own = withheld(exercise_id)
     try:
-        tree = ast.parse(source)
-        model = ast.parse(path.read_text())
+        tree = _parse(source)
+        model = _parse(path.read_text())
     except (SyntaxError, OSError):
         return []
     theirs = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == name]
@@ -528,7 +541,7 @@ def checks_in(source: str) -> list[Check]:
     """The ``exercises.check(ID, NAME[, hidden=True])`` calls of a grade cell's source (and
     ``lab.check_attack(ID, NAME)``, a lab challenge)."""
     try:
-        tree = ast.parse(source)
+        tree = _parse(source)
     except SyntaxError:
         return []
     out = []
