@@ -84,6 +84,21 @@ twin("pin_page")
 # PTE must be present and writable, its frame must lie in its memory, and the Dirty bit is set
 # in the Guest's PTE because the shadow is about to become writable.
 #
+# This book's Guest kernel maps its memory already Accessed and Dirty, so its stack cannot show
+# that last step.  A kernel page whose Guest PTE has neither bit can: pin it by hand.
+
+# %%
+clean = g.kernel_address + 0x6000
+where = li.walk_guest(g, clean)[-1].where
+g.write_entry(where, g.read_entry(where) & ~0x60)  # clear Accessed and Dirty in the Guest's PTE
+before = g.guest_pte(clean)
+pt.pin_page(g.cpu, clean)
+after = g.guest_pte(clean)
+print(f"Guest PTE for {fmt.vaddr(clean)}: {fmt.entry(before, pae=False)} -> {fmt.entry(after, pae=False)}; "
+      f"writable in the shadow now? {pt.page_writable(g.cpu, clean)}")
+assert not before & 0x60 and after == before | 0x60 and pt.page_writable(g.cpu, clean)
+
+# %% [markdown]
 # A kernel page that is not on the stack is still lazily mapped:
 
 # %%
@@ -244,12 +259,12 @@ ev
 #    `demand_page()` would refuse a user access to a kernel-only page, and every Guest would be
 #    killed by its own correct stack (checked below: `demand_page(..., 6)` declines it).
 # 4. *Answer:* NX (bit 63) and the other high bits; the function tests only Present and RW, both
-#    in the low 12 bits.
+#    in the low 12 bits (checked below: a shadow PTE given NX by hand is still writable).
 #
 # </details>
 
 # %%
-# Answers 1, 2 and 3, checked.
+# Answers 1 to 4, checked.
 h = Guest(pae=False, seed=1)
 top_page = h.cpu.esp1 - 1
 where = li.walk_guest(h, top_page)[-1].where
@@ -261,6 +276,11 @@ h.flush_user()
 assert pt.demand_page(h.cpu, h.cpu.esp1 - 1, 6) == (False, 0) and h.dead is None
 # answer 1, with the check in place: a stack in the Switcher's per-CPU pages kills the Guest
 assert set_stack(0x69, g.host.switcher_addr + 0x2000, 1) == "bad stack page 0xffc01fff"
+# answer 4: under PAE, NX set by hand in a pinned stack PTE changes nothing
+k = Guest(pae=True, seed=1)
+pinned = pt.find_spte(k.cpu, k.cpu.esp1 - 1, False, 0, 0)
+k.host.store(pinned, k.host.deref(pinned) | 1 << 63)
+assert k.host.deref(pinned) >> 63 == 1 and pt.page_writable(k.cpu, k.cpu.esp1 - 1)
 
 # %% [markdown]
 # ### Graded exercise: is this stack page writable? (H:360)
@@ -305,7 +325,7 @@ exercises.check("ch3-page-writable", page_writable, hidden=True)
 #   `pin_page()` fixes a miss by faking a kernel write fault through `demand_page()`.
 # - `pin_stack_pages()` runs on SET_STACK, on a switch to a blank top level, and after a full
 #   flush — the moments the C expects the pinned pages to have disappeared (but not after a
-#   SET_PGD on the stack's entry: see below).
+#   SET_PGD on the stack's entry: see *When nothing pins it again*).
 # - A bad stack kills the Guest; a too-large one kills it *and* keeps the Host busy — a real
 #   flaw, kept in the model and shown here.
 # - A reused slot keeps the stack (its kernel part survives); a SET_PGD on the stack's own

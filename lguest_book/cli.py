@@ -81,9 +81,13 @@ def cmd_tour(args) -> int:
         access = g.touch(va, write=True, user=True)
     for e in t.trace.decisions("demand_page"):
         say(f"  [{'yes' if e.outcome else 'no '}] {e.label}")
-    for kind, ptr, old, new in t.trace.writes():
+    for kind, ptr, old, new in t.trace.within("demand_page").writes():
         where = f"shadow entry {fmt.ptr(*ptr, L)}" if kind == "shadow" else f"guest PTE at {fmt.paddr(ptr, L)}"
         say(f"  wrote {where}: {entry(old or 0)} -> {entry(new)}")
+    switcher = t.trace.within("map_switcher_in_guest").writes()
+    if switcher:
+        say(f"(Before that, entering the Guest, map_switcher_in_guest() made {len(switcher)} shadow writes "
+            "of its own: the Switcher's pages for this CPU.)")
     spte = li.walk_shadow(g, va)[-1].value
     say(f"\nThe access succeeded after {access.faults} fault(s): host physical address {fmt.paddr(access.hpa, L)}.")
     say(f"Shadow PTE: {entry(spte)} ({L.describe(spte)}): host frame {gpfn(L.pte_pfn(spte))} stands for guest page {gpfn(0x300)}.")
@@ -638,9 +642,17 @@ def cmd_lab(args) -> int:
     path = Path(args.file)
     if not path.is_file():
         return fail(f"no file {path}")
-    result = lab.grade_source(args.challenge, path.read_text())
-    print(result)
-    return 0 if result.succeeded else 1
+    from . import grading
+
+    # The grader of chapter 11's graded cell: the attack runs in its sandbox, which reports only
+    # the steps taken; they are replayed on a pristine Host and the challenge's checker decides.
+    grader = grading.Grader()
+    try:
+        verdict = grader.grade_attack(args.challenge, path.read_text(errors="replace"))
+    finally:
+        grader.close()
+    print(verdict.text)
+    return 0 if verdict.ok else 1
 
 
 def cmd_experiment(args) -> int:

@@ -550,6 +550,16 @@ def _cases_page_writable(hidden: bool) -> list[Case]:
                     g.touch(vaddr, write=prepare == "write", user=True)
                 return (g.cpu, vaddr)
             out.append(Case(f"{'PAE' if pae else 'non-PAE'} page_writable({fmt.vaddr(vaddr)}) after a {prepare}", build))
+        # The Switcher's pages are in the shadow once the Guest has run, and this CPU's register
+        # page there is writable: only the Switcher test answers False for it.
+        for offset in ((0x1000,) if not hidden else (0x0000, 0x1000, 0x2000)):
+            def build(offset=offset, pae=pae):
+                g, _ = user_guest(pae)
+                g.map(0x08048000, 0x300)
+                g.touch(0x08048000, write=True, user=True)  # the Guest runs: the Switcher is mapped in
+                return (g.cpu, g.cpu.lg.host.switcher_addr + offset)
+            out.append(Case(f"{'PAE' if pae else 'non-PAE'} page_writable(switcher_addr + {fmt.vaddr(offset)}) "
+                            "after the Guest ran", build))
     return out
 
 

@@ -237,6 +237,11 @@ class Grader:
             self._cache[key] = verdict
         return verdict
 
+    def grade_attack(self, challenge: str, source: str, function: str = "attack") -> Verdict:
+        """The verdict on the lab attack ``function`` defined by ``source``, for ``challenge``:
+        what chapter 11's graded cell gets under nbgrader (``lguest-book lab grade``)."""
+        return self.grade(source, [Check(LAB + challenge, function)])
+
     def _grade(self, source: str, exercise_id: str, name: str, hiddens: list[bool]) -> Verdict:
         if exercise_id.startswith(LAB):
             return self._grade_attack(source, exercise_id, name)
@@ -286,7 +291,7 @@ class Grader:
             result = lab.attempt(challenge, [(n, tuple(args)) for n, args in steps])
         except (ValueError, RuntimeError) as err:  # a step no Guest can take
             return Verdict(False, [f"✗ {challenge}: {err}"])
-        lines = [("✓ " if result.succeeded else "✗ ") + f"{challenge}: {len(steps)} steps replayed on a pristine Host; "
+        lines = [("✓ " if result.succeeded else "✗ ") + f"{challenge}: {len(steps)} step{'' if len(steps) == 1 else 's'} replayed on a pristine Host; "
                  + result.why.splitlines()[0]]
         if report.get("error"):
             lines.append(f"  your attack stopped with {report['error']}")

@@ -19,17 +19,14 @@ turns the reader into that Guest.
   hypervisor (your fix of a port function swapped in), and says which promises the patch
   restores and whether it changes anything else.
 * :func:`fuzz` runs random hostile Guests for a while and shows what broke.
-* :func:`grade_source` grades an attack for nbgrader: the student's code runs in a separate
-  process that can only produce a list of steps; a pristine process replays them and decides.
+* Grading an attack (chapter 11's graded cell under nbgrader, and ``lguest-book lab grade``) is
+  :mod:`lguest_book.grading`'s: the attack runs in its sandbox, which reports only the steps the
+  Attacker took; they are replayed here, with :func:`attempt`, on a pristine Host.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import random
-import subprocess
-import sys
 import time
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -1013,64 +1010,8 @@ def reattack(patches: dict[str, Callable], *, seconds: float = 3.0, runs: int | 
     return Reattack(rows, fuzz_before, fuzz_after, differences, compared)
 
 
-# =============================================================================================
-# Grading an attack where the attacker's code cannot reach
-# =============================================================================================
-_RECORDER = r"""
-import json, sys
-from lguest_book import lab
-source = sys.stdin.read()
-namespace = {"__name__": "attack"}
-exec(compile(source, "<attack>", "exec"), namespace)
-attack = namespace.get(sys.argv[1])
-if not callable(attack):
-    print(json.dumps({"error": f"no function named {sys.argv[1]} in the answer"}))
-    raise SystemExit(0)
-a = lab.Attacker(pae=sys.argv[2] == "1", check=False, **lab._host(lab.CHALLENGES[sys.argv[3]]))
-error = None
-try:
-    attack(a)
-except Exception as err:
-    error = f"{type(err).__name__}: {err}"
-sys.stdout.write("\n@@STEPS@@" + json.dumps({"steps": [[s.name, list(s.args)] for s in a.steps], "error": error}))
-"""
-
-
-def grade_source(challenge: str, source: str, *, function: str = "attack", timeout: float = 60.0) -> Attempt:
-    """Grade the attack in ``source`` (the text of a solution cell defining ``function``).
-
-    The student's code runs in a fresh, isolated Python process whose only output that counts
-    is the list of steps its Attacker recorded — guest actions, plain data.  This process then
-    replays those steps on a pristine model and checks the challenge, so nothing the attack
-    does to its own process (patching the lab, the checker or the model) can change the
-    verdict: a list of steps that achieves the goal *is* an attack that works."""
-    if challenge not in CHALLENGES:
-        raise ValueError(f"no challenge named {challenge!r}; there are: {', '.join(CHALLENGES)}")
-    c = CHALLENGES[challenge]
-    env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "SYSTEMROOT", "TMPDIR")}
-    env["PYTHONPATH"] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    try:
-        proc = subprocess.run([sys.executable, "-I", "-c", _RECORDER.replace("from lguest_book", "import sys; sys.path.insert(0, " + repr(env["PYTHONPATH"]) + ")\nfrom lguest_book"), function, "1" if c.pae else "0", challenge],
-                              input=source, capture_output=True, text=True, timeout=timeout, env=env)
-    except subprocess.TimeoutExpired:
-        return Attempt(challenge, False, f"the attack did not finish within {timeout:.0f} s", [], [], "timeout")
-    out = proc.stdout
-    if "@@STEPS@@" not in out:
-        tail = (proc.stderr or out).strip().splitlines()[-1:] or ["no output"]
-        try:
-            message = json.loads(out).get("error")
-        except ValueError:
-            message = None
-        return Attempt(challenge, False, "the attack produced no steps", [], [], message or tail[0])
-    record = json.loads(out.rsplit("@@STEPS@@", 1)[1])
-    steps = [Step(name, tuple(args)) for name, args in record["steps"]][:MAX_STEPS]
-    result = attempt(challenge, steps)  # replayed here, on a pristine model
-    result.error = record.get("error") or result.error
-    return result
-
-
 __all__ = ["picture", "check_attack", "progress_bar", "Attacker", "Step", "PROMISES", "Broken", "CHALLENGES", "Challenge", "attempt", "hints", "replay",
-           "shrink", "fuzz", "FuzzReport", "patched", "reattack", "KNOWN_ATTACKS", "grade_source", "random_steps"]
+           "shrink", "fuzz", "FuzzReport", "patched", "reattack", "KNOWN_ATTACKS", "random_steps"]
 
 
 # =============================================================================================

@@ -188,6 +188,18 @@ class Trace(list):
     def decisions(self, func: str | None = None) -> list[Event]:
         return [e for e in self if e.kind == "decision" and (func is None or e.func == func)]
 
+    def within(self, name: str) -> "Trace":
+        """The events inside calls of ``name`` (its call and return included), in order."""
+        out, inside = Trace(), None
+        for e in self:
+            if inside is None and e.kind == "call" and e.func == name:
+                inside = e.depth
+            if inside is not None:
+                out.append(e)
+                if e.depth == inside and e.func == name and e.kind in ("return", "raise"):
+                    inside = None
+        return out
+
     def reads(self) -> list[tuple[str, int, int]]:
         """Guest entries read: (C type read, guest-physical address, value)."""
         out, pending = [], []

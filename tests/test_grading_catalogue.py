@@ -66,6 +66,12 @@ CHEATS = {
                          None, "refuses to open"),
     "exec-package-copy": (body("import lguest_book.page_tables as pt\nns = dict(vars(pt))\n"
                                "exec(open(pt.__file__).read(), ns)\npage_writable = ns['page_writable']\n"), None, "withheld"),
+    # Not a cheat but a wrong answer that looks right: it forgets the Switcher, whose register
+    # page the shadow maps writable once the Guest has run.
+    "forgot-the-switcher": (body("from lguest_book.page_tables import find_spte\n\n\ndef page_writable(cpu, vaddr):\n"
+                                 "    where = find_spte(cpu, vaddr, False, 0, 0)\n"
+                                 "    return where is not None and (cpu.lg.host.deref(where) & 3) == 3\n"),
+                            None, "page_writable(switcher_addr + 0x00001000) after the Guest ran: expected False, got True"),
     "always-equal": (body("class Yes:\n    def __eq__(self, other):\n        return True\n\n"
                           "def page_writable(cpu, vaddr):\n    return Yes()\n"), None, "an object of type Yes"),
     "forged-channel": (body("import os\nfake = b'{\"source_error\": null, \"runs\": [{\"cases\": [], \"workloads\": [], \"error\": null},'"
@@ -217,7 +223,7 @@ def test_feedback_pages_and_csv_export(graded):
     pages = sorted((course / "feedback").glob("*/ch03/*.html"))
     assert [p.parent.parent.name for p in pages] == ["honest-walrus"]
     honest = pages[0].read_text()
-    assert "hidden checks ✓ ch3-page-writable: 15/15 checks passed" in honest and "hidden=True" not in honest
+    assert "hidden checks ✓ ch3-page-writable: 21/21 checks passed" in honest and "hidden=True" not in honest
     assert main(["classroom", "export", "--course", str(course), "--to", "grades.csv"]) == 0
     rows = {r["student_id"]: r for r in csv.DictReader((course / "grades.csv").open())}
     assert float(rows["honest-helpers"]["score"]) == 2.0 and float(rows["hang"]["score"]) == 0.0

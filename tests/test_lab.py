@@ -125,10 +125,30 @@ CHEATS = {
 }
 
 
+@pytest.fixture(scope="module")
+def grader():
+    from lguest_book import grading
+
+    g = grading.Grader(timeout=6)
+    yield g
+    g.close()
+
+
 @pytest.mark.parametrize("cheat", list(CHEATS))
-def test_grading_runs_the_attack_elsewhere_and_judges_only_its_steps(cheat):
-    result = lab.grade_source("crash-host", CHEATS[cheat], timeout=6)
-    assert not result.succeeded, result
+def test_grading_runs_the_attack_elsewhere_and_judges_only_its_steps(cheat, grader):
+    verdict = grader.grade_attack("crash-host", CHEATS[cheat])
+    assert not verdict.ok, verdict.text
+
+
+def test_the_cli_grades_in_the_sandbox_too(tmp_path, capsys):
+    from lguest_book.cli import main
+
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "evil.py"
+    evil.write_text(f"import os\ndef attack(a):\n    os.system('touch {marker}')\n")
+    assert main(["lab", "grade", "crash-host", str(evil)]) == 1
+    out = capsys.readouterr().out
+    assert not marker.exists() and "refuses os.system" in out, out
 
 
 def test_grading_an_honest_attack():
@@ -139,8 +159,10 @@ def test_grading_an_honest_attack():
         "    a.set_pgd(a.gpgdir(first), a.guest.x86.pgd_index(a.guest.host.switcher_addr))\n"
         "    a.switch_to(first)\n"
     )
-    result = lab.grade_source("crash-host", source, timeout=30)
-    assert result.succeeded, result
+    from lguest_book import grading
+
+    verdict = grading.Grader(timeout=30).grade_attack("crash-host", source)
+    assert verdict.ok and "steps replayed on a pristine Host" in verdict.text, verdict.text
 
 
 def test_cli_lab(tmp_path, capsys):
@@ -155,7 +177,7 @@ def test_cli_lab(tmp_path, capsys):
     answer = tmp_path / "attack.py"
     answer.write_text("def attack(a):\n    a.touch(0x08048000)\n")
     assert main(["lab", "grade", "crash-host", str(answer)]) == 1
-    assert "not achieved" in capsys.readouterr().out
+    assert "✗ crash-host: 1 step replayed on a pristine Host; no step broke" in capsys.readouterr().out
     assert main(["lab", "grade", "crash-host", str(tmp_path / "missing.py")]) == 2
     assert main(["lab", "fuzz", "--runs", "5"]) == 0
     assert "random hostile Guests" in capsys.readouterr().out

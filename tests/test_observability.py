@@ -233,6 +233,11 @@ def test_cli_tour_and_trace(capsys):
     out = capsys.readouterr().out
     assert "The access succeeded after 1 fault(s)" in out
     assert "lguest set Accessed and Dirty" in out
+    # demand_page's writes are its own: the Switcher's, made on entering the Guest, are told apart
+    decisions = out.split("Its decisions:")[1].split("(Before that")[0]
+    written = [line for line in decisions.splitlines() if "wrote " in line]
+    assert len(written) == 3 and all(" -> 0x00000000" not in line for line in written), decisions
+    assert "map_switcher_in_guest() made 4 shadow writes" in out
     assert cli.main(["trace", "0x08048000", "--write", "--pae"]) == 0
     assert "demand_page returned (True, 0x0000000000000000); guest alive" in capsys.readouterr().out
 
@@ -265,3 +270,19 @@ def test_argument_checks_are_not_reported_as_decisions_of_the_c():
         g.flush_user()
     labels = {e.label for e in t.trace if e.kind == "decision" and e.func == "release_pmd"}
     assert labels == {"a present mid-level entry: release its PTE page"}
+
+
+def test_trace_within_keeps_one_function_s_events():
+    g = Guest(pae=False, seed=1)
+    p = g.new_process("t")
+    g.switch_to(p)
+    g.map(VADDR, 0x300, accessed=False)
+    with Tracer() as t:
+        g.touch(VADDR, write=True, user=True)
+    inner = t.trace.within("demand_page")
+    assert inner[0].kind == "call" and inner[0].func == "demand_page"
+    assert inner[-1].kind == "return" and inner[-1].func == "demand_page"
+    assert all(e.depth >= inner[0].depth for e in inner)
+    assert inner.calls("map_switcher_in_guest") == [] and t.trace.calls("map_switcher_in_guest")
+    assert len(inner.writes()) < len(t.trace.writes())
+    assert t.trace.within("no_such_function") == []
