@@ -322,11 +322,18 @@ def lgread(cpu: LgCpu, addr: int, type_name: str) -> int:
     """
     lg = cpu.lg
     size = lg.entry_bytes
-    end = (addr + size) & 0xFFFFFFFF
-    if addr <= end <= (lg.pfn_limit << 12) & 0xFFFFFFFF:  # lguest_address_ok()
+    # lguest_address_ok(), its 32-bit sums wrapped only when they carry (a comparison costs
+    # less than an AND with a two-digit int, and gives the same value).
+    end = addr + size
+    if end > 0xFFFFFFFF:
+        end &= 0xFFFFFFFF
+    limit = lg.pfn_limit << 12
+    if limit > 0xFFFFFFFF:
+        limit &= 0xFFFFFFFF
+    if addr <= end <= limit:  # lguest_address_ok()
         # copy_from_user(mem_base + addr): first the common case, an aligned entry of a page
         # held as entries (see host.py), then the general copy.
-        if not addr & (size - 1):  # a whole entry
+        if not addr % size:  # a whole entry
             try:
                 return lg.host.tables[lg.launcher.frames[addr >> 12]][(addr & 0xFFF) // size]
             except (KeyError, IndexError):  # not a page held as entries: the general copy
@@ -342,12 +349,17 @@ def lgwrite(cpu: LgCpu, addr: int, type_name: str, value: int) -> None:
     """Write a ``type_name`` entry to guest-physical ``addr``; a bad address kills the guest."""
     lg = cpu.lg
     size = lg.entry_bytes
-    end = (addr + size) & 0xFFFFFFFF
-    if addr <= end <= (lg.pfn_limit << 12) & 0xFFFFFFFF:  # lguest_address_ok()
+    end = addr + size  # lguest_address_ok(), as in lgread
+    if end > 0xFFFFFFFF:
+        end &= 0xFFFFFFFF
+    limit = lg.pfn_limit << 12
+    if limit > 0xFFFFFFFF:
+        limit &= 0xFFFFFFFF
+    if addr <= end <= limit:  # lguest_address_ok()
         # copy_to_user(mem_base + addr): the common case first, as in lgread.
         launcher = lg.launcher
         index = addr >> 12
-        if not addr & (size - 1) and index not in launcher.readonly:  # a whole, writable entry
+        if not addr % size and index not in launcher.readonly:  # a whole, writable entry
             try:
                 lg.host.tables[launcher.frames[index]][(addr & 0xFFF) // size] = value
             except (KeyError, IndexError):  # not a page held as entries: the general copy

@@ -32,9 +32,14 @@ How the C maps onto Python:
 * Flag tests.  The C writes ``pte_flags(e) & _PAGE_RW``.  ``pte_flags()`` only clears the
   frame-number bits, which never overlap a flag below bit 12, so where a single low flag is
   tested the Python tests the entry directly (``e & _PAGE_RW``): the same answer, one call
-  fewer on the fault path.  Where all the flag bits matter (``check_gpgd``'s mask,
-  ``gpte_to_spte``'s copy) the helpers are called.  Likewise ``pte_pfn(e)`` is
+  fewer on the fault path.  Where all the flag bits matter on the fault path
+  (``gpte_to_spte``'s copy) ``pte_flags(e)`` is spelled out as ``e & L.PTE_FLAGS_MASK``, the
+  macro named in a comment; elsewhere the helpers are called.  Likewise ``pte_pfn(e)`` is
   ``(e & L.PTE_PFN_MASK) >> PAGE_SHIFT`` where it is spelled out.
+* ``& ULONG_MASK`` stands where the C's unsigned long arithmetic can carry past 32 bits.  Where
+  it provably cannot (a page address that ends in 12 zero bits plus an offset below
+  ``PAGE_SIZE``; a 32-bit entry masked to its frame bits) the mask is left out and a comment
+  says why: the value is the same.
 
 Arguments are not checked here, as the C does not check them: its callers are the rest of
 lguest.  A *user* who calls a function by hand is checked at the boundary
@@ -99,15 +104,15 @@ ENOMEM = 12
 # ===========================================================================================
 def spgd_addr(cpu: LgCpu, i: int, vaddr: int) -> tuple[int, int]:
     """Pointer to the shadow top-level entry for ``vaddr`` in cached top level ``i``."""
-    L = cpu.lg.x86
+    lg = cpu.lg
+    L = lg.x86
     index = (vaddr >> L.PGDIR_SHIFT) & (L.PTRS_PER_PGD - 1)  # pgd_index(vaddr)
-    return (cpu.lg.pgdirs[i].pgdir, index)
+    return (lg.pgdirs[i].pgdir, index)
 
 
 def spmd_addr(cpu: LgCpu, spgd: int, vaddr: int) -> tuple[int, int]:
     """PAE only: pointer to the shadow mid-level entry below the (present) entry ``spgd``."""
-    L = cpu.lg.x86
-    index = (vaddr >> L.PMD_SHIFT) & (L.PTRS_PER_PMD - 1)  # pmd_index(vaddr)
+    index = (vaddr >> 21) & 511  # pmd_index(vaddr): PAE's PMD_SHIFT is 21, PTRS_PER_PMD 512
     if not spgd & _PAGE_PRESENT:  # BUG_ON(!(pgd_flags(spgd) & _PAGE_PRESENT))
         BUG("spmd_addr")
     return (spgd >> PAGE_SHIFT, index)  # pgd_pfn(spgd) (lg.h)
@@ -123,7 +128,7 @@ def spte_addr(cpu: LgCpu, spgd: int, vaddr: int) -> tuple[int, int]:
         if not (pmd_flags(spmd) & _PAGE_PRESENT):  # BUG_ON: the mid-level entry must be present
             BUG("spte_addr")
     else:
-        page = (spgd & L.PTE_PFN_MASK) >> PAGE_SHIFT  # pgd_pfn(spgd)
+        page = spgd >> PAGE_SHIFT  # pgd_pfn(spgd) (lg.h)
         if not spgd & _PAGE_PRESENT:  # BUG_ON: the top-level entry must be present
             BUG("spte_addr")
     return (page, (vaddr >> PAGE_SHIFT) & (L.PTRS_PER_PTE - 1))  # pte_index(vaddr)
@@ -131,9 +136,9 @@ def spte_addr(cpu: LgCpu, spgd: int, vaddr: int) -> tuple[int, int]:
 
 def gpgd_addr(cpu: LgCpu, vaddr: int) -> int:
     """Guest-physical address of the Guest's top-level entry for ``vaddr`` (current table)."""
-    L = cpu.lg.x86
-    index = vaddr >> L.PGDIR_SHIFT
-    return (cpu.lg.pgdirs[cpu.cpu_pgd].gpgdir + index * L.entry_bytes) & ULONG_MASK
+    lg = cpu.lg
+    index = vaddr >> lg.x86.PGDIR_SHIFT
+    return (lg.pgdirs[cpu.cpu_pgd].gpgdir + index * lg.entry_bytes) & ULONG_MASK
 
 
 def gpmd_addr(gpgd: int, vaddr: int) -> int:
@@ -141,8 +146,9 @@ def gpmd_addr(gpgd: int, vaddr: int) -> int:
     gpage = ((gpgd >> PAGE_SHIFT) << PAGE_SHIFT) & ULONG_MASK  # pgd_pfn(gpgd) << PAGE_SHIFT (lg.h)
     if not gpgd & _PAGE_PRESENT:  # BUG_ON(!(pgd_flags(gpgd) & _PAGE_PRESENT))
         BUG("gpmd_addr")
-    # pmd_index(vaddr): PAE's PMD_SHIFT is 21, PTRS_PER_PMD 512; a PAE entry is 8 bytes.
-    return (gpage + ((vaddr >> 21) & 511) * 8) & ULONG_MASK
+    # pmd_index(vaddr): PAE's PMD_SHIFT is 21, PTRS_PER_PMD 512; a PAE entry is 8 bytes.  The
+    # sum fits an unsigned long (gpage ends in 12 zero bits, the offset is below PAGE_SIZE).
+    return gpage + ((vaddr >> 21) & 511) * 8
 
 
 def gpte_addr(cpu: LgCpu, gentry: int, vaddr: int) -> int:
@@ -157,10 +163,12 @@ def gpte_addr(cpu: LgCpu, gentry: int, vaddr: int) -> int:
         if not (pmd_flags(gentry) & _PAGE_PRESENT):  # BUG_ON: the entry must be present
             BUG("gpte_addr")
     else:
-        gpage = gentry & L.PTE_PFN_MASK & ULONG_MASK  # pgd_pfn(gpgd) << PAGE_SHIFT
+        gpage = gentry & L.PTE_PFN_MASK  # pgd_pfn(gpgd) << PAGE_SHIFT (a 32-bit entry: no carry out)
         if not gentry & _PAGE_PRESENT:  # BUG_ON: the entry must be present
             BUG("gpte_addr")
-    return (gpage + ((vaddr >> PAGE_SHIFT) & (L.PTRS_PER_PTE - 1)) * L.entry_bytes) & ULONG_MASK
+    # pte_index(vaddr) * sizeof(pte_t) is below PAGE_SIZE and gpage ends in 12 zero bits: the
+    # sum fits an unsigned long.
+    return gpage + ((vaddr >> PAGE_SHIFT) & (L.PTRS_PER_PTE - 1)) * L.entry_bytes
 
 
 # ===========================================================================================
@@ -184,7 +192,7 @@ def gpte_to_spte(cpu: LgCpu, gpte: int, write: int) -> int:
     # QUIRK: the C keeps the flags in an "unsigned long", 32 bits: under PAE the high flag
     # bits of the Guest's PTE (NX, and the bits available to software) are dropped here.
     # (Found by referee 1, the compiled C.)
-    flags = L.pte_flags(gpte) & ~_PAGE_GLOBAL & ULONG_MASK
+    flags = gpte & L.PTE_FLAGS_MASK & ~_PAGE_GLOBAL & ULONG_MASK  # pte_flags(gpte)
     base = lg.mem_base >> PAGE_SHIFT  # mem_base / PAGE_SIZE
     pfn = get_pfn(lg.launcher, (base + ((gpte & L.PTE_PFN_MASK) >> PAGE_SHIFT)) & ULONG_MASK, write)
     if pfn == ULONG_MASK:  # get_pfn failed
@@ -192,8 +200,8 @@ def gpte_to_spte(cpu: LgCpu, gpte: int, write: int) -> int:
         # No flags, so teardown will not try to release this entry.
         flags = 0
     # pfn_pte(pfn, __pgprot(flags)), written out: massage_pgprot() would only clear NX, which
-    # 32-bit flags never hold.
-    return (((pfn << PAGE_SHIFT) & L.phys_mask) | flags) & L.entry_mask
+    # 32-bit flags never hold, and the result is as wide as phys_addr_t, so no wider than pte_t.
+    return ((pfn << PAGE_SHIFT) & L.phys_mask) | flags
 
 
 def release_pte(host: Host, pte: int) -> None:
@@ -206,14 +214,16 @@ def gpte_in_iomem(cpu: LgCpu, gpte: int) -> bool:
     """Is this Guest PTE pointing into device memory (between pfn_limit and device_limit)?"""
     if gpte & _PAGE_PSE:  # large pages are never I/O memory here
         return False
-    pfn = (gpte & cpu.lg.x86.PTE_PFN_MASK) >> PAGE_SHIFT
-    return cpu.lg.pfn_limit <= pfn < cpu.lg.device_limit
+    lg = cpu.lg
+    pfn = (gpte & lg.x86.PTE_PFN_MASK) >> PAGE_SHIFT  # pte_pfn(gpte)
+    return lg.pfn_limit <= pfn < lg.device_limit
 
 
 def check_gpte(cpu: LgCpu, gpte: int) -> bool:
     """A Guest PTE with the PSE (PAT) bit, or beyond guest memory, kills the guest."""
+    lg = cpu.lg
     if (gpte & _PAGE_PSE) or (
-        (gpte & cpu.lg.x86.PTE_PFN_MASK) >> PAGE_SHIFT >= cpu.lg.pfn_limit
+        (gpte & lg.x86.PTE_PFN_MASK) >> PAGE_SHIFT >= lg.pfn_limit  # pte_pfn(gpte)
     ):  # large page, or beyond guest memory
         kill_guest(cpu, "bad page table entry")
         return False
@@ -222,9 +232,9 @@ def check_gpte(cpu: LgCpu, gpte: int) -> bool:
 
 def check_gpgd(cpu: LgCpu, gpgd: int) -> bool:
     """A Guest top-level entry may only carry CHECK_GPGD_MASK flags and point into its memory."""
-    L = cpu.lg.x86
-    if (gpgd & 0xFFF & ~L.CHECK_GPGD_MASK) or (  # pgd_flags(gpgd) (lg.h)
-        gpgd >> PAGE_SHIFT >= cpu.lg.pfn_limit  # pgd_pfn(gpgd) (lg.h)
+    lg = cpu.lg
+    if (gpgd & 0xFFF & ~lg.x86.CHECK_GPGD_MASK) or (  # pgd_flags(gpgd) (lg.h)
+        gpgd >> PAGE_SHIFT >= lg.pfn_limit  # pgd_pfn(gpgd) (lg.h)
     ):  # flags outside CHECK_GPGD_MASK, or beyond guest memory
         kill_guest(cpu, "bad page directory entry")
         return False
