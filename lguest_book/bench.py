@@ -15,6 +15,10 @@ of several rounds (the least disturbed by whatever else the machine is doing).
   touches that refault what an eviction threw away.
 * ``plain_fault``: a yardstick, not the model: the same non-PAE faults handled by one
   plain-Python function, so a reader can tell the model's cost from the machine's speed.
+* ``bytecodes/fault``: how many bytecodes one steady-state ``demand_page`` executes, split
+  into the page_tables.c twins and the rest of the model, against the yardstick's: exact
+  counts (``sys.settrace`` opcode events), the same on every machine with one CPython, that
+  explain the ratio (the time per bytecode is about the same in both).
 * ``memory``: a 1 GiB guest (262,144 pages) at scale: ``demand_page`` on every page of its
   kernel mapping, then every page touched (present: the walk, and the TLB filling), then
   every shadow mapping thrown away and every page touched again (each touch faults:
@@ -35,6 +39,7 @@ from __future__ import annotations
 import gc
 import os
 import resource
+import sys
 import time
 
 from .boundary import port  # the raw twins, as the Guest's fault path calls them
@@ -144,7 +149,7 @@ def bench_new_pagetable(pae: bool, switches: int = 2000, rounds: int = ROUNDS) -
     return rate
 
 
-def bench_plain_fault(pages: int = 8192, rounds: int = ROUNDS) -> float:
+def _plain_fault(pages: int):
     """A yardstick, not the model: the fewest Python operations a non-PAE shadow fault can
     take.  One function, Python lists for the Guest's and the shadow tables, the same
     decisions as ``demand_page`` on the same workload (present, write and user checks, the
@@ -200,7 +205,60 @@ def bench_plain_fault(pages: int = 8192, rounds: int = ROUNDS) -> float:
         for vaddr, errcode in work:
             fault(shadow, vaddr, errcode)
 
-    return _best(rounds, setup, body, len(work))
+    return setup, body, len(work)
+
+
+def bench_plain_fault(pages: int = 8192, rounds: int = ROUNDS) -> float:
+    """The yardstick's faults per second (see :func:`_plain_fault`)."""
+    return _best(rounds, *_plain_fault(pages))
+
+
+def _bytecodes(body) -> "dict[str, int]":
+    """Bytecodes ``body()`` executes, by the file of the function executing them (counted with
+    ``sys.settrace``'s opcode events: exact, and the same on every machine of one CPython)."""
+    counts: dict[str, int] = {}
+
+    def tracer(frame, event, arg):
+        frame.f_trace_opcodes = True
+        frame.f_trace_lines = False
+        if event == "opcode":
+            name = os.path.basename(frame.f_code.co_filename)
+            counts[name] = counts.get(name, 0) + 1
+        return tracer
+
+    previous = sys.gettrace()
+    sys.settrace(tracer)
+    try:
+        body()
+    finally:
+        sys.settrace(previous)
+    return counts
+
+
+def bench_bytecodes(pae: bool, pages: int = 1024) -> dict:
+    """Bytecodes per fault, the bench's demand_page workload in its steady state (the Launcher's
+    pages already faulted in, as in the timed rounds) against the yardstick's: ``{"page_tables":
+    the twins of page_tables.c, "rest": the rest of the model (lgread/lgwrite, the modelled
+    memory and reference counts), "yardstick": ...}``.  The loop driving them is not counted."""
+    g, addrs = _user_guest(pae, pages)
+    cpu = g.cpu
+    work = [(vaddr, 2 if i % 2 else 0) for i, vaddr in enumerate(addrs)]
+    demand_page = port.demand_page
+
+    def body():
+        for vaddr, errcode in work:
+            demand_page(cpu, vaddr, errcode)
+
+    body()  # the Launcher's pages faulted in once, as before the timed rounds
+    port.guest_pagetable_flush_user(cpu)
+    here = os.path.basename(__file__)
+    model = _bytecodes(body)
+    setup, plain_body, count = _plain_fault(pages)
+    setup()
+    plain = _bytecodes(plain_body)
+    return {"page_tables": model.get("page_tables.py", 0) / len(work),
+            "rest": sum(n for f, n in model.items() if f not in ("page_tables.py", here)) / len(work),
+            "yardstick": sum(n for f, n in plain.items() if f == here) / count - model.get(here, 0) / len(work)}
 
 
 def _rss_mb() -> float:
@@ -372,6 +430,7 @@ def run_all(quick: bool = False, source=None) -> dict:
             "new_pagetable/s": bench_new_pagetable(pae, 300 if quick else 2000, rounds),
         }
     results["plain_fault/s"] = bench_plain_fault(size, rounds)
+    results["bytecodes/fault"] = {("PAE" if pae else "non-PAE"): bench_bytecodes(pae, min(size, 1024)) for pae in (False, True)}
     results["compiled C"] = {name: bench_compiled_c(name == "PAE", size, rounds, source) for name in ("non-PAE", "PAE")}
     results["memory"] = bench_memory(False, 1 / 64 if quick else 1.0)
     results["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
@@ -403,6 +462,16 @@ def format_results(results: dict) -> str:
         f"{results['PAE']['demand_page/s'] / plain:.0%} (PAE); touch {results['non-PAE']['touch/s'] / plain:.2f}x, "
         f"{results['PAE']['touch/s'] / plain:.2f}x"
     )
+    counted = results.get("bytecodes/fault")
+    if counted:
+        y = counted["non-PAE"]["yardstick"]
+        lines.append(
+            "bytecodes a fault executes (exact, the same on any machine with this Python): "
+            + "; ".join(f"{name} demand_page {b['page_tables'] + b['rest']:.0f} (the page_tables.c twins "
+                        f"{b['page_tables']:.0f}, lgread/lgwrite and the modelled memory {b['rest']:.0f})"
+                        for name, b in counted.items())
+            + f"; the yardstick {y:.0f}.  At about the same time per bytecode, a third of the yardstick's "
+            f"rate allows {3 * y:.0f} a fault")
     for name in ("non-PAE", "PAE"):
         theirs = c.get(name)
         if isinstance(theirs, dict):

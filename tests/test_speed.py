@@ -51,3 +51,24 @@ def test_the_report_gives_each_figure_its_ratios():
     assert "0.1x" in row and "50x" in row                     # 100/1000 of the yardstick; C 50x the model
     assert "compiled C (PAE): no gcc -m32 here" in text
     assert "2x" in next(line for line in text.splitlines() if line.startswith("touch/s"))
+
+
+def test_bytecode_counts_are_exact_and_split_the_fault_path():
+    first, again = bench.bench_bytecodes(False, pages=64), bench.bench_bytecodes(False, pages=64)
+    assert first == again                                     # exact: no timing in it
+    assert first["page_tables"] > 0 and first["rest"] > 0 and first["yardstick"] > 0
+    pae = bench.bench_bytecodes(True, pages=64)
+    assert pae["page_tables"] > first["page_tables"]          # PAE's mid level: more of the C runs
+    assert pae["yardstick"] == first["yardstick"]             # the yardstick is non-PAE only
+
+
+def test_the_report_says_what_a_third_of_the_yardstick_allows():
+    results = {name: {"demand_page/s": 100.0, "touch/s": 2000.0} for name in ("non-PAE", "PAE")}
+    results["plain_fault/s"] = 1000.0
+    results["bytecodes/fault"] = {"non-PAE": {"page_tables": 400.0, "rest": 200.0, "yardstick": 120.0},
+                                  "PAE": {"page_tables": 500.0, "rest": 300.0, "yardstick": 120.0}}
+    results["memory"] = {"pages": 4, "mapped": 4, "rss_growth_mb": 0.1, "seconds": 0.0, "dead": None,
+                         "demand_page/s": 10.0, "touch/s": 20.0, "faulting touch/s": 5.0, "touch outcomes": {"ok": 4}}
+    text = bench.format_results(results)
+    assert "non-PAE demand_page 600 (the page_tables.c twins 400" in text
+    assert "the yardstick 120" in text and "allows 360 a fault" in text
