@@ -441,13 +441,19 @@ def _ratio(value: float) -> str:
     return f"{value:.3g}x" if value < 10 else f"{value:.0f}x"
 
 
-def format_results(results: dict) -> str:
+SMOKE = ("SMOKE RUN (--quick: small sizes, one round): these figures, the C/model ratios above all, "
+         "are not comparable with a full run's; run `lguest-book bench` for those")
+
+
+def format_results(results: dict, quick: bool = False) -> str:
     """The table: for each figure and layout, operations per second (a count: decimal), the
-    ratio to the yardstick, and how many times the model's rate the compiled C's rate is."""
+    ratio to the yardstick, and how many times the model's rate the compiled C's rate is.
+    ``quick``: the figures of a smoke run, said so above and below the table."""
     plain = results["plain_fault/s"]
     c = results.get("compiled C", {})
-    head = f"{'':16}" + "".join(f"{name + ' /s':>13}{'yardstick':>11}{'C/model':>9}" for name in ("non-PAE", "PAE"))
-    lines = [head]
+    ratio = "C/model*" if quick else "C/model"
+    head = f"{'':16}" + "".join(f"{name + ' /s':>13}{'yardstick':>11}{ratio:>9}" for name in ("non-PAE", "PAE"))
+    lines = [SMOKE, head] if quick else [head]
     for key in results["non-PAE"]:
         row = f"{key:16}"
         for name in ("non-PAE", "PAE"):
@@ -488,4 +494,6 @@ def format_results(results: dict) -> str:
         f"{_ratio(m['faulting touch/s'] / plain)} the yardstick); {m['seconds']} s of CPU; resident memory "
         f"grew {m['rss_growth_mb']} MB"
     )
+    if quick:
+        lines.append("* " + SMOKE)
     return "\n".join(lines)

@@ -77,12 +77,59 @@ def sync(book: Path | str = BOOK) -> list[Path]:
     return done
 
 
+class NotANotebook(ValueError):
+    """A file given as a notebook that is not one: the message names it, in one line."""
+
+
+class CellFailed(RuntimeError):
+    """A cell raised while a notebook executed: the message names the notebook, the cell
+    (counted from 1, every cell of the notebook, as JupyterLab lists them) and the error's
+    last line."""
+
+
+def notebook_problem(path: Path | str) -> str | None:
+    """Why ``path`` is not a notebook (``.ipynb`` JSON that nbformat 4 reads and validates),
+    in one line; None when it is one."""
+    import nbformat
+
+    path = Path(path)
+    if not path.exists():
+        return f"{path}: no such notebook"
+    if not path.is_file():
+        return f"{path} is not a notebook (a folder)"
+    if path.suffix != ".ipynb":
+        return f"{path} is not a notebook (not an .ipynb file)"
+    try:
+        nb = nbformat.read(path, 4)
+        nbformat.validate(nb)
+    except Exception as err:  # noqa: BLE001 - NotJSONError, ValidationError, UnicodeDecodeError, ...
+        why = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        return f"{path} is not a notebook ({why[:100]})"
+    return None
+
+
+def _client(nb, **options):
+    """nbclient's NotebookClient, remembering which cell it runs (``.cell_index``), so that a
+    failure can name it."""
+    from nbclient import NotebookClient
+
+    class Client(NotebookClient):
+        cell_index = None
+
+        async def async_execute_cell(self, cell, cell_index, *args, **kwargs):
+            self.cell_index = cell_index
+            return await super().async_execute_cell(cell, cell_index, *args, **kwargs)
+
+    return Client(nb, **options)
+
+
 def execute(notebook: Path, timeout: int = 120) -> float:
     """Run ``notebook`` in a fresh kernel (cwd = the book folder), store its outputs and
-    widget state, and write it and its text twin back.  Returns the seconds it took."""
+    widget state, and write it and its text twin back.  Returns the seconds it took.
+    Raises :class:`CellFailed` (nothing written) when a cell raises or times out."""
     import jupytext
     import nbformat
-    from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
 
     notebook = Path(notebook)
     nb = jupytext.read(text_twin(notebook)) if text_twin(notebook).exists() else nbformat.read(notebook, 4)
@@ -90,13 +137,23 @@ def execute(notebook: Path, timeout: int = 120) -> float:
         nb.metadata.update(nbformat.read(notebook, 4).metadata)
     nb.metadata["kernelspec"] = dict(KERNELSPEC)
     start = time.perf_counter()
-    client = NotebookClient(nb, config=_kernel_config(), timeout=timeout, kernel_name="python3", store_widget_state=True,
+    client = _client(nb, config=_kernel_config(), timeout=timeout, kernel_name="python3", store_widget_state=True,
                             record_timing=False, resources={"metadata": {"path": str(notebook.parent)}})
     # the fault stepper shows the kernel's C live when LGUEST_BOOK_C_SOURCE names it: never
     # while storing outputs and widget state (the book never holds the kernel's text)
     c_source = os.environ.pop("LGUEST_BOOK_C_SOURCE", None)
     try:
         client.execute()
+    except (CellExecutionError, CellTimeoutError, DeadKernelError) as err:
+        where = f"{notebook.name} cell {client.cell_index + 1}" if client.cell_index is not None else notebook.name
+        if isinstance(err, CellExecutionError):
+            lines = [line for line in f"{err.ename}: {err.evalue}".splitlines() if line.strip()]
+            why = lines[0] if lines else err.ename
+        elif isinstance(err, CellTimeoutError):
+            why = f"no result after {timeout} s"
+        else:
+            why = f"the kernel died ({str(err).strip().splitlines()[0] if str(err).strip() else 'no reason given'})"
+        raise CellFailed(f"{where} failed: {why}") from None
     finally:
         if c_source is not None:
             os.environ["LGUEST_BOOK_C_SOURCE"] = c_source

@@ -88,7 +88,7 @@ c.SecureGrade.jobs = 0  # answers graded at once (0: one per CPU)
 c.GenerateFeedback.preprocessors = [
     "nbgrader.preprocessors.GetGrades",
     "nbconvert.preprocessors.CSSHTMLHeaderPreprocessor",
-    "nbgrader.preprocessors.ClearHiddenTests",
+    "lguest_book.grading.FeedbackHiddenTests",  # nbgrader's ClearHiddenTests, minus a harmless warning
 ]
 # Submissions exported from an LMS as zip files (`lguest-book classroom collect ch03 --zip FILE`,
 # nbgrader zip_collect): each notebook named STUDENT_NN-chapter.ipynb, or STUDENT/NN-chapter.ipynb.
@@ -128,29 +128,48 @@ def make_course(dest: Path | str, book: Path | str = BOOK, notebooks: list[Path]
     """Create an nbgrader course at ``dest`` (refuses a non-empty directory unless ``force``);
     returns the assignment ids.  ``exchange``: the folder of nbgrader's exchange (release,
     fetch, submit, collect), if the class uses one."""
+    from .locate import make_writable_dir, unmake
+
     dest = Path(dest).resolve()
     _check_target(dest, force)
     notebooks = graded_chapters(book) if notebooks is None else [Path(n) for n in notebooks]
     if not notebooks:
         raise ValueError("no notebook with graded cells was given or found")
-    try:
-        (dest / "source").mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise CourseError(f"{dest}: {err.strerror}") from None
+    made: list[Path] = []  # what this call made, removed again if it fails: a retry needs no --force
+    before = set(dest.iterdir()) if dest.is_dir() else None
     lines = ""
-    if exchange is not None:
-        Path(exchange).mkdir(parents=True, exist_ok=True)
-        lines = f"c.Exchange.root = {str(Path(exchange).resolve())!r}\n"
-    (dest / "nbgrader_config.py").write_text(CONFIG.format(
-        root=str(dest), db=str(dest / "gradebook.db"), exchange=lines, time_limit=float(time_limit),
-        timeout=float(timeout)))
-    ids = []
-    for nb in notebooks:
-        aid = assignment_id(nb)
-        folder = dest / "source" / aid
-        folder.mkdir(parents=True, exist_ok=True)
-        hide_answer_sources_file(nb, folder / nb.name)
-        ids.append(aid)
+    try:
+        if exchange is not None:  # first: a bad exchange leaves no half-made course behind
+            try:
+                made += make_writable_dir(exchange)
+            except OSError as err:
+                raise CourseError(f"--exchange {exchange}: cannot make or write that folder "
+                                  f"({err.strerror or err})") from None
+            if made:  # a new exchange: every user may submit to it (release_assignment would change it so)
+                os.chmod(exchange, 0o777)
+            lines = f"c.Exchange.root = {str(Path(exchange).resolve())!r}\n"
+        try:
+            made = make_writable_dir(dest / "source") + made
+        except OSError as err:
+            raise CourseError(f"{dest}: {err.strerror or err}") from None
+        (dest / "nbgrader_config.py").write_text(CONFIG.format(
+            root=str(dest), db=str(dest / "gradebook.db"), exchange=lines, time_limit=float(time_limit),
+            timeout=float(timeout)))
+        ids = []
+        for nb in notebooks:
+            aid = assignment_id(nb)
+            folder = dest / "source" / aid
+            folder.mkdir(parents=True, exist_ok=True)
+            hide_answer_sources_file(nb, folder / nb.name)
+            ids.append(aid)
+    except BaseException:
+        if before is None:  # the course folder is this call's own: all of it goes
+            shutil.rmtree(dest, ignore_errors=True)
+        elif dest.is_dir():  # an existing folder: what this call added to it goes
+            for entry in set(dest.iterdir()) - before:
+                shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink(missing_ok=True)
+        unmake(made)
+        raise
     return ids
 
 
@@ -163,6 +182,38 @@ def _course(course: Path | str) -> Path:
     if not (course / "nbgrader_config.py").is_file():
         raise CourseError(f"{course} is not a course made by `lguest-book classroom course` (no nbgrader_config.py)")
     return course
+
+
+def assignments(course: Path | str) -> list[str]:
+    """The assignment ids of a course: its ``source/`` folders."""
+    return sorted(p.name for p in (_course(course) / "source").glob("*") if p.is_dir())
+
+
+def check_assignment(course: Path | str, assignment: str) -> None:
+    """Refuse, in one line, an assignment the course does not have (before nbgrader says so
+    twice, or a report finds nothing to say)."""
+    known = assignments(course)
+    if assignment not in known:
+        raise CourseError(f"no assignment {assignment} in this course; there are {', '.join(known) or 'none'}")
+
+
+def exchange_root(course: Path | str) -> Path:
+    """The exchange nbgrader releases to and collects from for ``course``: its
+    ``nbgrader_config.py``'s ``Exchange.root`` (``classroom course --exchange DIR``), else
+    nbgrader's default (``/usr/local/share/nbgrader/exchange``)."""
+    from traitlets.config.loader import PyFileConfigLoader
+
+    course = _course(course)
+    try:
+        config = PyFileConfigLoader("nbgrader_config.py", path=str(course)).load_config()
+        root = config.Exchange.root if "root" in config.Exchange else None
+    except Exception:  # noqa: BLE001 - an instructor's edit nbgrader itself will report
+        root = None
+    if not root:
+        from nbgrader.exchange.default.exchange import Exchange
+
+        root = Exchange.class_traits()["root"].default_value
+    return Path(root)
 
 
 WARNINGS: list[str] = []  # every warning nbgrader logged in this process's steps (none in a normal run)
@@ -192,14 +243,24 @@ def _nbgrader(course: Path, *args: str, timeout: float = 1800) -> subprocess.Com
 
 # nbgrader logs these at WARNING level while doing what it was asked: zip_collect making the
 # folders it extracts into, autograde --force replacing an earlier grading of a submission.
-ROUTINE = ("Directory not found. Creating:", "Removing existing assignment:")
+# release_assignment making the exchange (our own message names it), zip_collect --force
+# clearing a student's earlier submission before it puts the new one in.
+ROUTINE = ("Directory not found. Creating:", "Removing existing assignment:", "Creating exchange directory:",
+           "Clearing existing files in")
 
 
 def warnings_of(done: subprocess.CompletedProcess) -> list[str]:
     """The WARNING and ERROR lines nbgrader logged, but its :data:`ROUTINE` notices (none in
     a normal run)."""
-    return [line for line in (done.stdout + done.stderr).splitlines()
-            if ("WARNING" in line or "ERROR" in line or "Warning:" in line) and not any(r in line for r in ROUTINE)]
+    records: list[str] = []  # a log record is its "[App | LEVEL]" line and the indented lines after it
+    for stream in (done.stdout, done.stderr):
+        for line in stream.splitlines():
+            if records and line[:1] in (" ", "\t") and records[-1].startswith("[") and line.strip():
+                records[-1] += " " + line.strip()
+            elif line.strip():
+                records.append(line.rstrip())
+    return [" ".join(r.split()) for r in records
+            if ("WARNING" in r or "ERROR" in r or "Warning:" in r) and not any(x in r for x in ROUTINE)]
 
 
 def generate(course: Path | str, assignment: str) -> Path:
@@ -209,13 +270,30 @@ def generate(course: Path | str, assignment: str) -> Path:
     return course / "release" / assignment
 
 
-def release(course: Path | str, assignment: str) -> Path:
+def release(course: Path | str, assignment: str) -> tuple[Path, Path]:
     """``nbgrader generate_assignment`` then ``release_assignment``: students can fetch it
-    from the exchange (``classroom course --exchange DIR``)."""
+    from the exchange (:func:`exchange_root`: ``classroom course --exchange DIR``, else
+    nbgrader's default, which nbgrader makes if it is missing).  Returns (the student version's
+    folder in ``release/``, the exchange's folder)."""
     course = _course(course)
+    root = exchange_root(course)
+    cannot = (f"cannot make or write the exchange at {root}: give the course one of its own, "
+              f"`lguest-book classroom course {course} --exchange DIR --force`")
+    from .locate import make_writable_dir, unmake
+
+    try:  # a probe: what it makes goes again (nbgrader makes the exchange itself, with its permissions)
+        unmake(make_writable_dir(root))
+    except OSError:
+        raise CourseError(cannot) from None
     generate(course, assignment)
-    _nbgrader(course, "release_assignment", assignment, "--force")
-    return course / "release" / assignment
+    try:
+        done = _nbgrader(course, "release_assignment", assignment, "--force")
+    except NbgraderError as err:
+        if str(root) in str(err) or "Could not create" in str(err):
+            raise CourseError(cannot) from None
+        raise
+    found = re.search(r"Destination: (.*)/[^/]+/outbound/[^/\n]+$", done.stdout + done.stderr, re.M)
+    return course / "release" / assignment, Path(found.group(1)) if found else root
 
 
 def submit(course: Path | str, assignment: str, student: str, notebooks: list[Path]) -> Path:
@@ -238,14 +316,18 @@ def collect(course: Path | str, assignment: str, zips: list[Path | str] = ()) ->
     from zip files exported by an LMS (``nbgrader zip_collect``; inside a zip, each notebook is
     named ``STUDENT_NN-chapter.ipynb`` or sits in a folder ``STUDENT/``).  Returns the
     students who have a submission."""
+    import zipfile
+
     course = _course(course)
     if zips:
-        archive = course / "downloaded" / assignment / "archive"
-        archive.mkdir(parents=True, exist_ok=True)
-        for z in zips:
-            z = Path(z)
+        for z in map(Path, zips):  # every file first: a bad one leaves the course as it was
             if not z.is_file():
                 raise CourseError(f"{z}: no such zip file")
+            if not zipfile.is_zipfile(z):
+                raise CourseError(f"{z}: not a zip file")
+        archive = course / "downloaded" / assignment / "archive"
+        archive.mkdir(parents=True, exist_ok=True)
+        for z in map(Path, zips):
             shutil.copy(z, archive / z.name)
         if not (course / "release" / assignment).is_dir():
             generate(course, assignment)  # zip_collect checks notebook names against release/

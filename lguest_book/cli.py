@@ -113,6 +113,15 @@ def cmd_where(args) -> int:
         shown = name if stem and name.isprintable() and " " not in name else repr(name)
         print(f"{shown} is not a function of page_tables.c{hint}", file=sys.stderr)
         return 2
+    source = None
+    if args.c:
+        source = _c_source("where", args.source)
+        if source is False:
+            return 2
+    elif args.source is not None:
+        print(f"lguest-book where: --source {args.source} is read only with --c (the C beside the Python)",
+              file=sys.stderr)
+        return 2
     func = vars(pt)[name]  # the twin itself, not the checked view pt.NAME gives users
     lines, start = pyinspect.getsourcelines(func)
     path = Path(pyinspect.getsourcefile(func)).resolve()
@@ -132,7 +141,7 @@ def cmd_where(args) -> int:
     if not getattr(args, "c", False):
         print("".join(lines), end="")
         return 0
-    found = csource.c_text(name, getattr(args, "source", None))
+    found = csource.c_text(name, source)
     if found is None or not found.bodies:
         print(csource.HOW_TO_GET)
         print("".join(lines), end="")
@@ -171,11 +180,27 @@ def cmd_flaws(args) -> int:
     return 0
 
 
+def _c_source(command: str, given):
+    """The page_tables.c ``command`` reads: ``--source`` or $LGUEST_BOOK_C_SOURCE checked as
+    ``verify`` checks it (None: neither names one, the default applies), or False after its
+    one-line error on stderr."""
+    from .verify import VerifyError, check_source
+
+    try:
+        return check_source(given)
+    except VerifyError as problem:
+        print(f"lguest-book {command}: {problem}", file=sys.stderr)
+        return False
+
+
 def cmd_bench(args) -> int:
     from . import bench
 
-    results = bench.run_all(quick=args.quick, source=args.source)
-    print(bench.format_results(results))
+    source = _c_source("bench", args.source)
+    if source is False:
+        return 2
+    results = bench.run_all(quick=args.quick, source=source)
+    print(bench.format_results(results, quick=args.quick))
     return 0
 
 
@@ -218,21 +243,25 @@ def cmd_book(args) -> int:
     if args.action == "execute":
         book.sync(folder)
         targets = [Path(c) for c in args.chapters] or book.chapters(folder)
-        missing = [str(t) for t in targets if not t.is_file()]
-        if missing:
-            print(f"no such notebook: {', '.join(missing)}", file=sys.stderr)
-            return 2
-        total = 0.0
+        total, done, failed = 0.0, [], []
         for nb in targets:
-            seconds = book.execute(nb)
+            try:
+                seconds = book.execute(nb)
+            except book.CellFailed as err:  # one line, not nbclient's traceback; the notebook is left as it was
+                print(f"lguest-book book execute: {err}", file=sys.stderr)
+                failed.append(nb)
+                continue
             total += seconds
+            done.append(nb)
             print(f"executed {nb} in {seconds:.1f} s")
         from .locate import trust
 
-        trust(targets)  # outputs this machine just computed: JupyterLab shows their widgets at once
-        print(f"{len(targets)} notebook(s) in {total:.1f} s")
-        return 0
-    reports = book.check(folder)
+        trust(done)  # outputs this machine just computed: JupyterLab shows their widgets at once
+        print(f"{len(done)} notebook(s) in {total:.1f} s"
+              + (f"; {len(failed)} failed, left unchanged: {', '.join(str(nb) for nb in failed)}" if failed else ""))
+        return 1 if failed else 0
+    notebooks = [Path(c) for c in args.chapters]
+    reports = [book.check_notebook(nb) for nb in notebooks] if notebooks else book.check(folder)
     bad = [r for r in reports if r.problems]
     for r in reports:
         print(f"{'ok ' if not r.problems else 'BAD'} {r.notebook.name}")
@@ -272,6 +301,9 @@ def lab_options() -> list[str]:
 def cmd_open(args) -> int:
     from . import locate
 
+    if args.dir and args.book and Path(args.dir) != Path(args.book):
+        print(f"lguest-book open: two books named ({args.dir} and --book {args.book}): name one", file=sys.stderr)
+        return 2
     named = args.dir or args.book or os.environ.get("LGUEST_BOOK_DIR")
     source = locate.source_book()
     if named:
@@ -356,12 +388,13 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--pae", dest="pae", action="store_true", default=None, help="only the PAE layout")
     group.add_argument("--no-pae", dest="pae", action="store_false", help="only the non-PAE layout")
     p.add_argument("--sequences", type=int, default=200, help="random operation sequences per layout (0 or more)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_seed, default=0, help="a non-negative integer: the same seed, the same sequences")
     p.set_defaults(func=cmd_verify)
 
     p = sub.add_parser("book", help="sync, execute or check the book's notebooks; build its HTML edition")
     p.add_argument("action", choices=("sync", "execute", "check", "html"))
-    p.add_argument("chapters", nargs="*", help="execute: notebooks to execute (default: all); html: the output folder")
+    p.add_argument("chapters", nargs="*", help="execute, check: the notebooks to execute or check (default: every "
+                   "chapter of the book); html: the output folder; sync: none (it syncs the whole book)")
     p.add_argument("--book", default=None, help="the book's folder (default: $LGUEST_BOOK_DIR, else ./book or "
                    "./lguest-book when they hold chapters, else the book this installation carries)")
     p.set_defaults(func=cmd_book)
@@ -391,7 +424,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--level", type=int, default=1, help="hint: how many rungs of the ladder")
     p.add_argument("--seconds", type=float, default=10.0, help="fuzz: how long")
     p.add_argument("--runs", type=int, help="fuzz: exactly this many random Guests instead")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_seed, default=0, help="fuzz: a non-negative integer below 2**64")
     p.add_argument("--pae", action="store_true", help="fuzz: PAE Guests")
     p.set_defaults(func=cmd_lab)
 
@@ -515,6 +548,7 @@ def cmd_classroom_hub(args) -> int:
 def cmd_classroom(args) -> int:
     from . import classroom
 
+    classroom.WARNINGS.clear()  # this step's warnings only (not those of earlier calls in this process)
     try:
         return _classroom_step(classroom, args)
     except (classroom.CourseError, classroom.NbgraderError, ValueError) as err:
@@ -535,7 +569,8 @@ def _classroom_step(classroom, args) -> int:
     if args.action == "course":
         ids = classroom.make_course(args.dir, args.book, force=args.force, exchange=args.exchange,
                                     time_limit=args.time_limit)
-        say(f"nbgrader course in {args.dir}: assignments {', '.join(ids)} (source/<id>/, nbgrader_config.py, gradebook.db)")
+        say(f"nbgrader course in {args.dir}: assignments {', '.join(ids)} (source/<id>/ and nbgrader_config.py; "
+            "generate makes its gradebook.db)")
         say(f"next: lguest-book classroom generate {ids[0]} --course {args.dir}")
         return 0
     if args.action == "student-copy":
@@ -549,13 +584,18 @@ def _classroom_step(classroom, args) -> int:
         say(grading.format_bench(result))
         return 0 if result["correct"] else 1
     course = args.course
+    if getattr(args, "assignment", None) is not None:  # every step that names one: checked here, once
+        classroom.check_assignment(course, args.assignment)
     if args.action in ("generate", "release"):
-        step = classroom.generate if args.action == "generate" else classroom.release
-        folder = step(course, args.assignment)
+        if args.action == "generate":
+            folder, exchange = classroom.generate(course, args.assignment), None
+        else:
+            folder, exchange = classroom.release(course, args.assignment)
         names = ", ".join(p.name for p in sorted(folder.glob("*.ipynb")))
         say(f"student version of {args.assignment} in {folder}: {names}")
-        if args.action == "release":
-            say("released to the exchange: students can fetch it (nbgrader fetch_assignment, or the Assignments tab)")
+        if exchange is not None:
+            say(f"released to the exchange at {exchange}: students can fetch it (nbgrader fetch_assignment, "
+                "or the Assignments tab)")
         return 0
     if args.action == "collect":
         students = classroom.collect(course, args.assignment, args.zip)
@@ -619,6 +659,11 @@ def cmd_lab(args) -> int:
         print(f"lguest-book lab {args.action}: {message}", file=sys.stderr)
         return 2
 
+    extra = {"challenges": [args.challenge, args.file], "fuzz": [args.challenge, args.file], "hint": [args.file]}
+    extra = [a for a in extra.get(args.action, []) if a is not None]
+    if extra:
+        return fail(f"unexpected argument {' '.join(extra)} (usage: lab challenges | lab hint CHALLENGE "
+                    "[--level N] | lab grade CHALLENGE FILE | lab fuzz [--seconds S] [--runs N])")
     if args.action == "challenges":
         for c in lab.CHALLENGES.values():
             print(f"{c.id:22} {c.where:32} {c.goal}")
@@ -630,6 +675,8 @@ def cmd_lab(args) -> int:
             return fail(str(err))
         print(report)
         return 0
+    if args.challenge is None:
+        return fail(f"name a challenge; there are: {', '.join(lab.CHALLENGES)}")
     if args.challenge not in lab.CHALLENGES:
         return fail(f"no challenge named {args.challenge!r}; there are: {', '.join(lab.CHALLENGES)}")
     if args.action == "hint":
@@ -658,6 +705,10 @@ def cmd_lab(args) -> int:
 def cmd_experiment(args) -> int:
     from . import experiments
 
+    if args.action in ("list", "bench") and args.name is not None:
+        print(f"lguest-book experiment {args.action}: takes no experiment name ({args.name}); "
+              "`lguest-book experiment run NAME` runs one", file=sys.stderr)
+        return 2
     if args.action == "list":
         for exp in experiments.EXPERIMENTS.values():
             print(f"{exp.name:<22} {exp.marker:<6} {exp.question}")
@@ -687,8 +738,21 @@ def cmd_experiment(args) -> int:
     if out.exists() and not out.is_dir():
         print(f"lguest-book experiment run: --out {out} is a file, not a directory", file=sys.stderr)
         return 2
-    for name in todo:
-        result = experiments.run(name, quick=args.quick, seed=args.seed, progress=experiments.Progress(sys.stderr, name))
+    from .locate import make_writable_dir, unmake
+
+    try:  # before the experiment runs, not after
+        made = make_writable_dir(out)
+    except OSError as err:
+        print(f"lguest-book experiment run: --out {out}: cannot write there ({err.strerror or err})", file=sys.stderr)
+        return 2
+    for n, name in enumerate(todo):
+        try:
+            result = experiments.run(name, quick=args.quick, seed=args.seed,
+                                     progress=experiments.Progress(sys.stderr, name))
+        except BaseException:
+            if n == 0:
+                unmake(made)  # nothing written: leave nothing behind
+            raise
         paths = result.write(out)
         print(f"{name} ({'quick' if args.quick else 'full'} size, seed {args.seed}, {result.seconds:.1f} s):")
         for line in result.summary:
@@ -703,10 +767,16 @@ def _path_mistake(args) -> str | None:
     book = getattr(args, "book", None)
     if args.command in ("book", "classroom") and book is not None and not Path(book).is_dir():
         return f"--book {book}: no such folder (the book's notebooks live in book/)"
-    if args.command == "book" and args.action == "execute":
+    if args.command == "book" and args.action == "sync" and args.chapters:
+        return (f"sync takes no notebook ({' '.join(args.chapters)}): it pairs every chapter of the book "
+                "folder with its text twin (name the folder with --book DIR)")
+    if args.command == "book" and args.action in ("execute", "check"):
+        from .book import notebook_problem
+
         for chapter in args.chapters:
-            if not Path(chapter).is_file():
-                return f"{chapter}: no such notebook"
+            problem = notebook_problem(chapter)
+            if problem:
+                return problem
     return None
 
 

@@ -748,6 +748,20 @@ if NbGraderPreprocessor is not None:
         ClearHiddenTests()._remove_hidden_test_region(cell)
         return cell.source
 
+    from nbgrader.preprocessors import ClearHiddenTests as _ClearHiddenTests
+    from traitlets import List
+
+    class FeedbackHiddenTests(_ClearHiddenTests):
+        """nbgrader's ``ClearHiddenTests``, in the feedback step (the pages show verdicts, not the
+        hidden tests' text), without the warning it draws there.  generate_feedback's HTML
+        exporter sets ``display_data_priority`` for every nbconvert class; nbgrader's
+        preprocessors declare that trait again but not as configurable, so traitlets said, on every
+        run, that ``ClearHiddenTests`` did not recognise the option.  Here it is configurable (and,
+        as in nbgrader's, unused)."""
+
+        display_data_priority = List(["text/html", "application/pdf", "text/latex", "image/svg+xml", "image/png",
+                                      "image/jpeg", "text/plain"]).tag(config=True)
+
 
 # =============================================================================================
 # How fast a class is graded

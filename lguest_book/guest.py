@@ -137,7 +137,7 @@ class Guest:
         _check_int("kernel_address", kernel_address, 0, ULONG_MASK)
         _check_int("stack_pages", stack_pages, 0, 64)
         _check_int("device_pages", device_pages, 0, 1 << 20)
-        _check_int("seed", seed, 0, 1 << 64)
+        _check_int("seed", seed, 0, (1 << 64) - 1)
         self.host = Host(self.x86, nr_cpus=nr_cpus, switcher_addr=switcher_addr)
         self.host.current_cpu = current_cpu
         source = prandom if prandom is not None else PrandomSource(seed=seed)

@@ -121,3 +121,34 @@ def build_dir(*parts: str) -> Path:
         folder.mkdir(parents=True, exist_ok=True)
         return folder
     return cache_dir(*parts)
+
+
+def make_writable_dir(path: Path | str) -> list[Path]:
+    """Make the folder ``path`` (and its missing parents) and check that a file can be written
+    in it, before any work that ends by writing there.  Returns the folders it made, deepest
+    first (:func:`unmake` removes them if the work then fails).  Raises ``OSError`` (having
+    removed what it made) when the folder cannot be made or written."""
+    path = Path(path)
+    made, probe = [], path.absolute()
+    while not probe.exists() and probe != probe.parent:
+        made.append(probe)
+        probe = probe.parent
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        import tempfile
+
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError:
+        unmake(made)
+        raise
+    return made
+
+
+def unmake(made: list[Path]) -> None:
+    """Remove the folders :func:`make_writable_dir` made (those still empty), deepest first."""
+    for folder in made:
+        try:
+            folder.rmdir()
+        except OSError:
+            pass

@@ -45,6 +45,31 @@ def _run(capsys, *argv):
         (["open", "/proc/nonexistent/book", "--dry-run"], "No such file or directory: /proc/nonexistent"),
         (["classroom", "student-copy", "--out", "/proc/nonexistent/copy"], "No such file or directory: /proc/nonexistent"),
         (["classroom", "course", "/proc/nonexistent/course"], "/proc/nonexistent/course: No such file or directory"),
+        (["book", "execute", "README.md"], "README.md is not a notebook"),
+        (["book", "execute", "/etc/passwd"], "/etc/passwd is not a notebook"),
+        (["book", "execute", "/etc"], "/etc is not a notebook"),
+        (["book", "check", "/nonexistent"], "/nonexistent: no such notebook"),
+        (["book", "check", "README.md"], "README.md is not a notebook"),
+        (["book", "sync", "/etc"], "sync takes no notebook (/etc)"),
+        (["where", "demand_page", "--c", "--source", "/nonexistent"], "lguest-book where: --source /nonexistent: no such file"),
+        (["where", "demand_page", "--c", "--source", "/etc/passwd"],
+         "lguest-book where: --source /etc/passwd: not drivers/lguest/page_tables.c"),
+        (["where", "demand_page", "--source", "/etc/passwd"], "--source /etc/passwd is read only with --c"),
+        (["bench", "--quick", "--source", "/nonexistent"], "lguest-book bench: --source /nonexistent: no such file"),
+        (["bench", "--source", "/etc/passwd"], "lguest-book bench: --source /etc/passwd: not drivers/lguest/page_tables.c"),
+        (["verify", "--seed", "-1", "--sequences", "0"], "-1 is not a seed (a seed is a non-negative integer)"),
+        (["lab", "fuzz", "--seed", "-2"], "-2 is not a seed (a seed is a non-negative integer)"),
+        (["lab", "fuzz", "--runs", "1", "--seed", str(1 << 64)], f"seed={1 << 64} is out of range [0, {(1 << 64) - 1}]"),
+        (["lab", "hint"], "lguest-book lab hint: name a challenge; there are: foreign-put, "),
+        (["lab", "grade"], "lguest-book lab grade: name a challenge; there are: "),
+        (["lab", "challenges", "extra"], "lguest-book lab challenges: unexpected argument extra"),
+        (["lab", "fuzz", "extra"], "lguest-book lab fuzz: unexpected argument extra"),
+        (["lab", "hint", "amplify", "extra.py"], "lguest-book lab hint: unexpected argument extra.py"),
+        (["experiment", "list", "extra"], "lguest-book experiment list: takes no experiment name (extra)"),
+        (["experiment", "bench", "extra"], "lguest-book experiment bench: takes no experiment name (extra)"),
+        (["experiment", "run", "h435-eviction", "--quick", "--out", "/proc/x"],
+         "lguest-book experiment run: --out /proc/x: cannot write there"),
+        (["open", "a", "--book", "b", "--dry-run"], "two books named (a and --book b)"),
     ],
 )
 def test_cli_mistakes_get_one_line_and_a_non_zero_exit(capsys, argv, says):
@@ -55,6 +80,63 @@ def test_cli_mistakes_get_one_line_and_a_non_zero_exit(capsys, argv, says):
     assert says in last, err
     # one line says what is wrong (argparse puts its usage above it)
     assert [line for line in err.splitlines() if not line.startswith(("usage:", " "))] == [last]
+
+
+def test_a_c_source_in_the_environment_is_checked_as_the_option_is(capsys, monkeypatch):
+    """LGUEST_BOOK_C_SOURCE naming nothing is refused by where --c, bench and verify (one check,
+    shared), not passed over for the default file."""
+    monkeypatch.setenv("LGUEST_BOOK_C_SOURCE", "/nonexistent")
+    for argv in (["where", "demand_page", "--c"], ["bench", "--quick"], ["verify", "--sequences", "0"]):
+        rc, out, err = _run(capsys, *argv)
+        assert rc == 2 and out == "", argv
+        assert err == f"lguest-book {argv[0]}: LGUEST_BOOK_C_SOURCE=/nonexistent: no such file\n", argv
+    rc, out, err = _run(capsys, "where", "demand_page")  # without --c no C is read: nothing to check
+    assert rc == 0 and err == ""
+
+
+def test_lab_fuzz_accepts_the_largest_seed_it_names(capsys):
+    rc, out, err = _run(capsys, "lab", "fuzz", "--runs", "1", "--seed", str((1 << 64) - 1))
+    assert rc == 0 and f"seed {(1 << 64) - 1}" in out, err
+
+
+def test_book_execute_and_check_refuse_a_file_that_is_not_a_notebook(capsys, tmp_path):
+    for text, why in (("{}", "missing a key: cells"), ("# notes\n", "does not appear to be JSON"), ("[1]", "")):
+        bad = tmp_path / "01-bad.ipynb"
+        bad.write_text(text)
+        for action in ("execute", "check"):
+            rc, out, err = _run(capsys, "book", action, str(bad))
+            assert rc == 2 and out == "" and "Traceback" not in err
+            assert err.startswith(f"lguest-book book: {bad} is not a notebook") and why in err
+            assert len(err.splitlines()) == 1
+        assert bad.read_text() == text
+
+
+def test_a_failing_cell_in_book_execute_is_one_line_naming_notebook_and_cell(capsys, tmp_path):
+    """A cell that raises (a self-study copy's graded cell before the student answers): the
+    notebook, the cell's number and the error's line, exit 1; the notebook is left as it was."""
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_markdown_cell("# A chapter"), nbformat.v4.new_code_cell("x = 1"),
+                nbformat.v4.new_code_cell("assert x == 2, 'not yet\\nsecond line'")]
+    path = tmp_path / "01-try.ipynb"
+    nbformat.write(nb, path)
+    before = path.read_text()
+    rc, out, err = _run(capsys, "book", "execute", str(path), "--book", str(tmp_path))
+    assert rc == 1 and "Traceback" not in err + out
+    assert err == "lguest-book book execute: 01-try.ipynb cell 3 failed: AssertionError: not yet\n"
+    assert f"1 failed, left unchanged: {path}" in out
+    assert path.read_text() == before
+
+
+def test_output_folders_are_checked_before_the_work(capsys, tmp_path):
+    import time
+
+    start = time.perf_counter()
+    rc, _, err = _run(capsys, "experiment", "run", "all", "--quick", "--out", "/proc/nonexistent/results")
+    assert rc == 2 and "cannot write there" in err and time.perf_counter() - start < 5  # no experiment ran
+    rc, _, err = _run(capsys, "experiment", "run", "h435-eviction", "--quick", "--out", str(tmp_path / "a" / "b"))
+    assert rc == 0 and (tmp_path / "a" / "b" / "h435-eviction.csv").is_file()
 
 
 def test_where_does_not_list_every_function_for_an_empty_name(capsys):

@@ -132,3 +132,68 @@ def test_cli_makes_a_course_and_copies(tmp_path, capsys):
     assert sorted(p.name for p in (tmp_path / "c" / "source").iterdir()) == [f"ch0{i}" for i in range(1, 9)] + ["ch11"]
     assert main(["classroom", "student-copy", "--out", str(tmp_path / "s")]) == 0
     assert len(list((tmp_path / "s").glob("*.ipynb"))) == len(book.chapters())
+
+
+def _one_line(capsys) -> str:
+    out, err = capsys.readouterr()
+    assert "Traceback" not in out + err and len(err.strip().splitlines()) == 1, err
+    return err.strip()
+
+
+def test_a_bad_exchange_leaves_no_half_made_course(tmp_path, capsys):
+    from lguest_book.cli import main
+
+    course = tmp_path / "c"
+    assert main(["classroom", "course", str(course), "--exchange", "/proc/nonexistent/exchange"]) == 2
+    assert "--exchange /proc/nonexistent/exchange: cannot make or write that folder" in _one_line(capsys)
+    assert not course.exists()  # so a retry needs no --force
+    assert main(["classroom", "course", str(course), "--exchange", str(tmp_path / "ex")]) == 0
+    out = capsys.readouterr().out
+    assert "gradebook.db" not in out.split("(")[1].split(";")[0]  # not claimed before generate makes it
+    assert not (course / "gradebook.db").exists() and (tmp_path / "ex").is_dir()
+
+
+def test_classroom_steps_refuse_an_unknown_assignment_once_in_one_line(tmp_path, capsys):
+    from lguest_book.cli import main
+
+    course = tmp_path / "c"
+    classroom.make_course(course, notebooks=[GRADED[0], GRADED[2]])
+    for step in ("generate", "release", "collect", "autograde", "feedback", "report"):
+        assert main(["classroom", step, "ch99", "--course", str(course)]) == 2, step
+        assert _one_line(capsys) == (f"lguest-book classroom {step}: no assignment ch99 in this course; "
+                                     "there are ch01, ch03")
+    assert not (course / "gradebook.db").exists()  # nbgrader never ran
+
+
+def test_release_names_its_exchange_and_collect_takes_only_zip_files(tmp_path, capsys):
+    import zipfile
+
+    from lguest_book.cli import main
+
+    course, exchange = tmp_path / "c", tmp_path / "exchange"
+    classroom.make_course(course, notebooks=[GRADED[2]])  # no --exchange: nbgrader's default one
+    assert classroom.exchange_root(course) == Path("/usr/local/share/nbgrader/exchange")
+    config = course / "nbgrader_config.py"  # (here in tmp_path, and not made yet, as the default may not be)
+    config.write_text(config.read_text() + f"c.Exchange.root = {str(exchange)!r}\n")
+    assert main(["classroom", "release", "ch03", "--course", str(course)]) == 0
+    out, err = capsys.readouterr()
+    # our line names the exchange; nbgrader's "Creating exchange directory" warning is not repeated
+    assert f"released to the exchange at {exchange}: students can fetch it" in out and err == ""
+    assert (exchange / "lguest-book" / "outbound" / "ch03").is_dir()
+    # a zip file that is not one: refused before anything is copied or collected
+    assert main(["classroom", "collect", "ch03", "--course", str(course), "--zip", "/etc/passwd"]) == 2
+    assert _one_line(capsys) == "lguest-book classroom collect: /etc/passwd: not a zip file"
+    assert not (course / "downloaded").exists()
+    archive = tmp_path / "lms.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        z.write(course / "release" / "ch03" / GRADED[2].name, f"export/alice_{GRADED[2].name}")
+    for _again in range(2):  # the second replaces alice's submission: nbgrader's notice of it is ours to fold
+        assert main(["classroom", "collect", "ch03", "--course", str(course), "--zip", str(archive)]) == 0
+        out, err = capsys.readouterr()
+        assert "1 submission(s) in submitted/: alice" in out and err == ""
+    # an exchange that cannot be made: one line, with the way out
+    config.write_text(config.read_text() + "c.Exchange.root = '/proc/nonexistent/exchange'\n")
+    assert main(["classroom", "release", "ch03", "--course", str(course)]) == 2
+    assert _one_line(capsys) == ("lguest-book classroom release: cannot make or write the exchange at "
+                                 f"/proc/nonexistent/exchange: give the course one of its own, "
+                                 f"`lguest-book classroom course {course.resolve()} --exchange DIR --force`")

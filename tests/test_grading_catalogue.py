@@ -215,11 +215,12 @@ def test_a_normal_run_logs_no_warning_but_the_tampered_notebook(graded):
     assert all("has changed" in w or "flagged for the instructor" in w for w in warnings), warnings
 
 
-def test_feedback_pages_and_csv_export(graded):
+def test_feedback_pages_and_csv_export(graded, capsys):
     course, _ = graded
     # one student's page (each nbgrader call costs seconds): an honest answer's verdict shows,
     # the hidden tests' text does not
     assert main(["classroom", "feedback", "ch03", "--course", str(course), "--student", "honest-walrus"]) == 0
+    assert capsys.readouterr().err == ""  # no nbgrader warning (display_data_priority) in a normal run
     pages = sorted((course / "feedback").glob("*/ch03/*.html"))
     assert [p.parent.parent.name for p in pages] == ["honest-walrus"]
     honest = pages[0].read_text()

@@ -258,7 +258,11 @@ def test_bench_quick_runs_and_reports_every_figure():
     assert results["plain_fault/s"] > 0
     assert results["memory"]["dead"] is None
     report = bench.format_results(results)
-    assert "demand_page/s" in report and "yardstick" in report
+    assert "demand_page/s" in report and "yardstick" in report and "SMOKE" not in report
+    # what `lguest-book bench --quick` prints: the figures of a smoke run, said so above and below
+    smoke = bench.format_results(results, quick=True).splitlines()
+    assert smoke[0].startswith("SMOKE RUN (--quick") and "not comparable with a full run" in smoke[0]
+    assert "C/model*" in smoke[1] and smoke[-1] == "* " + smoke[0]
 
 
 def test_argument_checks_are_not_reported_as_decisions_of_the_c():

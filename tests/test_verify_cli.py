@@ -55,7 +55,7 @@ def _no_unicorn(monkeypatch):
 
     def refuse(name, globals=None, locals=None, fromlist=(), level=0):
         if name == "unicorn" or (fromlist and "mmu_referee" in fromlist) or name.endswith("mmu_referee"):
-            raise ImportError("No module named 'unicorn'")
+            raise ModuleNotFoundError("No module named 'unicorn'", name="unicorn")
         return real_import(name, globals, locals, fromlist, level)
 
     monkeypatch.setattr(builtins, "__import__", refuse)
@@ -67,7 +67,8 @@ def test_skipped_referees_are_named_and_the_status_says_not_full(capsys, monkeyp
     rc, out, err = _verify(capsys, "--sequences", "0")
     assert rc == 3
     assert "NOT RUN: referee 1 (compiled page_tables.c): gcc cannot build 32-bit programs here" in out
-    assert "NOT RUN: referee 2 (Unicorn MMU)" in out
+    assert ("NOT RUN: referee 2 (Unicorn MMU): No module named 'unicorn' (get it: pip install 'lguest-book[referee]', "
+            "or in a clone scripts/bootstrap referee)") in out
     assert "agrees with every referee" not in out
     assert out.rstrip().endswith("so this is not a full verification.")
 

@@ -24,26 +24,39 @@ class VerifyError(Exception):
     """A reason ``lguest-book verify`` cannot run as asked, in one line."""
 
 
-def check_source(path) -> None:
-    """Refuse a --source that is missing or is not page_tables.c (nor its cregit rendering)."""
+def check_source(path=None):
+    """The page_tables.c a command was told to read, checked: ``path`` (its ``--source``), else
+    ``$LGUEST_BOOK_C_SOURCE``; None when neither names one (the command's default applies).
+    Raises :class:`VerifyError`, naming the option or the variable, for one that is missing or
+    is not page_tables.c (nor its cregit rendering): a path given is never passed over for
+    another.  ``verify``, ``where --c`` and ``bench`` all check their source here."""
+    import os
     from pathlib import Path
 
     from . import extract
 
+    if path is not None:
+        named = f"--source {path}"
+    elif os.environ.get("LGUEST_BOOK_C_SOURCE"):
+        path = os.environ["LGUEST_BOOK_C_SOURCE"]
+        named = f"LGUEST_BOOK_C_SOURCE={path}"
+    else:
+        return None
     source = Path(path)
     if not source.exists():
-        raise VerifyError(f"--source {path}: no such file")
+        raise VerifyError(f"{named}: no such file")
     if not source.is_file():
-        raise VerifyError(f"--source {path}: not a file")
+        raise VerifyError(f"{named}: not a file")
     try:
         text = extract.to_c(source.read_text(errors="replace"))
     except (OSError, StopIteration, ValueError) as err:
-        raise VerifyError(f"--source {path}: cannot read it as page_tables.c ({err})") from None
+        raise VerifyError(f"{named}: cannot read it as page_tables.c ({err})") from None
     needed = ("demand_page(", "guest_set_pgd(", "gpte_to_spte(", "map_switcher_in_guest(")
     missing = [name.rstrip("(") for name in needed if name not in text]
     if missing:
-        raise VerifyError(f"--source {path}: not drivers/lguest/page_tables.c nor a cregit rendering of it "
+        raise VerifyError(f"{named}: not drivers/lguest/page_tables.c nor a cregit rendering of it "
                           f"(no {', '.join(missing)})")
+    return source
 
 
 class _Progress:
@@ -85,8 +98,7 @@ def run_all(args, out=None, err=None) -> int:
     try:
         if args.sequences < 0:
             raise VerifyError(f"--sequences {args.sequences}: a count of random sequences must be 0 or more")
-        if args.source is not None:
-            check_source(args.source)
+        source = check_source(args.source)
     except VerifyError as problem:
         print(f"lguest-book verify: {problem}", file=err)
         return BAD_INPUT
@@ -98,14 +110,14 @@ def run_all(args, out=None, err=None) -> int:
                        "(apt-get install gcc-multilib)")
     else:
         try:
-            c_referee.extract.find_source(args.source)
+            c_referee.extract.find_source(source)
         except FileNotFoundError as problem:
             skipped.append(f"referee 1 (compiled page_tables.c): {problem}")
     if not skipped:  # referee 1 can run
         for pae in layouts:
             progress = _Progress(err, f"referee 1, {'PAE' if pae else 'non-PAE'}")
             try:
-                reports.append(c_referee.run(pae, sequences=args.sequences, seed=args.seed, source=args.source,
+                reports.append(c_referee.run(pae, sequences=args.sequences, seed=args.seed, source=source,
                                              progress=progress))
             except c_referee.BuildError as problem:
                 progress.end()
@@ -118,7 +130,9 @@ def run_all(args, out=None, err=None) -> int:
     try:
         from . import mmu_referee
     except ImportError as problem:  # unicorn missing
-        skipped.append(f"referee 2 (Unicorn MMU): {problem}")
+        how = (" (get it: pip install 'lguest-book[referee]', or in a clone scripts/bootstrap referee)"
+               if problem.name == "unicorn" or "unicorn" in str(problem) else "")
+        skipped.append(f"referee 2 (Unicorn MMU): {problem}{how}")
     else:
         for pae in layouts:
             progress = _Progress(err, f"referee 2, {'PAE' if pae else 'non-PAE'}")
