@@ -131,7 +131,9 @@ rec = plots.CacheRecorder(g)
 procs = [g.new_process(f"p{i}") for i in range(5)]
 for p in procs + procs[:3]:
     rec.switch_to(p)
-plots.plot_cache_timeline(rec.events)
+fig = plots.plot_cache_timeline(rec.events)
+assert len(fig.lguest["eviction_marks"]) == fig.lguest["evictions"] > 0   # every eviction drawn
+fig
 
 # %%
 [(e["label"], e["kind"]) for e in rec.events[1:]]
@@ -266,8 +268,10 @@ assert not li.walk_guest(q, KPAGE)[-1].present and stale == "ok"
 #
 # What can a Guest do with NEW_PGTABLE?  `guest_new_pagetable()` never checks the address it is
 # given, and it doesn't need to: every read of the Guest's tables goes through `lgread()` and
-# its bounds check.  Here that read comes at once — the slot is blank, so the stack must be
-# pinned, and pinning walks the Guest's tables starting from the bogus top level:
+# its bounds check.  With this Guest's seed the read comes at once: the slot `new_pgdir()` draws
+# is blank, so the stack must be pinned, and pinning walks the Guest's tables starting from the
+# bogus top level.  (A seed that drew a slot in use would evict it and pin nothing; the same read
+# would then come at the Guest's next fault.)
 
 # %%
 h = Guest(pae=False, seed=1)
@@ -279,6 +283,7 @@ print("killed:", h.dead)
 stack_top = h.cpu.esp1 - 1
 assert stack_top == 0xC0207FFF and h.x86.pgd_index(stack_top) == 0x300
 assert first_read.args["addr"] == 0xFFFFF000 + h.x86.pgd_index(stack_top) * 4 and h.dead.startswith("bad read address")
+assert t.trace.calls("pin_page")      # the drawn slot was blank: the stack was being pinned
 
 # %% [markdown]
 # The address is the bogus top level plus the stack's top-level index times four: the stack
@@ -293,12 +298,14 @@ assert first_read.args["addr"] == 0xFFFFF000 + h.x86.pgd_index(stack_top) * 4 an
 #    with a seeded Guest and compare with your estimate.
 # 2. `new_pgdir()` falls back to the current slot when allocation fails.  Use
 #    `g.host.fail_allocations(1)` to make it happen and describe the state of the cache after.
-#    Why is it safe to keep running?
+#    Why is it safe to keep running?  (Careful: `new_pgdir()` allocates only when the slot it
+#    draws has no page yet.  If it draws a slot in use, the planned failure stays armed and hits
+#    a later allocation instead: check which slot was drawn.)
 # 3. Why must the first switch out of linear mode throw away *all* the shadow tables, and not just
 #    the user part?
-# 4. The graded exercise of this chapter (in the classroom edition) asks for an LRU version of
-#    `new_pgdir()`.  Before writing it, predict: for a workload of 5 processes in strict
-#    rotation, is LRU better or worse than random?
+# 4. The graded exercise below asks for an LRU version of `new_pgdir()` (its answer is filled in
+#    here; the classroom and self-study copies leave it blank).  Before writing it, predict: for a
+#    workload of 5 processes in strict rotation, is LRU better or worse than random?
 #
 # For more, `lguest_book.practice.evict(seed=N)` asks which slot `new_pgdir()` takes for given
 # values of `prandom_u32()` (`print(p)`, then `p.check(...)`).

@@ -76,11 +76,18 @@ def copy_book(dest: Path | str, source: Path | None = None) -> tuple[list[Path],
     source = source_book() if source is None else Path(source)
     dest = Path(dest)
     copied, kept = [], []
-    for rel in book_files(source):
+    files = book_files(source)
+    mine = {rel for rel in files if (dest / rel).exists() and not filecmp.cmp(source / rel, dest / rel, shallow=False)}
+    for rel in files:
         target = dest / rel
         if target.exists():
-            if not filecmp.cmp(source / rel, target, shallow=False):
+            if rel in mine:
                 kept.append(rel)
+            continue
+        if Path(rel).suffix == ".py" and Path(rel).with_suffix(".ipynb") in mine:
+            # The book's text twin beside the reader's own notebook would pair the two, and
+            # jupytext takes a pair's cells from its text file: a self-study copy's blank
+            # answers would come back filled in.  The reader's notebook stays alone.
             continue
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(source / rel, target)

@@ -489,7 +489,7 @@ def new_pgdir(cpu: LgCpu, gpgdir: int) -> tuple[int, bool]:
     next = lg.prandom_u32() % PGDIR_SLOTS
     if not lg.pgdirs[next].pgdir:  # the slot has no page (never used, or the allocation failed)
         lg.pgdirs[next].pgdir = lg.host.get_zeroed_page()
-        if not lg.pgdirs[next].pgdir:  # the slot has no page (never used, or the allocation failed)
+        if not lg.pgdirs[next].pgdir:  # get_zeroed_page() failed: still no page
             next = cpu.cpu_pgd  # allocation failed: keep using the one we have
         else:
             blank_pgdir = True

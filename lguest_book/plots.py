@@ -564,8 +564,14 @@ class CacheRecorder:
 
     def __repr__(self) -> str:
         kinds = [e["kind"] for e in self.events]
-        return (f"CacheRecorder({len(self.events)} events: {kinds.count('hit')} hits, "
-                f"{kinds.count('miss')} misses, {sum(1 for e in self.events if e['evicted'] is not None)} evictions)")
+        evictions = sum(1 for e in self.events if e["evicted"] is not None)
+        return (f"CacheRecorder({_count(len(self.events), 'event')}: {_count(kinds.count('hit'), 'hit')}, "
+                f"{_count(kinds.count('miss'), 'miss', 'misses')}, {_count(evictions, 'eviction')})")
+
+
+def _count(n: int, one: str, many: str | None = None) -> str:
+    """``"1 hit"``, ``"3 hits"``: a count and its noun."""
+    return f"{n} {one if n == 1 else (many or one + 's')}"
 
 
 def plot_cache_timeline(events: list[dict], ax=None) -> Figure:
@@ -583,6 +589,7 @@ def plot_cache_timeline(events: list[dict], ax=None) -> Figure:
         g = ev["slots"][ev["current"]]
         if ev["kind"] in ("hit", "miss") and g is not None:
             who.setdefault(g, ev["label"])
+    marks: list[tuple[int, int]] = []  # (step, slot) of each eviction drawn
     for t, ev in enumerate(events):
         for s, g in enumerate(ev["slots"]):
             if g is None:
@@ -593,8 +600,10 @@ def plot_cache_timeline(events: list[dict], ax=None) -> Figure:
             ax.text(t, s, who.get(g, "boot"), ha="center", va="center", fontsize=6.5)
         cur = ev["current"]
         ax.add_patch(Rectangle((t - 0.45, cur - 0.45), 0.9, 0.9, fill=False, ec=BLACK, lw=2))
-        if ev["evicted"] is not None:
-            ax.plot([t], [ev.get("evicted_slot", cur)], marker="x", color=VERMILION, ms=14, mew=2)
+        if ev["evicted"] is not None:  # a black cross in the cell's corner: no slot's colour, off its label
+            slot = ev.get("evicted_slot", cur)
+            ax.plot([t + 0.27], [slot - 0.25], marker="X", color=BLACK, mec="white", mew=0.8, ms=8)
+            marks.append((t, slot))
     ax.set_xlim(-0.6, len(events) - 0.4)
     ax.set_ylim(3.6, -0.6)
     ax.set_yticks(range(4), [f"slot {s}" for s in range(4)])
@@ -602,15 +611,17 @@ def plot_cache_timeline(events: list[dict], ax=None) -> Figure:
     hits = sum(1 for e in events if e["kind"] == "hit")
     misses = sum(1 for e in events if e["kind"] == "miss")
     evictions = sum(1 for e in events if e["evicted"] is not None)
-    ax.set_title(f"pgdir cache: {hits} hits, {misses} misses, {evictions} evictions", fontsize=9)
+    ax.set_title(f"pgdir cache: {_count(hits, 'hit')}, {_count(misses, 'miss', 'misses')}, "
+                 f"{_count(evictions, 'eviction')}", fontsize=9)
     key = {who.get(g, "boot"): g for g in names}
     handles = [Patch(color=palette[k % len(palette)], label=f"{who.get(g, 'boot')}: Guest top level {fmt.paddr(g, pae=pae)}")
                for g, k in names.items()]
-    handles += [Line2D([], [], ls="", marker="x", color=VERMILION, mew=2, label="evicted here")]
+    handles += [Line2D([], [], ls="", marker="X", color=BLACK, mec="white", mew=0.8, ms=8,
+                       label="its top level evicted here")]
     ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7, frameon=False,
               title="cell: whose top level a slot holds\noutline: the current slot", title_fontsize=7)
     fig.lguest = {"kind": "cache", "hits": hits, "misses": misses, "evictions": evictions,
-                  "key": {name: g for name, g in key.items()}}
+                  "eviction_marks": marks, "key": {name: g for name, g in key.items()}}
     return fig
 
 

@@ -1245,7 +1245,7 @@ class Scrubber(_Shown):
                               f"padding:0 4px'>slot {slot} {name} {where}</span> {len(entries)} present"
                               f"{f', from {fmt.vaddr(vbase)}' if level != 'pgd' else ''}"
                               f"{' (kernel part)' if kernel else ''}{': ' if chips else ''}{chips}"
-                              f"{f' … and {more} more' if more > 0 else ''}"
+                              f"{(f' … and {more} more' if chips else ' (not listed: the kernel part is shown only where it changes)') if more > 0 else ''}"
                               f"{f' ({more_new} of them changed here)' if more_new > 0 else ''}</div>")
             out.append(f"<div style='margin-top:4px'><b>{title}</b>{''.join(blocks) or ' <i>none</i>'}</div>")
         if gone:

@@ -197,3 +197,21 @@ def test_release_names_its_exchange_and_collect_takes_only_zip_files(tmp_path, c
     assert _one_line(capsys) == ("lguest-book classroom release: cannot make or write the exchange at "
                                  f"/proc/nonexistent/exchange: give the course one of its own, "
                                  f"`lguest-book classroom course {course.resolve()} --exchange DIR --force`")
+
+
+def test_opening_a_self_study_copy_adds_no_text_twin_with_the_answers(tmp_path, capsys):
+    from lguest_book.cli import main
+
+    copy = tmp_path / "my-book"
+    assert main(["classroom", "student-copy", "--out", str(copy)]) == 0
+    assert main(["open", str(copy), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "kept your" in out and "05-switching.ipynb" in out
+    # the book's .py twins would pair with the blank notebooks and bring the answers back: a twin
+    # comes only beside a notebook that is the book's own (a chapter with nothing to blank)
+    twins = {p.stem for p in copy.glob("[0-9][0-9]-*.py")}
+    same = {p.stem for p in copy.glob("[0-9][0-9]-*.ipynb")
+            if p.read_bytes() == (book.BOOK / p.name).read_bytes()}
+    assert twins == same and "05-switching" not in twins and "11-lab" not in twins
+    assert (copy / "README.md").is_file() and (copy / "jupytext.toml").is_file()  # the rest is copied
+    assert "BEGIN SOLUTION" not in (copy / "05-switching.ipynb").read_text()

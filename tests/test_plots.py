@@ -141,11 +141,19 @@ def test_cache_timeline_counts_hits_misses_evictions(pae):
     # slot 1 held the top level the Guest booted on (at guest address 0): p0's return evicts it
     assert rec.events[5]["evicted"] == 0 and rec.events[5]["current"] == rec.events[5]["evicted_slot"] == 1
     assert rec.events[2]["evicted_slot"] == 3
-    assert repr(rec) == "CacheRecorder(7 events: 1 hits, 4 misses, 2 evictions)"
+    assert repr(rec) == "CacheRecorder(7 events: 1 hit, 4 misses, 2 evictions)"
     fig = plots.plot_cache_timeline(rec.events)
     key = fig.lguest.pop("key")
-    assert fig.lguest == {"kind": "cache", "hits": 1, "misses": 4,
-                          "evictions": sum(1 for e in rec.events if e["evicted"] is not None)}
+    evicted = [(t, e["evicted_slot"]) for t, e in enumerate(rec.events) if e["evicted"] is not None]
+    assert fig.lguest == {"kind": "cache", "hits": 1, "misses": 4, "evictions": len(evicted),
+                          "eviction_marks": evicted}
+    assert fig.axes[0].get_title() == "pgdir cache: 1 hit, 4 misses, 2 evictions"
+    # each eviction is a black cross, a colour no slot's cell has
+    crosses = [ln for ln in fig.axes[0].get_lines() if ln.get_marker() == "X"]
+    assert len(crosses) == len(evicted) and all(ln.get_color() == plots.BLACK for ln in crosses)
+    from matplotlib.colors import to_rgba
+
+    assert to_rgba(plots.BLACK) not in [tuple(p.get_facecolor()) for p in fig.axes[0].patches if p.get_fill()]
     # the key names each top level: p0..p2 and the one the Guest booted on
     assert {k: key[k] for k in ("p0", "p1", "p2")} == {p.name: p.gpgdir for p in procs}
     legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]

@@ -128,3 +128,16 @@ def test_scrubber_moves_and_shows_what_changed(pae):
     assert repr(s).startswith(f"Scrubber: event {touch + 1} of 6 — FLUSH_TLB(0)")
     with pytest.raises(ValueError, match="events 0..6"):
         s.go(7)
+
+
+def test_scrubber_says_why_the_kernel_part_is_not_listed():
+    rec = R.Recorder.boot(pae=False, seed=7)
+    procs = [rec.new_process(f"p{i}") for i in range(5)]
+    for p in procs + procs[:3]:
+        rec.switch_to(p)
+    s = widgets.Scrubber(rec)
+    s.go(len(rec.recording) - 1)
+    shown = s.html()
+    assert "(kernel part)" in shown
+    assert "(kernel part) … and" not in shown  # never "and N more" after nothing
+    assert "not listed: the kernel part is shown only where it changes" in shown
