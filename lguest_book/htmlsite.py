@@ -11,10 +11,21 @@ and MathJax 3 gets the small ``MathJax.Hub.Queue`` that ipywidgets calls (a Math
 Before building, :func:`widget_problems` checks that every widget view a chapter shows has its
 model, and every model that model refers to, in the chapter's saved widget state (a view
 without it renders as nothing, silently); the build refuses a book where one is missing.
+
+The site's copy of each chapter says what its widgets are (:func:`_site_notebook`): a note at
+the top of every page with a widget, and under each widget, that it is a picture of its saved
+state and how to use it live; and under the lab's hint ladder, whose hints the saved state does
+not hold (the widget computes each rung when its button is pressed), every challenge's hints as
+folded ``<details>``, read from :data:`lguest_book.lab.CHALLENGES`.
+
+Opened from the disk (``file://``), a browser refuses the requests Sphinx's search makes for
+each result's excerpt; the search page then reads the excerpts from ``_static/search-pages.js``,
+the text of every page, which it loads as a script (see :data:`SEARCH_OFFLINE`).
 """
 
 from __future__ import annotations
 
+import html
 import json
 import os
 import re
@@ -162,14 +173,23 @@ MATHJAX_CONFIG = """\
 CONF = """\
 # Sphinx configuration of lguest-book's HTML edition (written by `lguest-book book html`).
 project = "lguest-book"
+author = "the lguest-book authors"
 html_title = "lguest's shadow page tables, executable"
 extensions = ["myst_nb"]
 nb_execution_mode = "off"            # the stored outputs are the book
 nb_merge_streams = True
 myst_enable_extensions = ["dollarmath", "amsmath"]
 html_theme = "sphinx_book_theme"
-html_theme_options = {"home_page_in_toc": True, "show_toc_level": 2}
+html_theme_options = {
+    "home_page_in_toc": True,
+    "show_toc_level": 2,
+    # pydata-sphinx-theme otherwise adds a header bar holding a second search button above
+    # the sidebar's own search box
+    "navbar_persistent": [],
+}
+html_context = {"default_mode": "light"}   # else the first load logs "Got invalid theme mode"
 html_static_path = ["_site_static"]
+html_css_files = ["site.css"]
 html_copy_source = True            # the download button offers the chapter's .ipynb
 html_show_sourcelink = False
 html_last_updated_fmt = None
@@ -184,16 +204,128 @@ exclude_patterns = ["_build", "_site_static", "**/.ipynb_checkpoints"]
 suppress_warnings = ["mystnb.unknown_mime_type"]
 html_favicon = "_site_static/favicon.svg"
 
+import json
+import re
+from pathlib import Path
+
+SEARCH_OFFLINE = Path(__file__).with_name("search_offline.js").read_text()
+_bodies = {}
+
+
+def _page(app, pagename, templatename, context, doctree):
+    if "body" in context and doctree is not None:
+        # what the search excerpts are cut from: the page's body without its scripts and pictures
+        # (the highlighting's <span>s, a third of it, go too)
+        body = re.sub(r"<(script|style|svg)\\b.*?</\\1>", "", context["body"], flags=re.S)
+        _bodies[pagename + app.builder.out_suffix] = re.sub(r"<img\\b[^>]*>|</?span\\b[^>]*>", "", body)
+    if pagename == "search":
+        static = Path(app.outdir) / "_static"
+        static.mkdir(exist_ok=True)
+        (static / "search-pages.js").write_text(
+            "window.LGUEST_BOOK_PAGES = " + json.dumps(_bodies, sort_keys=True) + ";\\n" + SEARCH_OFFLINE)
+        app.add_js_file("search-pages.js")
+
 
 def setup(app):
     # MathJax on every page, not only on pages with an equation: widget labels may hold math,
     # and ipywidgets typesets them with whatever MathJax the page has.
     app.set_html_assets_policy("always")
+    app.connect("html-page-context", _page)
+"""
+
+# Loaded by the search page only.  Sphinx's search fetches each result's page to cut an excerpt
+# from it; a page opened from the disk may not fetch another file, so there the text of every
+# page (window.LGUEST_BOOK_PAGES, written beside this at build time) answers instead.
+SEARCH_OFFLINE = """\
+(function () {
+  if (window.location.protocol !== "file:" || !window.fetch) { return; }
+  var pages = window.LGUEST_BOOK_PAGES || {};
+  var fetchFromServer = window.fetch;
+  window.fetch = function (resource) {
+    var url = new URL(typeof resource === "string" ? resource : resource.url, window.location.href);
+    var name = decodeURIComponent(url.pathname.split("/").pop());
+    if (url.protocol === "file:" && Object.prototype.hasOwnProperty.call(pages, name)) {
+      var page = '<html><body><main role="main">' + pages[name] + "</main></body></html>";
+      return Promise.resolve(new Response(page, {headers: {"Content-Type": "text/html"}}));
+    }
+    return fetchFromServer.apply(this, arguments);
+  };
+})();
+"""
+
+SITE_CSS = """\
+/* the hint ladders of the lab, folded one inside the other */
+details.lguest-hints { margin: 0.5rem 0 1rem; }
+details.lguest-hints summary { cursor: pointer; }
+details.lguest-hints details { margin-left: 1.25rem; }
+details.lguest-hints details p { margin: 0.25rem 0 0.5rem 1.25rem; }
+p.lguest-static-widget { color: var(--pst-color-text-muted); margin-top: 0.25rem; }
 """
 
 FAVICON = """<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 16 16"><rect width="16" height="16" rx="3" fill="#2a5d8f"/>\
 <path d="M3 4h10M3 8h10M3 12h10" stroke="#fff" stroke-width="1.6"/></svg>
 """
+
+
+# --- what the site adds to each chapter ------------------------------------------------------
+STATIC_WIDGETS_NOTE = """\
+```{{admonition}} The widgets on this page are pictures
+:class: note lguest-static-widgets
+
+Each widget on this page shows the state it was saved in: its buttons, sliders and boxes do
+nothing here, because no Python runs behind a web page.  To use them live, open the book in
+JupyterLab with `lguest-book open` (after `pip install lguest-book`), or open this chapter's
+notebook, `{notebook}` (the download button above offers it), in JupyterLab with lguest-book
+installed, and run it.
+```
+"""
+
+WIDGET_CAPTION = ('<p class="lguest-static-widget"><small>The widget above is a picture of its saved state; '
+                  'it works in JupyterLab (<code>lguest-book open</code>).</small></p>')
+
+HINT_LADDER = "Hint ladder:"   # how the lab's hint ladder describes itself (its text/plain)
+
+
+def _hints_html() -> str:
+    """Every challenge's hint ladder as folded ``<details>``, one rung inside the other's reach."""
+    from .lab import CHALLENGES
+
+    e = html.escape
+    lines = ['<details class="lguest-hints">',
+             "<summary>Hints (the notebook reveals them one at a time)</summary>"]
+    for c in CHALLENGES.values():
+        lines.append(f'<details class="lguest-hint-ladder" id="hints-{e(c.id)}">')
+        lines.append(f"<summary><b>{e(c.id)}</b>: {e(c.goal)} ({e(c.where)})</summary>")
+        if c.setting:
+            lines.append(f"<p><i>On {e(c.setting)}.</i></p>")
+        for n, hint in enumerate(c.hints, 1):
+            lines.append(f"<details><summary>hint {n} of {len(c.hints)}</summary><p>{e(hint)}</p></details>")
+        lines.append("</details>")
+    lines.append("</details>")
+    return "\n".join(lines)  # one HTML block: no blank line inside
+
+
+def _site_notebook(notebook: Path, dest: Path) -> None:
+    """Copy a chapter for the site, with notes on its widgets (and the hint ladder's hints)."""
+    import nbformat
+
+    nb = nbformat.read(notebook, 4)
+    cells, widgets = [], 0
+    for cell in nb.cells:
+        cells.append(cell)
+        views = [o["data"] for o in cell.get("outputs", []) if WIDGET_VIEW in o.get("data", {})]
+        if not views:
+            continue
+        widgets += len(views)
+        ladder = any("".join(v.get("text/plain", "")).startswith(HINT_LADDER) for v in views)
+        added = WIDGET_CAPTION + ("\n" + _hints_html() if ladder else "")
+        cells.append(nbformat.v4.new_markdown_cell(added, id=f"lguest-site-{len(cells)}"))
+    if widgets:  # under the first markdown cell (the title and the opening)
+        first = next((i for i, c in enumerate(cells) if c.cell_type == "markdown"), -1)
+        note = STATIC_WIDGETS_NOTE.format(notebook=notebook.name)
+        cells.insert(first + 1, nbformat.v4.new_markdown_cell(note, id="lguest-site-note"))
+    nb.cells = cells
+    nbformat.write(nb, dest)
 
 
 def _index(book: Path, names: list[str]) -> str:
@@ -226,12 +358,14 @@ def build(book: Path | str, out: Path | str, *, quiet: bool = True) -> Path:
         src = Path(tmp) / "src"
         src.mkdir()
         for nb in notebooks:
-            shutil.copy(nb, src / nb.name)
+            _site_notebook(nb, src / nb.name)
         (src / "index.md").write_text(_index(book, [nb.name for nb in notebooks]))
         (src / "conf.py").write_text(CONF)
         (src / "mathjax_config.js").write_text(MATHJAX_CONFIG)
+        (src / "search_offline.js").write_text(SEARCH_OFFLINE)
         _vendor(modules, src / "_site_static")
         (src / "_site_static" / "favicon.svg").write_text(FAVICON)
+        (src / "_site_static" / "site.css").write_text(SITE_CSS)
         # built inside the temporary folder (myst-nb writes beside the output folder), then copied
         html, doctrees = Path(tmp) / "build" / "html", Path(tmp) / "build" / "doctrees"
         command = [sys.executable, "-m", "sphinx", "-b", "html", "-E", "-W", "--keep-going", "-d", str(doctrees),
@@ -241,6 +375,10 @@ def build(book: Path | str, out: Path | str, *, quiet: bool = True) -> Path:
             raise SiteError(f"sphinx failed:\n{(done.stderr or done.stdout).strip()[-3000:]}")
         for leftover in (".buildinfo", ".buildinfo.bak"):
             (html / leftover).unlink(missing_ok=True)
+        # the download button offers the chapter as the book has it, without the site's notes
+        for nb in notebooks:
+            if (html / "_sources" / nb.name).is_file():
+                shutil.copy(nb, html / "_sources" / nb.name)
         (html / ".nojekyll").write_text("")  # GitHub Pages: serve _static/ as it is
         # Some widget styles (the icons of buttons) ask for their fonts page-relative, under
         # "@jupyter-widgets/": serve the same font files there too.

@@ -148,3 +148,99 @@ def test_every_chapter_reads_offline_in_chromium(site, served):
     assert not failed, failed
     assert not outside, outside
     assert ARTIFACT.stat().st_size > 20_000
+
+
+def _browser(pw):
+    return pw.chromium.launch(executable_path=_e2e.chromium_path(), headless=True,
+                              args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"])
+
+
+def _needs_chromium():
+    if _e2e.chromium_path() is None:
+        pytest.skip("Debian's chromium is not installed (scripts/bootstrap test installs it)")
+    return pytest.importorskip("playwright.sync_api")
+
+
+def test_pages_with_widgets_say_they_are_pictures_and_the_lab_hints_are_readable(site):
+    from lguest_book import lab
+
+    for nb in chapters(BOOK):
+        has_widgets = any(htmlsite.WIDGET_VIEW in o.get("data", {})
+                          for c in nbformat.read(nb, 4).cells for o in c.get("outputs", []))
+        text = (site / f"{nb.stem}.html").read_text()
+        assert ("lguest-static-widgets" in text) == has_widgets, nb.name
+        if has_widgets:
+            assert "The widgets on this page are pictures" in text and "lguest-book open" in text, nb.name
+    assert "lguest-static-widgets" not in (site / "index.html").read_text()
+    # the download button offers the chapter as the book has it, without the site's notes
+    for nb in chapters(BOOK):
+        assert f'href="_sources/{nb.name}"' in (site / f"{nb.stem}.html").read_text(), nb.name
+        assert (site / "_sources" / nb.name).read_bytes() == nb.read_bytes(), nb.name
+    sync_api = _needs_chromium()
+    lab_page = next(nb.stem for nb in chapters(BOOK) if nb.stem.startswith("11-"))
+    amplify = lab.CHALLENGES["amplify"]
+    with sync_api.sync_playwright() as pw:
+        browser = _browser(pw)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            page.goto((site / f"{lab_page}.html").as_uri(), wait_until="load")
+            # the note is near the top, above the first widget, and visible
+            note = page.locator(".admonition.lguest-static-widgets")
+            assert note.count() == 1 and note.is_visible()
+            assert page.evaluate("""() => {
+                const note = document.querySelector('.lguest-static-widgets');
+                const widget = document.querySelector('script[type="application/vnd.jupyter.widget-view+json"]');
+                return !!(note.compareDocumentPosition(widget) & Node.DOCUMENT_POSITION_FOLLOWING); }""")
+            # every widget has its caption under it
+            views = page.locator('script[type="application/vnd.jupyter.widget-view+json"]').count()
+            assert page.locator("p.lguest-static-widget").count() == views
+            # the hint ladder's hints: folded, and each rung opens to its text
+            hints = page.locator("details.lguest-hints")
+            assert hints.count() == 1
+            assert "the notebook reveals them one at a time" in hints.locator("> summary").inner_text()
+            first = hints.locator("#hints-amplify details").first
+            assert not first.locator("p").is_visible()
+            hints.locator("> summary").click()
+            page.locator("#hints-amplify > summary").click()
+            assert amplify.goal in page.locator("#hints-amplify > summary").inner_text()
+            assert not first.locator("p").is_visible()
+            first.locator("summary").click()
+            assert first.locator("p").inner_text() == amplify.hints[0]
+            assert page.locator("details.lguest-hint-ladder").count() == len(lab.CHALLENGES)
+            assert page.locator("#hints-amplify details").count() == len(amplify.hints)
+        finally:
+            browser.close()
+
+
+def test_one_search_box_an_author_a_clean_console_and_excerpts_from_the_disk(site, served):
+    sync_api = _needs_chromium()
+    chapter = chapters(BOOK)[2].stem
+    with sync_api.sync_playwright() as pw:
+        browser = _browser(pw)
+        try:
+            for root in (served, site.as_uri()):
+                page = browser.new_page(viewport={"width": 1400, "height": 900})
+                page.set_default_timeout(30_000)
+                problems = []
+                page.on("console", lambda m: m.type == "error" and problems.append(f"{page.url}: {m.text}"))
+                page.on("pageerror", lambda e: problems.append(f"{page.url}: {e}"))
+                for name in ("index", chapter):
+                    page.goto(f"{root}/{name}.html", wait_until="networkidle")
+                    # one search box at 1400 px: the sidebar's, and no top bar holding another
+                    boxes = page.evaluate("""() => [...document.querySelectorAll(
+                            '.search-button-field, .search-button, form.bd-search input')]
+                        .filter(e => { const r = e.getBoundingClientRect();
+                                       return r.width > 0 && r.height > 0 && getComputedStyle(e).visibility !== 'hidden'; })
+                        .map(e => e.closest('.bd-sidebar-primary') ? 'sidebar' : 'elsewhere')""")
+                    assert boxes == ["sidebar"], (name, boxes)
+                    assert page.evaluate("() => document.querySelector('#pst-header').getBoundingClientRect().height") == 0
+                    footer = page.locator("footer.bd-footer-content").inner_text()
+                    assert "By the lguest-book authors" in footer and "not set" not in footer, footer
+                page.goto(f"{root}/search.html?q=demand_page", wait_until="networkidle")
+                page.wait_for_selector("ul.search li p.context")
+                excerpts = page.locator("ul.search li p.context").all_inner_texts()
+                assert any("demand_page" in e for e in excerpts), (root, excerpts)
+                assert not problems, problems
+                page.close()
+        finally:
+            browser.close()
