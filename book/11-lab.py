@@ -34,7 +34,7 @@
 
 # %%
 from lguest_book import lab
-from lguest_book.x86 import _PAGE_ACCESSED, _PAGE_PRESENT, _PAGE_RW, _PAGE_USER
+from lguest_book.x86 import _PAGE_ACCESSED, _PAGE_DIRTY, _PAGE_PRESENT, _PAGE_RW, _PAGE_USER
 
 for name, text in lab.PROMISES.items():
     print(f"{name:16} {text}")
@@ -74,27 +74,64 @@ print(again)
 # ## What a broken promise looks like
 #
 # Chapter 4 showed `guest_set_pgd`'s bound test (`idx > PTRS_PER_PGD`, so index `PTRS_PER_PGD`
-# itself passes).  Here is the attack written as steps, on the Host the flaw needs (one whose
-# Switcher sits near the very top of memory, and whose random choices all come out 0), and what
-# the promise checker reports:
+# itself passes).  Here is the attack written as steps, run on the Host the flaw needs (one whose
+# Switcher sits near the very top of memory, and whose random choices all come out 0:
+# `lab.host_settings("foreign-put")`), and what the promise checker reports.  The attack fills
+# a page of its own with three fake "entries" naming a Switcher page, maps that page at
+# `0xffc00000` — whose shadow PTE page is, on this Host, the frame right after the shadow top
+# level — and asks the Host to release top-level entry 1024, one past the end:
 
 # %%
+from lguest_book import fmt
+
+host = lab.host_settings("foreign-put")
 result = lab.attempt("foreign-put", lab.KNOWN_ATTACKS["foreign-put"])
-print(result)
+for i, step in enumerate(result.steps):
+    print(f"step {i}: {step}")
+print(str(result).splitlines()[0])
 broken = next(b for b in result.broken if b.promise == "no-leak" and b.action != "teardown")
-broken.replay = lab.shrink(result.steps, "no-leak", **lab._host(lab.CHALLENGES["foreign-put"]))
+broken.replay = lab.shrink(result.steps, "no-leak", **host)
 print(broken)
-assert result.succeeded and "put_page on frame" in broken.evidence[0]
+switcher_frame = result.steps[1].args[1] >> 12            # the frame the fake entries name
+assert result.succeeded and broken.step == len(result.steps) - 1
+assert broken.evidence == [f"put_page on frame {fmt.frame(switcher_frame)} whose count was already 0",
+                           f"put_page on frame {fmt.frame(switcher_frame)} whose count was already -1",
+                           f"switcher frame {fmt.frame(switcher_frame)} has -2 references (its owner keeps 1)"]
 
 # %% [markdown]
-# The picture shows the reference counts of every frame the breaking step changed, before and
-# after it: the Switcher's page (the Host's, not the Guest's) falls below zero.
+# The picture draws the whole attack: the reference counts of every frame its last step changed,
+# before and after it.  The Switcher's page `0x08001` (the Host's, not the Guest's) is released
+# once for each of the three fake entries — from 1 to 0, which frees it while the Switcher
+# still uses it, then to −1 and −2, the two put_page calls the evidence reports — and the
+# Guest's own page `0x0800c`, the one mapped at `0xffc00000` that the Host took for a PTE page,
+# loses the reference the shadow entry held.
 
 # %%
-fig = lab.picture(broken, **lab._host(lab.CHALLENGES["foreign-put"]))
-negative = [f for f, c in fig.after_counts.items() if c < 0]
-assert negative, "the picture shows a count below zero"
+fig = lab.picture(broken, result.steps, **host)
+assert {f: c for f, c in fig.after_counts.items() if c < 0} == {switcher_frame: -2}
+assert switcher_frame == 0x08001 and fig.owners[switcher_frame][0] == "switcher"
+assert fig.owners[0x0800c] == ("guest", 0x00205) and fig.after_counts[0x0800c] == 1
 fig
+
+# %% [markdown]
+# The minimal replay is shorter than the attack, and it breaks the promise on a different frame.
+# Without `alloc_page`, the page mapped at `0xffc00000` (`0x00205`) is the next free page, so the
+# Guest also takes it for the PTE page of that region: the `map` step writes the Guest PTE
+# `0x00205063` into the very page it maps.  The Host then reads that page (host frame `0x0800c`)
+# as a shadow PTE page, finds one "present entry", `0x00205063`, and drops a reference on *host*
+# frame `0x00205` — a frame of the Host that neither the Guest nor lguest owns.  The fake entries
+# were never needed: any present-looking value in that page names a host frame, and shrinking
+# found the cheapest one.
+
+# %%
+minimal = lab.first_broken(broken.replay, "no-leak", **host)
+print(minimal)
+small = lab.picture(broken, **host)
+assert [str(s) for s in broken.replay] == ["map(0xffc00000, 0x00205, 0x63)", str(result.steps[-1])]
+assert {f: c for f, c in small.after_counts.items() if c < 0} == {0x00205: -1}
+assert small.owners[0x00205] == ("host", None)
+assert minimal.evidence == ["put_page on frame 0x00205 whose count was already 0"]
+small
 
 # %% [markdown]
 # ## The challenges
@@ -117,34 +154,52 @@ lab.hint_ladder("amplify")
 # %% [markdown]
 # ### Your turn: crash the Host
 #
-# Write `attack(a)` that makes the Host oops while the Guest is alive.  Use the hint ladder if
-# you need it.  `lab.check_attack` runs it on a fresh Guest, checks the promises after every
-# step, and says whether you succeeded.
-#
-# <details><summary>A worked answer</summary>
+# Write `attack(a)` that makes the Host oops while the Guest is alive: replace the
+# `raise NotImplementedError` below with your steps.  Use the hint ladder if you need it.  The
+# cell after it runs your attack on a fresh Guest with `lab.attempt`, which checks the promises
+# after every step and says whether you succeeded (until you write it, it says your attack
+# raised `NotImplementedError`); `lab.check_attack("crash-host", attack)` does the same and fails
+# unless you did.  This exercise is for self-study: it is not graded.
+
+# %%
+def attack(a):
+    # your steps on `a` here (its actions are listed under "The attacker" above)
+    raise NotImplementedError("write your attack: replace this line with the steps")
+
+# %%
+print(lab.attempt("crash-host", attack))
+
+# %% [markdown]
+# <details><summary>A worked answer (open after trying)</summary>
 #
 # Two processes, both cached; switch to the second, so the first is cached but not current. A
 # SET_PGD on the first one's Switcher entry makes the Host release that entry — but its
 # `switcher_mapped` flag stays true, because `guest_set_pgd` re-maps the Switcher only in the
 # *current* top level (H:400).  Switching back to the first process then runs
 # `map_switcher_in_guest` on a top level whose Switcher PTE page is gone, and
-# `remove_switcher_percpu_map` dereferences NULL (H:481).  The code is
-# `lab.KNOWN_ATTACKS["crash-host"]`.
+# `remove_switcher_percpu_map` dereferences NULL (H:481).
+#
+# ```python
+# def attack(a):
+#     first = a.new_process()
+#     second = a.new_process()
+#     a.switch_to(first)
+#     a.switch_to(second)                       # first is now cached but not current
+#     g = a.guest
+#     a.set_pgd(a.gpgdir(first), g.x86.pgd_index(g.host.switcher_addr))
+#     a.switch_to(first)                        # the Host oopses here
+# ```
+#
+# The same code is `lab.KNOWN_ATTACKS["crash-host"]`, which the next cell runs.
 # </details>
 
 # %%
-def attack(a):
-    first = a.new_process()
-    second = a.new_process()
-    a.switch_to(first)
-    a.switch_to(second)
-    g = a.guest
-    a.set_pgd(a.gpgdir(first), g.x86.pgd_index(g.host.switcher_addr))
-    a.switch_to(first)
-
-lab.check_attack("crash-host", attack)
-crashed = lab.attempt("crash-host", attack)   # the whole record: every promise it broke, step by step
-assert any(b.promise == "no-oops" for b in crashed.broken)
+# The worked answer, checked: the Host oopses at the last step, with the Guest alive.
+crashed = lab.attempt("crash-host", lab.KNOWN_ATTACKS["crash-host"])
+print(crashed)
+oops = next(b for b in crashed.broken if b.promise == "no-oops")
+assert crashed.succeeded and oops.step == len(crashed.steps) - 1 and oops.action == "switch_to(1)"
+assert "NULL pointer" in oops.evidence[0]
 
 # %% [markdown]
 # ### Graded challenge: amplify (not yet in the book)
@@ -214,7 +269,7 @@ assert "no-leak" in report.found            # ... but the fuzzer rediscovers a k
 
 # %%
 (step,) = report.found["no-leak"].replay
-assert step.name == "map" and step.args[2] == _PAGE_ACCESSED | 0x40 and not step.args[2] & _PAGE_PRESENT
+assert step.name == "map" and step.args[2] == _PAGE_ACCESSED | _PAGE_DIRTY and not step.args[2] & _PAGE_PRESENT
 
 # %% [markdown]
 # ## Patch the Host, and re-attack
@@ -275,12 +330,28 @@ assert all(step.name == "hypercall" and step.args[0] == hc.LHCALL_SET_PGD and st
 # 3. Write an attack that breaks `dead-stays-dead`.  If you cannot, say which lines of
 #    hypercalls.c and core.c stop you (the model follows them: `do_hcall` and `enter_guest`).
 #
-#    <details><summary>Answer</summary>It cannot be done from inside the Guest.  A killed Guest
-#    never runs again: core.c's `run_guest()` loops only while the Guest is not dead and checks
-#    again after the hypercalls, before it enters the Guest, and hypercalls are only ever run
-#    from that loop.  The model's `do_hcall` returns at once for a dead Guest and its
-#    `enter_guest` refuses one (chapter 7 showed it for a Guest killed by a failed
-#    allocation).</details>
+#    <details><summary>Answer</summary>It cannot be done with the lab's steps.  A Guest acts
+#    only from inside `run_guest()` in
+#    [core.c](https://elixir.bootlin.com/linux/v4.7/source/drivers/lguest/core.c) (H:030): its
+#    loop `while (!cpu->lg->dead)` runs the pending hypercalls first (`do_hypercalls()`), then
+#    checks `if (cpu->lg->dead) break;` once more ("Just make absolutely sure the Guest is still
+#    alive") before `lguest_arch_run_guest()` enters the Guest, and the `return -ENOENT` after the
+#    loop ends the Launcher's read.  Every later read of `/dev/lguest` finds `lg->dead` set in
+#    `read()` ([lguest_user.c](https://elixir.bootlin.com/linux/v4.7/source/drivers/lguest/lguest_user.c))
+#    and returns the death message without calling `run_guest()` again; and
+#    [hypercalls.c](https://elixir.bootlin.com/linux/v4.7/source/drivers/lguest/hypercalls.c)'s
+#    `do_hypercalls()` (H:100) is only ever called from that loop.  The model's `do_hcall`
+#    returns at once for a dead Guest and its `enter_guest` refuses one (chapter 7 showed it for
+#    a Guest killed by a failed allocation); each step of the lab is one hypercall, one access or
+#    one store, so once a step kills the Guest nothing after it runs.
+#
+#    One gap the lab cannot reach: the C's `do_hcall()` (H:120) does not itself test `lg->dead`,
+#    and `do_async_hcalls()` (H:124) runs every call queued in the Guest's asynchronous
+#    hypercall ring, and `do_hypercalls()` then the synchronous one, without looking at it
+#    between calls.  So in the C, calls a Guest queues *behind* a fatal one in the same batch
+#    still change the Host's tables after the kill, before `run_guest()`'s check.  The lab's
+#    Attacker has no asynchronous ring (and the model's `do_hcall` refuses a dead Guest), so
+#    there the promise holds.</details>
 #
 # 4. Run `lab.fuzz(seconds=60, pae=True)`.  Which promises break under PAE, and which flaw is
 #    behind each minimal replay?
@@ -297,14 +368,12 @@ with exercises.use("guest_set_pgd", guest_set_pgd):      # answer 1: the patched
     victim = lab.Attacker()
     victim.set_pgd(victim.gpgdir(), victim.guest.x86.PTRS_PER_PGD)
 assert victim.guest.dead == "Attempt to set pgd 1024/1024"
-from lguest_book.x86 import _PAGE_DIRTY
 original = exercises.reference("__guest_set_pte")       # answer 2: the Present test added, as a
 def present_first(cpu, idx, vaddr, gpte):                # wrapper: a non-present entry never takes
     if not gpte & _PAGE_PRESENT:                         # the Accessed/Dirty shortcut
         gpte &= ~(_PAGE_DIRTY | _PAGE_ACCESSED)
     return original(cpu, idx, vaddr, gpte)
-namespace = {"__guest_set_pte": present_first}
-fix2 = {r["challenge"]: r for r in lab.reattack({"__guest_set_pte": namespace["__guest_set_pte"]}, runs=30, compare_runs=30).rows}
+fix2 = {r["challenge"]: r for r in lab.reattack({"__guest_set_pte": present_first}, runs=30, compare_runs=30).rows}
 assert fix2["pinned-after-teardown"]["before"] and not fix2["pinned-after-teardown"]["after"]
 assert all(r["before"] == r["after"] for c, r in fix2.items() if c != "pinned-after-teardown")
 pae_report = lab.fuzz(runs=60, seed=3, pae=True)           # answer 4

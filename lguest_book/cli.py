@@ -417,8 +417,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ops", type=int, default=1_000_000, help="operations for `experiment bench`")
     p.set_defaults(func=cmd_experiment)
 
-    p = sub.add_parser("lab", help="the hostile-guest lab (chapter 11): challenges, hints, grading, fuzzing")
-    p.add_argument("action", choices=("challenges", "hint", "grade", "fuzz"))
+    p = sub.add_parser(
+        "lab", help="the hostile-guest lab (chapter 11): challenges, hints, grading, fuzzing",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="The hostile-guest lab of chapter 11: you are the Guest, the Host is under test.",
+        epilog="actions:\n"
+               "  challenges              list the challenges: id, where the book teaches it, the goal\n"
+               "  hint CHALLENGE          the first rung of its hint ladder (--level N: the first N rungs)\n"
+               "  grade CHALLENGE FILE    grade the attack(a) that FILE defines, as chapter 11's graded cell\n"
+               "                          is graded: it runs in a sandbox, and only the steps it took are\n"
+               "                          replayed on a pristine Host (exit 0 if it achieves the challenge)\n"
+               "  fuzz                    random hostile Guests for --seconds S (or exactly --runs N, the\n"
+               "                          same result on every machine; --seed, --pae): what broke, shrunk\n"
+               "                          to a minimal replay\n"
+               "examples:\n"
+               "  lguest-book lab challenges\n"
+               "  lguest-book lab hint amplify --level 2\n"
+               "  lguest-book lab grade crash-host my_attack.py\n"
+               "  lguest-book lab fuzz --runs 60 --seed 3")
+    p.add_argument("action", choices=("challenges", "hint", "grade", "fuzz"),
+                   help="challenges | hint | grade | fuzz (described below)")
     p.add_argument("challenge", nargs="?", help="a challenge (see `lab challenges`)")
     p.add_argument("file", nargs="?", help="grade: a Python file defining attack(a)")
     p.add_argument("--level", type=int, default=1, help="hint: how many rungs of the ladder")
@@ -695,7 +713,7 @@ def cmd_lab(args) -> int:
     # the steps taken; they are replayed on a pristine Host and the challenge's checker decides.
     grader = grading.Grader()
     try:
-        verdict = grader.grade_attack(args.challenge, path.read_text(errors="replace"))
+        verdict = grader.grade_attack(args.challenge, path.read_text(errors="replace"), source_name=str(path))
     finally:
         grader.close()
     print(verdict.text)

@@ -237,10 +237,20 @@ class Grader:
             self._cache[key] = verdict
         return verdict
 
-    def grade_attack(self, challenge: str, source: str, function: str = "attack") -> Verdict:
+    def grade_attack(self, challenge: str, source: str, function: str = "attack",
+                     source_name: str | None = None) -> Verdict:
         """The verdict on the lab attack ``function`` defined by ``source``, for ``challenge``:
-        what chapter 11's graded cell gets under nbgrader (``lguest-book lab grade``)."""
-        return self.grade(source, [Check(LAB + challenge, function)])
+        what chapter 11's graded cell gets under nbgrader (``lguest-book lab grade``).
+        ``source_name`` says where the source came from (a file's name, for the CLI), so the
+        feedback names it instead of "your answer cell"."""
+        verdict = self.grade(source, [Check(LAB + challenge, function)])
+        if source_name is None:
+            return verdict
+        missing = f"running your answer cell failed: your answer cell does not define {function}"
+        lines = [line.replace(missing, f"{source_name} does not define {function}(a)")
+                 .replace("running your answer cell failed", f"running {source_name} failed")
+                 .replace("<your answer cell>", source_name) for line in verdict.lines]
+        return Verdict(verdict.ok, lines, list(verdict.flags))
 
     def _grade(self, source: str, exercise_id: str, name: str, hiddens: list[bool]) -> Verdict:
         if exercise_id.startswith(LAB):

@@ -227,7 +227,7 @@ class Host:
             return
         # Linux would print "BUG: Bad page state" and carry on corrupted.
         self.refcount[frame] = count
-        self.anomalies.append(f"put_page on frame {_fmt.frame(frame, self.layout)} whose count was already 0")
+        self.anomalies.append(f"put_page on frame {_fmt.frame(frame, self.layout)} whose count was already {count + 1}")
 
     def page_count(self, frame: int) -> int:
         return self.refcount.get(frame, 0)

@@ -29,7 +29,7 @@ from __future__ import annotations
 import random
 import time
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 from . import exercises
@@ -47,26 +47,31 @@ MAX_STEPS = 20_000  # an attack longer than this is cut short (and a grade refus
 # =============================================================================================
 @dataclass(frozen=True)
 class Step:
-    """One action of the Guest: a name and its integer arguments."""
+    """One action of the Guest: a name and its integer arguments.  ``pae`` says which layout's
+    widths it prints with (the Attacker that took it sets it); it is not part of the step's
+    identity, so the same action compares equal in either layout."""
 
     name: str
     args: tuple
+    pae: bool = field(default=False, compare=False)
 
     def __str__(self) -> str:
         kinds = _ARG_KINDS.get(self.name, ())
-        shown = (_show_arg(a, kinds[i] if i < len(kinds) else "reg") for i, a in enumerate(self.args))
+        shown = (_show_arg(a, kinds[i] if i < len(kinds) else "reg", self.pae) for i, a in enumerate(self.args))
         return f"{self.name}({', '.join(shown)})"
 
 
-# How each step's arguments print (fmt's rule: addresses and registers 8 hex digits, an entry as
-# wide as it is, frames 5 digits (8 past 20 bits), flags and call numbers short; counts decimal).
+# How each step's arguments print (fmt's rule, by the step's layout: addresses and registers 8
+# hex digits; a physical address and an entry 8 digits without PAE, 16 with; a frame 5 digits
+# without PAE, 8 with (a value too wide for its layout prints at the wider width); flags and
+# call numbers short; counts decimal).
 _ARG_KINDS = {
     "poke": ("paddr", "entry"), "hypercall": ("call", "reg", "reg", "reg", "reg"),
     "touch": ("vaddr", "bool", "bool"), "switch_to": ("count",), "map": ("vaddr", "frame", "flags"),
 }
 
 
-def _show_arg(a, kind: str) -> str:
+def _show_arg(a, kind: str, pae: bool = False) -> str:
     if isinstance(a, bool) or kind == "bool":
         return str(bool(a))
     if kind == "count":
@@ -74,9 +79,11 @@ def _show_arg(a, kind: str) -> str:
     if kind == "call" or kind == "flags":
         return f"{a:#x}"
     if kind == "frame":
-        return fmt.frame(a, pae=a >= 1 << 20)
-    if kind == "entry" and a > 0xFFFFFFFF:
-        return fmt.entry(a, pae=True)
+        return fmt.frame(a, pae=pae or a >= 1 << 20)
+    if kind == "paddr":
+        return fmt.paddr(a, pae=pae or a > 0xFFFFFFFF)
+    if kind == "entry":
+        return fmt.entry(a, pae=pae or a > 0xFFFFFFFF)
     return fmt.vaddr(a) if a <= 0xFFFFFFFF else fmt.entry(a, pae=True)
 
 
@@ -148,7 +155,7 @@ class Attacker:
                 continue
             if not isinstance(a, int) or a < 0 or a >= 1 << 64:
                 raise ValueError(f"{name}: argument {a!r} is not a register value (an integer from 0 to 2**64-1)")
-        step = Step(name, tuple(args))
+        step = Step(name, tuple(args), self.pae)
         self.steps.append(step)
         before = self.watch.before_step()
         if self.guest.dead is not None and name in ("poke", "alloc_page", "new_process"):
@@ -318,7 +325,8 @@ class Broken:
         if len(self.evidence) > 6:
             lines.append(f"  ... and {len(self.evidence) - 6} more")
         if self.replay is not None:
-            lines.append(f"  minimal replay ({len(self.replay)} steps): " + "; ".join(str(s) for s in self.replay))
+            n = len(self.replay)
+            lines.append(f"  minimal replay ({n} step{'' if n == 1 else 's'}): " + "; ".join(str(s) for s in self.replay))
         return "\n".join(lines)
 
     __repr__ = __str__
@@ -480,18 +488,34 @@ def shrink(steps: list[Step], promise: str, *, tries: int = 300, **kw) -> list[S
 
 def picture(b: Broken, steps: list[Step] | None = None, **kw):
     """Reference counts just before and just after the step that broke the promise, for
-    every frame the step changed (a figure)."""
-    from .plots import new_figure
+    every frame the step changed (a figure).
 
-    steps = list(b.replay if b.replay is not None else steps or [])
+    The steps drawn are ``steps`` when given — the whole attack, cut at the breaking step
+    ``b.step`` — and otherwise the minimal replay ``b.replay`` (whose last step breaks it).
+    ``fig.frames``, ``fig.after_counts`` ({frame: count}) and ``fig.owners`` ({frame: (kind,
+    which)}, as :func:`inspect.refcounts` names owners) say what the picture shows."""
+    import textwrap
+
+    from matplotlib.patches import Patch
+
+    from .plots import BLUE, ORANGE, VERMILION, new_figure
+
+    if steps is not None:
+        steps = list(steps) if b.action == "teardown" else list(steps)[: b.step + 1]
+    elif b.replay is not None:
+        steps = list(b.replay)
+    else:
+        raise ValueError("picture: give the steps (the Broken has no minimal replay)")
     upto = len(steps) - 1 if b.action != "teardown" else len(steps)
     before = replay(steps[:upto], check=False, teardown=False, **kw)
     after = replay(steps[:upto], check=False, teardown=False, **kw)
     counts_before = li.refcounts(before.guest)
     if b.action == "teardown":
         after.guest.shutdown()
+        head, action = f"{b.promise} broken at teardown", ""
     else:
         after.do(steps[upto].name, *steps[upto].args)
+        head, action = f"{b.promise} broken at step {upto}:", str(after.steps[-1])
     counts_after = li.refcounts(after.guest)
     L = before.guest.x86
     frames = sorted(f for f in set(counts_before) | set(counts_after)
@@ -500,25 +524,35 @@ def picture(b: Broken, steps: list[Step] | None = None, **kw):
         if frame not in counts_after and frame not in frames:
             frames.append(frame)
 
+    def owner(f):
+        return (counts_before.get(f) or counts_after.get(f) or (0, ("free", None)))[1]
+
     def label(f):
-        owner = (counts_before.get(f) or counts_after.get(f) or (0, ("free", None)))[1]
-        who = owner[0] if owner[1] is None else f"{owner[0]} {owner[1] if owner[0] != 'guest' else fmt.frame(owner[1], L)}"
+        kind, which = owner(f)
+        who = kind if which is None else f"{kind} {which if kind != 'guest' else fmt.frame(which, L)}"
         return f"{fmt.frame(f, L)}\n{who}"
 
-    fig = new_figure((max(4.0, 0.9 * len(frames) + 2), 3.2))
+    fig = new_figure((max(4.8, 0.9 * len(frames) + 2.4), 3.4))
     ax = fig.add_subplot()
     xs = range(len(frames))
-    ax.bar([x - 0.2 for x in xs], [counts_before.get(f, (0,))[0] for f in frames], 0.4, label="before", color="tab:blue")
+    ax.bar([x - 0.2 for x in xs], [counts_before.get(f, (0,))[0] for f in frames], 0.4, color=BLUE)
     after_counts = [counts_after.get(f, (0,))[0] for f in frames]
-    ax.bar([x + 0.2 for x in xs], after_counts, 0.4, label="after",
-           color=["tab:red" if c <= 0 else "tab:orange" for c in after_counts])
+    ax.bar([x + 0.2 for x in xs], after_counts, 0.4, color=[VERMILION if c <= 0 else ORANGE for c in after_counts])
     ax.axhline(0, color="black", linewidth=0.8)
     ax.set_xticks(list(xs), [label(f) for f in frames], fontsize=7)
     ax.set_ylabel("reference count")
-    ax.set_title(f"{b.promise}: {b.action}", fontsize=9)
-    ax.legend(fontsize=7)
+    # The breaking step's text is long (a hypercall prints five registers): wrapped, so the
+    # title fits the figure.
+    ax.set_title("\n".join([head, *textwrap.wrap(action, 48)]), fontsize=9)
+    handles = [Patch(color=BLUE, label="before the step")]
+    if any(c > 0 for c in after_counts):
+        handles.append(Patch(color=ORANGE, label="after it"))
+    if any(c <= 0 for c in after_counts):
+        handles.append(Patch(color=VERMILION, label="after it: zero or below"))
+    ax.legend(handles=handles, fontsize=7)
     fig.frames = frames  # what the picture shows, for a cell to assert
     fig.after_counts = dict(zip(frames, after_counts))
+    fig.owners = {f: owner(f) for f in frames}
     return fig
 
 
@@ -551,7 +585,7 @@ def _broke(promise: str, text: str | None = None):
 def _foreign_put(a: Attacker):
     for b in a.broken:
         if b.promise == "no-leak" and b.action != "teardown":
-            if any("references" in e and ("switcher" in e or "host" in e or "regs" in e) or "count was already 0" in e
+            if any("references" in e and ("switcher" in e or "host" in e or "regs" in e) or "whose count was already" in e
                    for e in b.evidence):
                 return True, str(b)
     return False, "no frame the Guest does not own lost a reference during the attack"
@@ -576,12 +610,14 @@ AMPLIFY = 64  # shadow table pages the "amplify" challenge asks for
 
 
 def _amplify(a: Attacker):
-    peak = a.watch_peak_shadow
+    peak, most = a.watch_peak_shadow, a.watch_most_user
+    pages = f"{peak} more shadow table page{'' if peak == 1 else 's'} than at boot"
     if peak >= AMPLIFY:
-        return True, (f"the Host held {peak} more shadow table pages than at boot while your user space "
-                      "mapped a single page")
-    return False, (f"the Host held at most {peak} shadow table pages more than at boot while your user space "
-                   f"mapped at most one page ({AMPLIFY} is the goal)")
+        return True, f"the Host held {pages} while your user space mapped a single page"
+    if most <= 1:
+        return False, f"the Host held at most {pages} while your user space mapped at most one page ({AMPLIFY} is the goal)"
+    return False, (f"your user space mapped up to {most} pages; only the moments when it mapped at most one "
+                   f"count, and then the Host held at most {pages} ({AMPLIFY} is the goal)")
 
 
 CHALLENGES: dict[str, Challenge] = {c.id: c for c in [
@@ -645,7 +681,8 @@ class _ChallengeAttacker(Attacker):
 
     def __init__(self, *a, **kw):
         self.watch_clean: list = []
-        self.watch_peak_shadow = 0
+        self.watch_peak_shadow = 0  # most shadow table pages over boot's, at a moment of <= 1 user page
+        self.watch_most_user = 0  # most user pages (distinct frames) the shadow tables ever mapped
         super().__init__(*a, **kw)
         self.baseline_lower = sum(1 for _, owner in li.refcounts(self.guest).values() if owner == ("shadow", None))
 
@@ -659,6 +696,7 @@ class _ChallengeAttacker(Attacker):
                 self.baseline_lower = lower
             kernel = g.kernel_address
             user_frames = {g.x86.pte_pfn(pte) for m in watch.last_maps.values() for v, pte in m.items() if v < kernel}
+            self.watch_most_user = max(self.watch_most_user, len(user_frames))
             if len(user_frames) <= 1:
                 self.watch_peak_shadow = max(self.watch_peak_shadow, lower - self.baseline_lower)
         if g.dead is None and len(self.watch_clean) < 4:
@@ -729,8 +767,16 @@ def attempt(challenge: str, attack: Callable | list, *, pae: bool | None = None,
     return Attempt(challenge, bool(ok), why, list(a.steps), list(a.broken), error)
 
 
-def _host(c: Challenge) -> dict:
+def host_settings(challenge: "str | Challenge") -> dict:
+    """The Host a challenge runs on, as keyword arguments for :class:`Attacker`, :func:`replay`,
+    :func:`shrink` and :func:`picture` (``{}`` for the ordinary Host)."""
+    if not isinstance(challenge, Challenge) and challenge not in CHALLENGES:
+        raise ValueError(f"no challenge named {challenge!r}; there are: {', '.join(CHALLENGES)}")
+    c = challenge if isinstance(challenge, Challenge) else CHALLENGES[challenge]
     return {k: (list(v) if isinstance(v, tuple) else v) for k, v in c.host}
+
+
+_host = host_settings  # the name the package's own code uses
 
 
 def hints(challenge: str, level: int = 1) -> str:
@@ -853,19 +899,22 @@ def random_steps(rng: random.Random, n: int, pae: bool, mem_pages: int = 1024) -
         gpfn = rng.choice([rng.randrange(0x200, mem_pages), rng.randrange(mem_pages, mem_pages + 300), rng.randrange(1 << 20)])
         return ((gpfn << 12) | rng.randrange(0x1000)) & entry_mask
 
+    def step(name, args):
+        return Step(name, args, pae)
+
     steps = []
     for _ in range(n):
         r = rng.random()
         if r < 0.2:
-            steps.append(Step("map", (vaddr(), rng.randrange(0x210, mem_pages), rng.choice([0x067, 0x027, 0x025, 0x007, 0x065, 0x020, 0x060]))))
+            steps.append(step("map", (vaddr(), rng.randrange(0x210, mem_pages), rng.choice([0x067, 0x027, 0x025, 0x007, 0x065, 0x020, 0x060]))))
         elif r < 0.4:
-            steps.append(Step("touch", (vaddr(), rng.random() < 0.5, rng.random() < 0.5)))
+            steps.append(step("touch", (vaddr(), rng.random() < 0.5, rng.random() < 0.5)))
         elif r < 0.5:
-            steps.append(Step("new_process", ()))
+            steps.append(step("new_process", ()))
         elif r < 0.6:
-            steps.append(Step("switch_to", (rng.randrange(8),)))
+            steps.append(step("switch_to", (rng.randrange(8),)))
         elif r < 0.7:
-            steps.append(Step("poke", (rng.randrange(0, mem_pages * PAGE_SIZE - 8) & ~7, entry())))
+            steps.append(step("poke", (rng.randrange(0, mem_pages * PAGE_SIZE - 8) & ~7, entry())))
         else:
             call = rng.choice([hc.LHCALL_SET_PTE, hc.LHCALL_SET_PGD, hc.LHCALL_FLUSH_TLB, hc.LHCALL_NEW_PGTABLE,
                                hc.LHCALL_SET_PMD, hc.LHCALL_SET_STACK, hc.LHCALL_LGUEST_INIT])
@@ -873,9 +922,9 @@ def random_steps(rng: random.Random, n: int, pae: bool, mem_pages: int = 1024) -
             a2 = rng.choice([rng.randrange(1 << 32), rng.randrange(ptrs + 2), vaddr()])
             e = entry()
             if call == hc.LHCALL_SET_STACK:
-                steps.append(Step("hypercall", (call, rng.randrange(0x100), rng.randrange(1 << 32), rng.randrange(4), 0)))
+                steps.append(step("hypercall", (call, rng.randrange(0x100), rng.randrange(1 << 32), rng.randrange(4), 0)))
             else:
-                steps.append(Step("hypercall", (call, a1, a2, e & 0xFFFFFFFF, e >> 32)))
+                steps.append(step("hypercall", (call, a1, a2, e & 0xFFFFFFFF, e >> 32)))
     return steps
 
 
@@ -1010,7 +1059,7 @@ def reattack(patches: dict[str, Callable], *, seconds: float = 3.0, runs: int | 
     return Reattack(rows, fuzz_before, fuzz_after, differences, compared)
 
 
-__all__ = ["picture", "check_attack", "progress_bar", "Attacker", "Step", "PROMISES", "Broken", "CHALLENGES", "Challenge", "attempt", "hints", "replay",
+__all__ = ["picture", "host_settings", "check_attack", "progress_bar", "Attacker", "Step", "PROMISES", "Broken", "CHALLENGES", "Challenge", "attempt", "hints", "replay",
            "shrink", "fuzz", "FuzzReport", "patched", "reattack", "KNOWN_ATTACKS", "random_steps"]
 
 

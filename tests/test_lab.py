@@ -240,3 +240,163 @@ def test_a_cheating_or_blank_attack_scores_zero_under_nbgrader(lab_course, stude
     from lguest_book import classroom
 
     assert classroom.scores(lab_course, "ch11", student)["total"] == (0.0, 3.0)
+
+
+# --- what the chapter and the CLI say (a student review of chapter 11) ---------------------------
+def _foreign_put_break():
+    host = lab.host_settings("foreign-put")
+    result = lab.attempt("foreign-put", lab.KNOWN_ATTACKS["foreign-put"])
+    b = next(b for b in result.broken if b.promise == "no-leak" and b.action != "teardown")
+    return host, result, b
+
+
+def _title_and_legend_fit(fig):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    width = fig.bbox.width
+    ax = fig.axes[0]
+    title = ax.title.get_window_extent(renderer)
+    assert 0 <= title.x0 and title.x1 <= width, (title, width)
+    return [t.get_text() for t in ax.get_legend().get_texts()], [p.get_facecolor() for p in ax.get_legend().get_patches()]
+
+
+def test_picture_of_the_whole_attack_shows_the_switcher_frame_below_zero():
+    from matplotlib.colors import to_rgba
+
+    from lguest_book.plots import VERMILION
+
+    host, result, b = _foreign_put_break()
+    switcher = result.steps[1].args[1] >> 12
+    fig = lab.picture(b, result.steps, **host)
+    assert {f: c for f, c in fig.after_counts.items() if c < 0} == {switcher: -2}
+    assert fig.owners[switcher] == ("switcher", 1)
+    texts, colours = _title_and_legend_fit(fig)
+    assert "after it: zero or below" in texts and to_rgba(VERMILION) in [tuple(c) for c in colours]
+
+
+def test_picture_of_the_minimal_replay_shows_the_host_frame_it_reaches():
+    host, result, b = _foreign_put_break()
+    b.replay = lab.shrink(result.steps, "no-leak", **host)
+    assert [str(s) for s in b.replay] == ["map(0xffc00000, 0x00205, 0x63)", str(result.steps[-1])]
+    fig = lab.picture(b, **host)
+    assert {f: c for f, c in fig.after_counts.items() if c < 0} == {0x205: -1}
+    assert fig.owners[0x205] == ("host", None)
+    _title_and_legend_fit(fig)
+    with pytest.raises(ValueError, match="give the steps"):
+        lab.picture(lab.Broken("no-leak", 0, "x", []))
+
+
+def test_put_page_evidence_states_the_count_before_the_call():
+    _, _, b = _foreign_put_break()
+    assert b.evidence[:2] == ["put_page on frame 0x08001 whose count was already 0",
+                              "put_page on frame 0x08001 whose count was already -1"]
+
+
+def test_host_settings_is_public_and_refuses_an_unknown_challenge():
+    assert lab.host_settings("foreign-put") == {"switcher_addr": 0xFFFFD000, "prandom": [0] * 64}
+    assert lab.host_settings("crash-host") == {}
+    with pytest.raises(ValueError, match="no challenge named"):
+        lab.host_settings("nope")
+
+
+def test_amplify_feedback_says_how_much_user_space_was_mapped():
+    def many_pages(a):
+        for i in range(70):
+            v = i << 22
+            a.map(v, a.alloc_page())
+            a.touch(v, user=True)
+
+    why = lab.attempt("amplify", many_pages).why
+    assert why.startswith("your user space mapped up to 70 pages; only the moments when it mapped at most one count, "
+                          "and then the Host held at most "), why
+    assert why.endswith("(64 is the goal)")
+
+    def one_page(a):
+        a.switch_to(a.new_process())
+        a.map(0x08048000, a.alloc_page())
+        a.touch(0x08048000, user=True)
+
+    why = lab.attempt("amplify", one_page).why
+    assert "while your user space mapped at most one page (64 is the goal)" in why and "up to" not in why
+
+
+def test_steps_print_by_their_layout():
+    for pae, digits, entry in ((False, 5, "0x00000005"), (True, 8, "0x0000000000000005")):
+        a = lab.Attacker(pae=pae)
+        a.switch_to(a.new_process())
+        page = a.alloc_page()
+        a.map(0x08048000, page, 0x27)
+        frame = f"0x{page:0{digits}x}"
+        a.poke(0x1000, 5)
+        text = "; ".join(str(s) for s in a.steps)
+        assert f"map(0x08048000, {frame}, 0x27)" in text, text
+        assert f"poke({'0x0000000000001000' if pae else '0x00001000'}, {entry})" in text, text
+        assert lab.Step("poke", (0x1000, 5)) == a.steps[-1]  # the layout is not part of a step's identity
+    assert all(s.pae for s in lab.random_steps(__import__("random").Random(1), 5, pae=True))
+
+
+def test_a_one_step_replay_says_step():
+    b = lab.Broken("no-leak", 0, "teardown", ["x"], [lab.Step("touch", (0, False, False))])
+    assert "minimal replay (1 step): touch(" in str(b)
+    b.replay = b.replay * 2
+    assert "minimal replay (2 steps): " in str(b)
+
+
+def test_cli_lab_names_the_file_and_describes_its_actions(tmp_path, capsys):
+    from lguest_book.cli import main
+
+    empty = tmp_path / "empty.py"
+    empty.write_text("x = 1\n")
+    assert main(["lab", "grade", "crash-host", str(empty)]) == 1
+    out = capsys.readouterr().out
+    assert f"✗ crash-host: {empty} does not define attack(a)" in out and "answer cell" not in out, out
+    with pytest.raises(SystemExit):
+        main(["lab", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    for words in ("challenges list the challenges", "hint CHALLENGE the first rung", "grade CHALLENGE FILE grade the attack(a)",
+                  "fuzz random hostile Guests"):
+        assert words in help_text, help_text
+
+
+def _chapter11():
+    from pathlib import Path
+
+    return (Path(__file__).resolve().parents[1] / "book" / "11-lab.py").read_text()
+
+
+def test_chapter_11_uses_no_private_lab_name():
+    import re
+
+    assert not re.search(r"\blab\._\w", _chapter11())
+
+
+def test_chapter_11_worked_answer_is_the_known_attack_and_the_exercise_starts_empty():
+    import re
+
+    text = _chapter11()
+    turn = text[text.index("### Your turn: crash the Host"):text.index("### Graded challenge: amplify")]
+    stub = turn[turn.index("# %%\ndef attack(a):"):]
+    stub = stub[:stub.index("\n# %%", 1)]
+    assert "raise NotImplementedError" in stub and "set_pgd" not in stub
+    code = re.search(r"# ```python\n(.*?)# ```", turn, re.S).group(1)
+    namespace = {}
+    exec("\n".join(line[2:] for line in code.splitlines()), namespace)
+    worked = lab.attempt("crash-host", namespace["attack"])
+    known = lab.attempt("crash-host", lab.KNOWN_ATTACKS["crash-host"])
+    assert worked.succeeded and worked.steps == known.steps
+
+
+def test_student_copy_of_chapter_11_holds_no_crash_host_answer(tmp_path):
+    nbformat = pytest.importorskip("nbformat")
+    from pathlib import Path
+
+    from lguest_book import classroom
+
+    src = Path(__file__).resolve().parents[1] / "book" / "11-lab.ipynb"
+    nb = nbformat.read(classroom.student_copy(src, tmp_path), 4)
+    code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+    assert "a.set_pgd(a.gpgdir(first)" not in code
+    assert "BEGIN SOLUTION" not in code and "a.poke(a.gpgdir() + i * 4" not in code
