@@ -21,19 +21,22 @@
 # Host's own mappings of the Switcher, chapter 7.)  The CPU runs the Guest on the shadow
 # tables, which the Guest has never seen; the first touch of a page whose shadow entry does not
 # exist yet faults into the Host, and `demand_page()` (narrative marker **H:330**) decides
-# whether the Guest's *own* tables allow the access.  Adams and Agesen (2006) call such faults
-# *hidden*, because the Guest never sees them; OSTEP's Appendix B tells shadow paging in
-# general.  If they do, it builds
-# the missing shadow entry and the Guest never learns anything happened.  If they don't, the
-# fault was the Guest's and goes back to it.
+# whether the Guest's *own* tables allow the access.  If they do, it builds the missing shadow
+# entry and the Guest never learns anything happened.  If they don't, the fault was the
+# Guest's and goes back to it (or, for device memory, to the Launcher).  Adams and Agesen
+# (2006) name the two kinds: a *hidden* fault is one that only the shadow causes, fixed by the
+# monitor out of the Guest's sight; a *true* fault is one the Guest's own tables cause, which
+# must be passed back to the Guest as real hardware would have raised it.  (OSTEP's Appendix B
+# tells shadow paging in general.)
 #
 # ## What you will learn
 #
 # - the exact order of checks `demand_page()` makes, and which ones can kill the Guest;
 # - how `find_spte()` (H:331) walks — and grows — the shadow tables;
 # - how `gpte_to_spte()` (H:340) and `get_pfn()` (H:350) turn a guest frame into a host frame;
-# - why a page the Guest only *read* gets a read-only shadow entry even when the Guest made it
-#   writable (the accessed/dirty write-back);
+# - why a *clean* page the Guest only read gets a read-only shadow entry even when the Guest
+#   made it writable, and why a read of an already-Dirty page gets a writable one (the
+#   accessed/dirty write-back);
 # - what happens for I/O memory, and every way a hostile Guest can be refused or killed.
 
 # %%
@@ -48,8 +51,9 @@ from lguest_book import fmt
 # ## A Guest with one fresh mapping
 #
 # We boot a non-PAE Guest, start a process, and have the Guest map one user page at the
-# classic ELF load address `0x8048000` to its own page `0x300`.  Linux would leave the
-# *Accessed* bit clear in a brand-new PTE; we do the same, so we can watch lguest set it.
+# classic ELF load address `0x8048000` to its own page `0x300`.  Linux usually sets *Accessed*
+# in a PTE as soon as it writes it (the C's comment at H:420 counts on that); here we leave it
+# clear, so we can watch lguest set it.
 
 # %%
 g = Guest(pae=False, seed=1)
@@ -59,11 +63,18 @@ VADDR = 0x08048000
 gpte = g.map(VADDR, 0x300, accessed=False)
 print(f"guest PTE  {fmt.entry(gpte, g.x86)}  {g.x86.describe(gpte)}")
 print(f"shadow PTE {fmt.entry(li.walk_shadow(g, VADDR)[-1].value, g.x86)}  (nothing yet)")
+shadow_top = li.walk_shadow(g, VADDR)
+print(f"shadow top-level entry {fmt.index(shadow_top[0].index)}: {fmt.entry(shadow_top[0].value, g.x86)}")
+assert len(shadow_top) == 1 and not shadow_top[0].present   # no shadow PTE page covers VADDR
 
 # %% [markdown]
-# The Guest told the Host about its new PTE with the SET_PTE hypercall — but because the
-# entry was not yet accessed, the Host did not bother to shadow it (that is chapter 4's
-# shortcut).  So the first touch *must* fault.  Here it is: a user-mode read.
+# The Guest told the Host about its new PTE with the SET_PTE hypercall, but the Host made no
+# shadow entry.  Not because Accessed is clear: in a fresh process no shadow PTE page covers
+# this 4 MiB yet (the walk above stops at an empty top-level entry), and SET_PTE's worker
+# `__guest_set_pte()` (H:420) never allocates: it looks at the shadow's top-level entry (and,
+# under PAE, the middle one), finds it not present, and returns without doing anything.  It would do nothing with Accessed set too (chapter 4's shortcut only fills in an
+# entry whose PTE page already exists; exercise 3 below measures it).  So the first touch
+# *must* fault.  Here it is: a user-mode read.
 
 # %%
 with Tracer() as t:
@@ -131,8 +142,9 @@ assert access2.faults == 1 and spte & 0x2 and gpte_after & 0x40
 
 # %% [markdown]
 # The write faulted once more; this time the Guest's PTE earned its Dirty bit and the shadow
-# became writable.  From now on the page costs nothing.  Here are the two walks — the Guest's
-# through its own tables in guest memory, and the CPU's through the shadow — side by side:
+# became writable.  From now on the page costs nothing.  Here are the two walks, one figure
+# each: first the Guest's, through its own tables in guest memory, then the CPU's, through the
+# shadow:
 
 # %%
 plots.plot_walk(g, VADDR, which="guest")
@@ -149,10 +161,12 @@ plots.plot_walk(g, VADDR, which="shadow")
 # CPU's global-pages feature (PGE); lguest only told it so, so that the Guest's TLB-flush
 # hypercall would say whether it is flushing kernel mappings or only user ones (chapter 6:
 # `LHCALL_FLUSH_TLB` with a non-zero argument); lguest itself has no use for the bit, so it
-# throws it away.  It would be worse than useless: a global TLB entry survives a CR3 reload, and
-# the Switcher reloads CR3 on every trip between Guest and Host, both of which map kernel
-# addresses (chapter 6's TLB section).  The Host also leaves Global out of the Switcher's
-# per-CPU entries (chapter 7).  `get_pfn()` is the Host's `get_user_pages_fast()` in a thin wrapper:
+# throws it away.  If the host CPU had PGE on, the bit would be worse than useless: a global TLB
+# entry survives a CR3 reload, and the Switcher reloads CR3 on every trip between Guest and Host,
+# both of which map kernel addresses.  In fact lguest's host code turns PGE off on every host CPU
+# while it is loaded (chapter 6's TLB section tells where), so the CPU ignores the bit anyway;
+# dropping it keeps the shadow correct without relying on that.  The Host also leaves Global out
+# of the Switcher's per-CPU entries (chapter 7).  `get_pfn()` is the Host's `get_user_pages_fast()` in a thin wrapper:
 # it pins the Launcher's page and returns the frame, or `-1UL` if there is no such page.
 
 # %%
@@ -178,7 +192,29 @@ assert gl_pte & _PAGE_GLOBAL and not gl_spte & _PAGE_GLOBAL and not gl_spte & 0x
 
 # %% [markdown]
 # Global is gone, as promised.  RW is gone too, for the other reason this chapter gave: the
-# touch was a read, so the shadow entry stays read-only until the first write.
+# touch was a read and the Guest's PTE is clean (not Dirty), so the shadow entry stays read-only
+# until the first write.
+#
+# The rule is about the Guest PTE's Dirty bit, not about the kind of fault: `demand_page()`
+# asks `pte_dirty()` of the Guest's PTE *after* a write fault has set Dirty in it.  So a *read*
+# of a page whose Guest PTE is already Dirty gets a writable shadow entry at once, and the
+# write that follows costs nothing.  (The Guest's SET_PTE makes no shadow entry here, Dirty or
+# not: as above, no shadow PTE page covers the region yet.)  *Predict*, then run:
+
+# %%
+gd = Guest(pae=False, seed=1)
+gd.switch_to(gd.new_process("p"))
+dirty_pte = gd.map(VADDR, 0x300, dirty=True)                  # Accessed and Dirty
+read = gd.touch(VADDR, write=False, user=True)
+dirty_spte = li.walk_shadow(gd, VADDR)[-1].value
+then_write = gd.touch(VADDR, write=True, user=True)
+print(f"guest PTE  {fmt.entry(dirty_pte, gd.x86)}  {gd.x86.describe(dirty_pte)}")
+print(f"read:  {read}")
+print(f"shadow PTE {fmt.entry(dirty_spte, gd.x86)}  {gd.x86.describe(dirty_spte)}")
+print(f"write: {then_write}")
+assert dirty_pte & 0x40 and dirty_pte & 0x20
+assert read.faults == 1 and dirty_spte & 0x2                   # a read fault, a WRITABLE shadow
+assert then_write.outcome == "ok" and then_write.faults == 0   # the write goes straight through
 #
 # ### NX under PAE: choose the host
 #
@@ -352,6 +388,11 @@ cases = {
 }
 for case, (outcome, dead) in cases.items():
     print(f"{case:28} -> {outcome:12} {dead or ''}")
+# the three kinds of refusal, as the prose above sorts them
+assert all(cases[c] == ("guest-fault", None) for c in
+           ("not mapped at all", "write to a read-only page", "user touches kernel page"))
+assert cases["a page of device memory"] == ("mmio", None)
+assert cases["frame beyond all memory"] == cases["PSE bit in a PTE"] == ("killed", "bad page table entry")
 
 # %% [markdown]
 # A timeline of a small workload makes the proportions visible: most accesses hit, a few
@@ -421,11 +462,17 @@ assert attempt(VADDR, io_pte | PAT, pae=True) == ("killed", "bad page table entr
 # `lguest_book.flaws.flaw("pat_is_pse")` keeps this as a demonstration.
 #
 # Faults on the Switcher's addresses never even get that far: the Switcher lives at the top
-# of the address space and is mapped by the Host alone (chapter 7).
+# of the address space and is mapped by the Host alone (chapter 7).  `demand_page()` refuses a
+# fault there first of all, before reading any Guest table, and kills nobody: the fault goes
+# back to the Guest.
 
 # %%
 switcher = g.host.switcher_addr
-pt.demand_page(g.cpu, switcher, 2), g.dead
+with Tracer() as ts:
+    sw = pt.demand_page(g.cpu, switcher, 2)   # a kernel-mode write fault on the Switcher
+assert sw == (False, 0) and g.dead is None
+assert not ts.trace.calls("lgread") and not ts.trace.writes()   # no Guest table read, nothing changed
+sw, g.dead
 
 # %% [markdown]
 # ### A bad top-level entry
@@ -443,7 +490,11 @@ proc = h.new_process("p")
 h.switch_to(proc)
 pgd_index = h.x86.pgd_index(VADDR)
 h.write_entry(proc.gpgdir + 4 * pgd_index, 0x300 << 12 | 0x167)   # Global in a directory entry
-print(h.touch(VADDR, user=True), "—", h.dead)
+with Tracer() as tb:
+    bad_top = h.touch(VADDR, user=True)
+print(bad_top, "—", h.dead)
+assert bad_top.outcome == "killed" and h.dead == "bad page directory entry"
+assert [r.args["type_name"] for r in tb.trace.calls("lgread")] == ["pgd_t"]   # nothing below it was read
 
 # %% [markdown]
 # ### When the Host runs out of memory
@@ -458,7 +509,38 @@ proc = h.new_process("p")
 h.switch_to(proc)
 h.map(0x50000000, 0x300)
 h.host.fail_allocations(1)
-print(h.touch(0x50000000, user=True), "—", h.dead)
+oom = h.touch(0x50000000, user=True)
+print(oom, "—", h.dead)
+assert oom.outcome == "killed" and h.dead == "out of memory allocating pte page"
+
+# %% [markdown]
+# ### When the Launcher's page is not there
+#
+# The last way to die is in `get_pfn()`: `get_user_pages_fast()` cannot pin the Launcher's
+# page, and `gpte_to_spte()` kills the Guest with "failed to get page" and the guest page number
+# (in decimal: the C's format string says `%lu`).  It fails when the Launcher no longer maps
+# the page (the model's `launcher.unmap()` punches such a hole), or when the fault needs a
+# writable pin (`get_pfn(..., write)`, true when the Guest PTE is Dirty) of a page the Launcher
+# maps read-only (`launcher.protect()`).  A read of the read-only page still works:
+
+# %%
+def launcher_trouble(knob, *, write):
+    h = Guest(pae=False, seed=1)
+    h.switch_to(h.new_process("p"))
+    h.map(VADDR, 0x300)
+    getattr(h.lg.launcher, knob)(0x300)
+    return h.touch(VADDR, write=write, user=True), h.dead
+
+trouble = {
+    "page unmapped, read":     launcher_trouble("unmap", write=False),
+    "page read-only, read":    launcher_trouble("protect", write=False),
+    "page read-only, write":   launcher_trouble("protect", write=True),
+}
+for case, (acc, dead) in trouble.items():
+    print(f"{case:24} -> {acc.outcome:8} {dead or ''}")
+assert [(a.outcome, d) for a, d in trouble.values()] == [
+    ("killed", "failed to get page 768"), ("ok", None), ("killed", "failed to get page 768")]
+assert 768 == 0x300
 
 # %% [markdown]
 # ## Exercises
@@ -489,11 +571,16 @@ print(h.touch(0x50000000, user=True), "—", h.dead)
 #    fault goes back to the Guest.  Right, because the Guest's own tables forbid the write; on real
 #    hardware it would fault too, and emulating it would let a Guest write through a mapping it
 #    made read-only.
-# 3. *Hint:* does the new PTE have Accessed set?  *Answer:* it depends on that bit, which is the
-#    point.  With `g.map()`'s default (Accessed set) the read costs 1 fault and the write **none**:
-#    SET_PTE's shortcut installs a writable shadow entry at once (and the Dirty bit is never set:
-#    the `writable_not_dirty` flaw).  With `accessed=False` the shortcut does not fire, the SET_PTE
-#    clears the shadow entry, and the write faults once: 1 + 1.  (Checked in the cell below.)
+# 3. *Hint:* is there a shadow PTE page for the SET_PTE to update, and does the new PTE have
+#    Accessed set?  *Answer:* the read costs 1 fault either way: in a fresh process no shadow PTE
+#    page covers the address, `__guest_set_pte()` finds the shadow's top-level entry not present
+#    and returns (it never allocates), so the first SET_PTE does nothing, Accessed or not.  The read's fault builds the PTE
+#    page and a read-only entry (the PTE is clean).  The second SET_PTE does find that entry, and
+#    then the Accessed bit decides: with `g.map()`'s default (Accessed set) the shortcut installs
+#    a writable shadow entry at once, so the write costs **none** (and the Dirty bit is never
+#    set: the `writable_not_dirty` flaw); with `accessed=False` the shortcut does not fire, the
+#    SET_PTE clears the shadow entry, and the write faults once: 1 + 1.  (Checked in the cell
+#    below.)
 # 4. *Answer:* no host frame before the first touch (the Launcher's memory is demand-zero); 2
 #    after the fault (the Launcher's mapping and the shadow PTE); 1 after the flush.  Chapter 6
 #    draws the same accounting for a whole Guest.
@@ -507,6 +594,7 @@ def ex3(accessed):
     q = h.new_process("p")
     h.switch_to(q)
     h.map(VADDR, 0x300, writable=False, accessed=accessed)
+    assert not li.walk_shadow(h, VADDR)[0].present      # the first SET_PTE found no PTE page
     first = h.touch(VADDR, user=True).faults
     h.map(VADDR, 0x300, writable=True, accessed=accessed)
     return first, h.touch(VADDR, write=True, user=True).faults
@@ -572,14 +660,17 @@ exercises.check("ch2-gpte-to-spte", gpte_to_spte, hidden=True)
 #
 # - `demand_page()` is a wall of refusals followed by one act: make the shadow PTE, write the
 #   Accessed/Dirty bits back to the Guest.
-# - On a fault, `demand_page()` makes the shadow PTE writable only for a write, after setting
-#   Dirty in the Guest's PTE; a read gets a read-only shadow entry, so the first write to a clean
-#   page costs a second fault, and that is how the Guest's Dirty bit gets set.  (Chapter 4's
-#   shortcut does not keep this rule: an Accessed, writable, clean PTE gets a *writable* shadow
-#   entry — the `writable_not_dirty` flaw.)
+# - On a fault, `demand_page()` makes the shadow PTE writable only if the Guest PTE is (now)
+#   Dirty: a write fault sets Dirty first and gets a writable entry; a read of a clean page gets
+#   a read-only one, so the first write to it costs a second fault, and that is how the Guest's
+#   Dirty bit gets set; a read of a page already Dirty gets a writable entry at once.
+#   (Chapter 4's shortcut does not keep this rule: an Accessed, writable, clean PTE gets a
+#   *writable* shadow entry — the `writable_not_dirty` flaw.)
 # - Guest frames become host frames through the Launcher's mapping, pinned by `get_pfn()`;
 #   `release_pte()` unpins them.
 # - Between `pfn_limit` and `device_limit` lies I/O memory for the Launcher; beyond it, death.
+#   A Guest also dies when the Launcher's page cannot be pinned (`get_pfn()` fails), or when
+#   the Host cannot allocate a shadow page.
 # - Bit 7 of a PTE is PAT, but the C reads it as PSE: a Guest using it is killed, and a device
 #   page with it loses its I/O exit (`pat_is_pse`).
 # - Global never reaches the shadow; under PAE neither does NX, even on a host that supports it

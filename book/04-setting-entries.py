@@ -20,8 +20,11 @@
 # behind its back.  The Guest writes its own page tables whenever it likes — mapping a file,
 # unmapping a page, making a page read-only for copy-on-write.  lguest's answer is a contract
 # with the Guest kernel: after changing an entry, *tell the Host* with a hypercall.  This
-# chapter follows the three hypercalls: SET_PTE, SET_PGD, and (under PAE) SET_PMD — markers
-# **H:400**, **H:410** and **H:420**.
+# chapter follows the three hypercalls: SET_PTE, SET_PGD, and (under PAE) SET_PMD.  The C's
+# narrative markers sit on the functions behind them: **H:400** on `guest_set_pgd()` (SET_PGD;
+# the marker also opens part (iii) of the story), **H:410** on `guest_set_pte()` (SET_PTE) and
+# **H:420** on `__guest_set_pte()`, its per-slot worker.  `guest_set_pmd()` (SET_PMD) has no
+# marker of its own.
 #
 # ## What you will learn
 #
@@ -94,8 +97,11 @@ assert len(t.trace.writes()) == 3 and [old or 0 for _, _, old, _ in t.trace.writ
 # %%
 with Tracer() as t:
     g.map(0x08048000, 0x600, proc=a)
-print("__guest_set_pte ran for slots", [e.args["idx"] for e in t.trace.calls("__guest_set_pte")])
-print("a's slot is", [s["slot"] for s in li.pgdir_cache(g) if s["gpgdir"] == a.gpgdir])
+user_slots = [e.args["idx"] for e in t.trace.calls("__guest_set_pte")]
+a_slots = [s["slot"] for s in li.pgdir_cache(g) if s["gpgdir"] == a.gpgdir]
+print("__guest_set_pte ran for slots", user_slots)
+print("a's slot is", a_slots)
+assert len(a_slots) == 1 and user_slots == a_slots   # only a's slot, though b is current
 
 # %% [markdown]
 # ## Inside `__guest_set_pte()`
@@ -110,7 +116,8 @@ twin("__guest_set_pte")
 # %% [markdown]
 # The shortcut fires when the new Guest PTE already has *Accessed* or *Dirty* set.  The idea:
 # a Guest that sets those bits is about to use the page, so why wait for the fault?  Most PTEs
-# Linux writes for fresh user pages have Accessed clear, and get the slow path:
+# Linux writes already have Accessed set (that is what the C's comment at H:420 counts on); a
+# PTE with both bits clear gets the slow path.  The three kinds, on one entry:
 
 # %%
 g.map(0x08048000, 0x650)          # b maps a page in the same 4 MiB and uses it,
@@ -140,9 +147,21 @@ assert shadows["dirty, read-write"] & 0x2 and shadows["dirty, read-write"] & 0x4
 # %%
 last = li.walk_shadow(g, 0x0804A000)[-1].value
 assert last == shadows["dirty, read-write"] and g.guest_pte(0x0804A000) & 0x40
-plots.plot_side_by_side(g, 0x08048000, pages=4)
+row = li.compare(g, 0x08048000, 1)[0]   # the highlighted row: see below
+assert row["guest"] & 0x2 and row["guest"] & 0x20 and not row["guest"] & 0x40   # RW, Accessed, clean
+assert row["host_frame"] is not None and not row["shadow"] & 0x2                  # shadowed read-only
+side = plots.plot_side_by_side(g, 0x08048000, pages=4)
+assert side.lguest["differing"] == [0x08048000]
+side
 
 # %% [markdown]
+# The one highlighted row is not `0x0804a000` but `0x08048000`, the page `b` mapped and read
+# just before.  Its Guest PTE is writable, Accessed and clean; its shadow entry lacks RW
+# ("-RW").  That is chapter 2's rule at work, not a flaw: when `b` mapped the page, no shadow
+# PTE page covered the region yet, so SET_PTE's shortcut had nothing to fill in; the read then
+# faulted, and `demand_page()` gave the clean page a read-only entry, so that the first write
+# faults and sets Dirty.  (The cell checks the row.)
+#
 # Now look at the middle line of the printout, *accessed, read-write*.  The Guest PTE is
 # *accessed but clean*, so by chapter 2's rule the
 # shadow should be read-only until the first write sets Dirty.  The shortcut instead installs
@@ -154,7 +173,10 @@ plots.plot_side_by_side(g, 0x08048000, pages=4)
 # %%
 flaw = next(f for f in flaws.FLAWS if f.key == "writable_not_dirty")
 print(flaw.title)
-flaw.demo(False)
+wnd = flaw.demo(False)
+assert wnd["shadow_writable"] and wnd["write_faults"] == 0                     # the write never faults
+assert not wnd["guest_sees_dirty"] and not wnd["guest_pte_after_write"] & 0x40   # Dirty never set
+wnd
 
 # %% [markdown]
 # ## A Switcher entry is off limits
@@ -165,6 +187,7 @@ flaw.demo(False)
 # %%
 h = Guest(pae=False, seed=1)
 h.hypercall(hc.LHCALL_SET_PTE, h.swapper.gpgdir, h.host.switcher_addr, 0x1067)
+assert h.dead == "attempt to set pte into Switcher pages"
 h.dead
 
 # %% [markdown]
@@ -181,6 +204,8 @@ twin("guest_set_pgd")
 # %%
 g.switch_to(a)
 g.touch(0x08048000, user=True)
+pte_page = li.walk_shadow(g, 0x08048000)[0].value >> 12        # the shadow PTE page for that 4 MiB
+mapped = {e.value >> 12 for e in [li.walk_shadow(g, 0x08048000 + i * 4096)[-1] for i in range(1024)] if e.present}
 with Tracer() as t:
     g.set_pgd(g.x86.pgd_index(0x08048000), 0, proc=a)
 freed = [e.args["frame"] for e in t.trace.calls("free_page")]
@@ -188,6 +213,9 @@ unpinned = [e.args["frame"] for e in t.trace.calls("put_page") if e.args["frame"
 print("host frames of guest pages unpinned (release_pte):", [fmt.frame(f, g.x86) for f in unpinned])
 print("shadow PTE pages freed:                          ", [fmt.frame(f, g.x86) for f in freed])
 print("shadow walk now:", [(s.level, fmt.entry(s.value, g.x86)) for s in li.walk_shadow(g, 0x08048000)])
+# what the prose says: every shadow PTE below the entry unpinned, then the PTE page itself freed
+assert sorted(unpinned) == sorted(mapped) and g.lg.launcher.frames[0x600] in unpinned
+assert freed == [pte_page] and not li.walk_shadow(g, 0x08048000)[0].present
 
 # %% [markdown]
 # Two oddities hide in that short function.  The bound test reads `idx > PTRS_PER_PGD`, so the
@@ -201,18 +229,43 @@ for key in ("set_pgd_bound", "switcher_oops"):
     print(f"{f.title}\n   promise broken: {f.promise}\n")
 
 # %%
-next(f for f in flaws.FLAWS if f.key == "switcher_oops").demo(False)
+oops = next(f for f in flaws.FLAWS if f.key == "switcher_oops").demo(False)
+assert oops["switcher_mapped_flag"] and not oops["switcher_really_mapped"]   # the flag lies
+assert oops["oopses"] and oops["killed"].startswith("Launcher killed by a host oops")
+oops
+
+# %% [markdown]
+# The Host's bookkeeping said the Switcher was mapped in that top level when it was not.  The
+# next entry into the Guest trusted the flag, looked up the Switcher's shadow PTE without
+# allocating, got NULL, and dereferenced it (the cell checks both).  That is a crash inside
+# the Host kernel, an oops: Linux kills the process that was running (the Launcher, and with it
+# the Guest) and carries on tainted, or panics if told to (`panic_on_oops`).  The model does
+# the former and records the oops.
 
 # %% [markdown]
 # The first one, run.  Without PAE, entry 1024 of a top-level page is entry 0 of the frame that
 # follows it.  The demonstration arranges for that frame to be a shadow PTE page whose first
 # entry maps a Guest page the Guest has filled with fake "entries" naming a Switcher frame; then
-# it asks for SET_PGD 1024.  `release_pgd()` treats the Guest's page as a table and puts one
-# reference per fake entry on the frame of the Guest's choosing.  Under PAE the stray entry is
-# the fifth of the four-entry PDPT page, always zero, and nothing happens:
+# it asks for SET_PGD 1024.  `release_pgd()` takes that shadow PTE for a top-level entry and the
+# Guest's page for a PTE page: it calls `release_pte()` on each of the page's 1024 "entries",
+# and each present fake one ends in a `put_page()` — one reference *taken away* per fake entry
+# from the frame of the Guest's choosing.  Then, as for any PTE page, it `free_page()`s the
+# Guest's page itself and clears the "top-level entry".  That entry was in fact the shadow PTE
+# that pinned the Guest's page, so for that page the sums come out as if the shadow PTE had
+# been released normally (the model records no anomaly for it); the damage is to the victim.
+# Under PAE the stray entry is the fifth of the four-entry PDPT page, always zero, and nothing
+# happens:
 
 # %%
-ev = flaws.flaw("set_pgd_bound").demo(False)
+with Tracer() as tb:
+    ev = flaws.flaw("set_pgd_bound").demo(False)
+calls = tb.trace.calls()
+last_set_pgd = max(i for i, c in enumerate(calls) if c.func == "guest_set_pgd")
+pinned_last = tb.trace.results("get_pfn")[-1]            # the Guest's page, pinned by its shadow PTE
+after_call = [(c.func, c.args.get("frame")) for c in calls[last_set_pgd:] if c.func in ("put_page", "free_page")]
+assert after_call[:ev["fake_entries"]] == [("put_page", ev["victim_frame"])] * ev["fake_entries"]
+assert ("free_page", pinned_last) in after_call            # the Guest's own page, freed as a PTE page
+assert ev["anomalies"] and all(fmt.frame(ev["victim_frame"], g.x86) in a for a in ev["anomalies"])   # none for the freed page
 print({k: ev[k] for k in ("killed", "victim_refs_before", "victim_refs_after", "fake_entries")})
 assert ev["killed"] is None and ev["victim_refs_after"] == ev["victim_refs_before"] - ev["fake_entries"]
 assert ev["victim_refs_after"] < 0
@@ -263,13 +316,16 @@ assert 0x08048000 in before and sorted(after) == sorted(pae_stack) + [gp.host.sw
 n = Guest(pae=False, seed=1)
 n.hypercall(hc.LHCALL_SET_PMD, 0, 0)
 print("non-PAE guest:", repr(n.dead))
+assert n.dead == f"Bad hypercall {hc.LHCALL_SET_PMD}\n" and hc.LHCALL_SET_PMD == 13
 
 # %% [markdown]
 # Everything went except what `guest_pagetable_clear_all()` puts straight back: the two pages of
 # the Guest's kernel stack, which it re-pins (chapter 3), and the Switcher's code page, which it
 # maps again.  The user page is gone, as are the Switcher's two per-CPU pages; those return at
-# the next entry into the Guest (chapter 7).  ("Bad hypercall 13" is lguest's message for an
-# unknown hypercall number; 13 is SET_PMD's.)
+# the next entry into the Guest (chapter 7).  (`'Bad hypercall 13\n'` is lguest's message for
+# an unknown hypercall number; 13 is SET_PMD's.  The trailing `\n` is not a slip of the model:
+# the C's format string for this kill ends in a newline, and the model keeps the message
+# exactly as `kill_guest()` would format it.)
 #
 # ## Your turn: be the Guest
 #
@@ -327,7 +383,10 @@ assert gs.dead and gc.dead is None   # the attack killed the script's Guest, not
 #    4, one per allocated slot, whether or not that slot maps the address (checked below).
 # 3. *Answer (one possibility):* pass a write-protected copy unless the PTE is dirty —
 #    `gpte_to_spte(cpu, (pte_flags(gpte) & _PAGE_DIRTY) ? gpte : pte_wrprotect(gpte),
-#    pte_flags(gpte) & _PAGE_DIRTY)`, which is what `demand_page()` does for a read.
+#    pte_flags(gpte) & _PAGE_DIRTY)`, which is `demand_page()`'s rule: writable only if the
+#    Guest PTE is Dirty.  (`demand_page()` tests Dirty after a write fault has set it, so a read
+#    of a clean PTE gets a read-only entry and a read of a Dirty one a writable entry; chapter 2
+#    shows both.)
 # 4. *Hint:* what can `release_pgd()` release?  *Answer:* the index the Guest names may be the
 #    Switcher's own top-level entry, and releasing it unmaps the Switcher, without which the
 #    Guest cannot be entered; so the function re-creates it just in case.  The entry at risk is

@@ -40,7 +40,7 @@ from lguest_book.guest import Guest
 from lguest_book.notebook import twin
 from lguest_book.trace import Tracer
 import lguest_book.inspect as li
-from lguest_book import plots, widgets
+from lguest_book import plots, widgets, fmt
 
 def busy_guest(pae=False):
     """A Guest whose process has faulted in 8 user pages and 8 kernel pages."""
@@ -85,15 +85,21 @@ with Tracer() as t:
 print("user, kernel mappings after: ", split(g))
 print("release_pgd calls:", len(t.trace.calls("release_pgd")))
 assert split(g) == (0, 13) and len(t.trace.calls("release_pgd")) == 768
-kernel_side = {"kernel pages touched": 8, "stack pages pinned": g.lg.stack_pages,
-               "Switcher pages mapped": 1 + 2}   # the code page, and this CPU's pair (chapter 7)
-assert sum(kernel_side.values()) == 13
-print("the 13 above kernel_address:", kernel_side)
+kernel_side = {
+    "kernel pages touched": {g.kernel_address + 0x100000 + i * 4096 for i in range(8)},
+    "stack pages pinned": {(g.cpu.esp1 - 1 - i * 4096) & ~0xFFF for i in range(g.lg.stack_pages)},
+    "Switcher pages mapped": {g.host.switcher_addr + i * 4096 for i in range(3)},  # code page, this CPU's pair
+}
+above = {v for v in li.shadow_mappings(g) if v >= g.kernel_address}
+assert above == set().union(*kernel_side.values()) and sum(map(len, kernel_side.values())) == 13
+for what, pages in kernel_side.items():
+    print(f"{what:22} {len(pages):2}:", " ".join(fmt.vaddr(v) for v in sorted(pages)))
 
 # %% [markdown]
 # (The 13 mappings above `kernel_address` are not only the busy Guest's 8 kernel pages: the
-# kernel stack is pinned in every top level (chapter 3), and the Switcher is mapped in every
-# top level too (chapter 7).)  768 calls to release the user part, most of them finding an empty entry.  Is that expensive?
+# kernel stack's 2 pages are pinned in every top level (chapter 3), and the Switcher's code page
+# and this CPU's 2 per-CPU pages are mapped too (chapter 7); the cell checks the 13 addresses
+# against those three sets.)  768 calls to release the user part, most of them finding an empty entry.  Is that expensive?
 # Compare it with what follows the flush: the process touches its 8 user pages again, and each
 # one faults back in.  `trace.CallCounter` counts the model's calls on both sides:
 
@@ -110,16 +116,47 @@ print("the refaults:", sum(a.faults for a in refaults), "traps into the Host,", 
       "calls:", refault_cost.counts["demand_page"], "demand_page")
 assert flush_cost.counts["release_pgd"] == 768 and refault_cost.counts["demand_page"] == 8
 assert flush_cost.counts["release_pte"] == 1024   # the one present PTE page is scanned whole
+flush_calls, refault_calls = sum(flush_cost.counts.values()), sum(refault_cost.counts.values())
+assert flush_calls > refault_calls                  # the prose below: in calls, the flush costs more
 
 # %% [markdown]
-# In calls, the flush is the bigger bill: 768 top-level entries looked at and one PTE page of
-# 1024 entries scanned, against eight runs of `demand_page()`.  But the flush happens inside one
-# hypercall, while each refault is a round trip Guest → Switcher → Host → Guest, and on real
-# hardware such a trip costs far more than reading an entry of a page the Host already has in
-# its cache.  The model counts work but has no clock for traps, so it cannot settle which side
-# costs more on a given machine; what it shows is the shape: the flush is a fixed cost per
-# hypercall (proportional to `kernel_address`'s index, not to how much was mapped), and the
-# refaults cost one trap per page the process uses again.
+# In calls, the flush is the bigger bill (the cell checks it): 768 top-level entries looked at
+# and one PTE page of 1024 entries scanned, against eight runs of `demand_page()`.  But the
+# flush happens inside one hypercall, while each refault is a round trip Guest → Switcher →
+# Host → Guest, and on real hardware such a trip costs far more than reading an entry of a page
+# the Host already has in its cache.  The model counts work but has no clock for traps, so it
+# cannot settle which side costs more on a given machine.
+#
+# What it can show is the shape of each bill.  The flush has a fixed part, one `release_pgd()`
+# per top-level entry below `kernel_address` (768 here), and a part that grows with how the
+# process's memory is *spread*: every present PTE page is scanned whole, 1024 `release_pte()`
+# calls, however few of its entries are in use.  The same 8 user pages packed into one 4 MiB
+# region or spread over eight:
+
+# %%
+def flush_calls_for(step):
+    h = Guest(pae=False, seed=1)
+    h.switch_to(h.new_process("p"))
+    for i in range(8):
+        h.map(0x08048000 + i * step, 0x300 + i)
+        h.touch(0x08048000 + i * step, write=True, user=True)
+    with CallCounter() as cc:
+        h.flush_user()
+    return cc.counts
+
+packed, spread = flush_calls_for(4096), flush_calls_for(0x400000)   # 4 KiB apart, 4 MiB apart
+for name, c in (("8 pages, 1 region ", packed), ("8 pages, 8 regions", spread)):
+    print(f"{name}: {c['release_pgd']} release_pgd, {c['release_pte']} release_pte, "
+          f"{c['free_page']} PTE pages freed, {sum(c.values())} calls")
+assert packed["release_pgd"] == spread["release_pgd"] == 768          # the fixed part
+assert (packed["release_pte"], spread["release_pte"]) == (1024, 8 * 1024)   # 1024 per PTE page
+assert (sum(packed.values()), sum(spread.values())) == (1805, 8994)
+
+# %% [markdown]
+# Same pages, same hypercall, five times the calls: the flush costs 768 entry checks plus 1024
+# per user PTE page present, so it grows with the number of 4 MiB regions the process has
+# touched, not with the number of pages in them.  The refaults cost one trap per page the
+# process uses again, wherever those pages are.
 
 # %% [markdown]
 # ### When `kernel_address` is not on a top-level boundary
@@ -190,6 +227,7 @@ g.map(0x08048000, 0x300)
 def count():
     return {f: c for f, (c, who) in li.refcounts(g).items() if who == ("guest", 0x300)}
 print("before the fault:", count())
+assert count() == {}                       # no host frame yet: nothing to count
 g.touch(0x08048000, user=True)
 print("after the fault: ", count())
 assert list(count().values()) == [2]
@@ -261,7 +299,13 @@ print("stack pages:  ", [fmt.vaddr((g.cpu.esp1 - 1 - i * 4096) & ~0xFFF) for i i
 # %%
 before = busy_guest()   # the same (seeded) busy Guest, before the flush
 fig = plots.plot_directory_change(before, g, titles=("before FLUSH_TLB(1)", "after"))
-assert fig.lguest["after"]["present"] == 2 and fig.lguest["gone"]   # two entries left: the stack's and the Switcher's
+user_i, kernel_i, switcher_i = (g.x86.pgd_index(v) for v in (0x08048000, g.kernel_address, g.host.switcher_addr))
+assert fig.lguest["gone"] == [("pgd", None, user_i)]                       # the user entry, gone
+assert fig.lguest["changed"] == [("pgd", None, i) for i in (user_i, kernel_i, switcher_i)]
+assert fig.lguest["after"]["present"] == 2                                 # the stack's and the Switcher's
+old_pte_pages = {i: li.walk_shadow(before, i << 22)[0].value >> 12 for i in (kernel_i, switcher_i)}
+new_pte_pages = {i: li.walk_shadow(g, i << 22)[0].value >> 12 for i in (kernel_i, switcher_i)}
+assert all(old_pte_pages[i] != new_pte_pages[i] for i in old_pte_pages)   # both point at fresh PTE pages
 fig
 
 # %%
@@ -270,6 +314,12 @@ switcher_pages = {g.host.switcher_addr + i * 4096 for i in range(g.host.TOTAL_SW
 assert set(survivors) <= stack_pages | switcher_pages and stack_pages <= set(survivors)
 
 # %% [markdown]
+# The figure outlines three top-level entries.  Entry `0x020`, the user pages', is gone.  Entries
+# `0x300` (the kernel's first 4 MiB, which holds the stack) and `0x3ff` (the Switcher's) are
+# present before and after, but they changed: `release_all_pagetables()` freed their PTE pages
+# along with everything else, and re-pinning the stack and re-mapping the Switcher allocated
+# new ones (the cells check which entries, and that the PTE pages are new).
+#
 # Only the stack and the Switcher survive (the cell above checks it).  The Guest now runs like an insect in amber: every
 # page it touches faults once more, and the shadow grows back page by page.  That is correct,
 # and slow — which is why the Guest kernel should ask for the small flush whenever it can.
@@ -302,12 +352,15 @@ assert 0 < gone[0] < gone[1] and scrubber.position == 0
 scrubber
 
 # %% [markdown]
-# Try the two flushes yourself on a busy Guest, and watch the counts in the log:
+# The console below holds a busy Guest of its own, on which the cell has already made the two
+# flushes, user then full: their counts are in the log.  Press the buttons to make more
+# (*Reset* gives you the busy Guest back), and watch the counts change:
 
 # %%
 console = widgets.HypercallConsole(busy_guest())
 console.flush_user()
 console.flush_all()
+assert [line.split(" — ")[0] for line in console.log] == ["FLUSH_TLB(0)", "FLUSH_TLB(1)"]   # both already made
 console
 
 # %% [markdown]
@@ -323,13 +376,18 @@ console
 #    Guest is not running: in a fault, a hypercall, or just before entry.  Every entry into the
 #    Guest goes through the Switcher, which loads the Guest's CR3 (the shadow top level), and
 #    every exit loads the Host's.  So every Guest run starts with no stale non-global entry, and
-#    page_tables.c never issues a flush of its own.  What would break that is a **Global**
-#    entry: it survives the CR3 load, and the Host and the Guest use the same virtual addresses
-#    for different things (both have a kernel above `0xC0000000`).  That is one more reason the
-#    shadow never carries Global (chapter 2) and the per-CPU Switcher entries are built without
-#    it (chapter 7); lguest's host code also turns PGE off on every host CPU while it is loaded
-#    (x86/core.c, `lguest_arch_host_init`).  The one Global entry the model shows, the Switcher's
-#    code page, maps the same page at the same address in both worlds.
+#    page_tables.c never issues a flush of its own.  Global entries cannot break that, because
+#    lguest's host code turns PGE off on every host CPU while it is loaded (x86/core.c,
+#    `lguest_arch_host_init()`), and with PGE off the CPU ignores the bit.  *If PGE were on*, a
+#    Global entry would survive the CR3 load, and the Host and the Guest use the same virtual
+#    addresses for different things (both have a kernel above `0xC0000000`); that is why it
+#    matters that the shadow never carries the Guest's Global (chapter 2) and that the per-CPU
+#    Switcher entries are built without it (chapter 7).  One shadow entry does carry Global:
+#    the Switcher's code page, which `allocate_switcher_mapping()` maps with the kernel's
+#    read-only-executable protection, Global included (the cell below finds it).  It is
+#    harmless twice over: PGE is off, and even with PGE on, that entry maps the same Switcher
+#    page at the same address in the Host's tables as in every Guest's, so a TLB entry for it
+#    that survived a switch would still be right.
 # 2. **The shadow tables, over the Guest's tables.**  To the Guest, the shadow *is* a TLB: a cache
 #    of translations from its own tables, filled on demand by faults.  It goes stale the same way,
 #    and the Guest must flush it the same way — SET_PTE for one entry, SET_PGD for a table,
@@ -390,7 +448,7 @@ assert reached == old >> 12 and li.owner(g, reached)[0] == "guest" and not g.dea
 #    Read `guest_set_pte()` again and decide.
 # 3. Using `li.refcounts()`, write an assertion that after `g.flush_all()` no host frame
 #    backing guest memory holds more than one reference, except the stack's.
-# 4. Time it: how many `g.touch()` faults does it take to rebuild a process that had 64 pages
+# 4. Count it: how many `g.touch()` faults does it take to rebuild a process that had 64 pages
 #    mapped, after a full flush?  After a user flush?
 #
 # <details><summary>Hints and answers (open after trying)</summary>
@@ -475,9 +533,12 @@ exercises.check("ch6-flush-user", flush_user_mappings, hidden=True)
 #   and the Switcher re-mapped.
 # - `release_pgd()`/`release_pmd()` free PTE pages and, through `release_pte()`, give back every
 #   page reference a fault took.
-# - A user flush costs a fixed loop over the top-level entries below `kernel_address` (768
-#   without PAE), whatever was mapped; the refaults that follow cost one trap per page used
-#   again.  The model counts both; which is dearer depends on the hardware's trap cost.
+# - A user flush costs a loop over the top-level entries below `kernel_address` (768 without
+#   PAE), plus a whole scan (1024 `release_pte()` calls) of every user PTE page present: it grows
+#   with the number of 4 MiB regions the process touched (1805 calls for 8 pages in one region,
+#   8994 for 8 pages in eight), not with the pages in them.  The refaults that follow cost one
+#   trap per page used again.  The model counts both; which is dearer depends on the hardware's
+#   trap cost.
 # - The shadow tables are, to the Guest, what a TLB is to a native kernel: a cache of its own
 #   tables that it must tell the Host to drop (SET_PTE, SET_PGD, FLUSH_TLB).  The CPU's own TLB
 #   needs no help from page_tables.c, because every entry into the Guest loads CR3.
