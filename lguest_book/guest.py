@@ -393,8 +393,8 @@ class Guest:
     ) -> int:
         """Map the page at ``vaddr`` to guest page ``gpfn`` (a fresh page if None).
 
-        By default the PTE is what Linux writes for a user page (present, writable, user,
-        accessed) or a kernel page (plus dirty and global).  Returns the PTE written.
+        By default the PTE is present, writable and accessed, user for a user address and
+        global for a kernel one (``dirty`` adds Dirty).  Returns the PTE written.
         """
         _check_int("vaddr", vaddr, 0, ULONG_MASK)
         if gpfn is None:
