@@ -182,7 +182,7 @@ def test_lru_policy_exercise_tells_fifo_from_lru():
 # hidden checks (and the most basic ones the visible checks too).  The honest twin passes both.
 # =============================================================================================
 from lguest_book.boundary import port as P  # noqa: E402 - the raw twins, looked up at call time
-from lguest_book.lguest import PGDIR_SLOTS, kill_guest, lgread  # noqa: E402
+from lguest_book.lguest import kill_guest, lgread  # noqa: E402
 from lguest_book.x86 import (  # noqa: E402
     PAGE_MASK, PAGE_SHIFT, PAGE_SIZE, ULONG_MASK, _PAGE_ACCESSED, _PAGE_DIRTY, _PAGE_GLOBAL,
     _PAGE_PRESENT, _PAGE_RW,
