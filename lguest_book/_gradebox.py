@@ -89,6 +89,8 @@ def shown(x) -> str:
         return f"{x:#x}"
     if isinstance(x, tuple):
         return "(" + ", ".join(shown(v) for v in x) + ")"
+    if isinstance(x, dict):  # a case's value and the machine's state (exercises.case_value)
+        return "{" + "; ".join(f"{k}: {shown(v) if k == 'returns' else v}" for k, v in x.items()) + "}"
     return repr(x)
 
 
@@ -127,7 +129,7 @@ def observe(exercise_id: str, func, hidden: bool, time_limit_s: float) -> dict:
             if not e.install:
                 ex.swap(e.target, func)
             for case in e.cases(hidden):
-                out["cases"].append(canon(_call(ex, func, case.build())))
+                out["cases"].append(canon(ex.case_value(func, case, lambda f, args: _call(ex, f, args))))
             for w in e.workloads(hidden):
                 steps: list = []
                 out["workloads"].append(steps)

@@ -5,7 +5,8 @@ How an exercise works.  Each :class:`Exercise` names a C function of page_tables
 ``target``).  The student writes a Python function with the same arguments.  :func:`check`
 
 1. compares the student's function with the reference on direct calls (a table of cases
-   built on a fresh Guest), and
+   built on a fresh Guest): the return value, and what the call did to that Guest's machine
+   (whether it was killed and why, the host's page references and pages in use), and
 2. *swaps it into the model* (every caller in page_tables.py, hypercalls.py and the Guest then
    reaches the student's code), runs a scripted workload on two identical Guests — one on the
    reference, one on the student's function — and compares everything observable after every
@@ -16,8 +17,10 @@ A wrong, crashing or endlessly looping answer fails with a clear message; a time
 guards every check (a trace-based deadline, plus an alarm signal in the main thread for code
 that blocks outside Python).  The model is always restored, whatever happens.
 
-``check(id, func)`` runs the visible checks (non-PAE, a well-behaved Guest);
-``check(id, func, hidden=True)`` runs the instructor's: both layouts and hostile Guests.  In the
+``check(id, func)`` runs the visible checks (mostly non-PAE, a well-behaved Guest, plus the
+one or two cases that catch an exercise's commonest slip);
+``check(id, func, hidden=True)`` runs the instructor's: both layouts, an NX host, hostile
+Guests and a Launcher that no longer maps a page.  In the
 book the hidden call sits in nbgrader's hidden-tests region, which ``nbgrader
 generate_assignment`` removes from the student version and ``nbgrader autograde`` restores.
 """
@@ -202,7 +205,8 @@ def _describe_difference(a: dict, b: dict) -> str:
             for v in sorted(set(sa) | set(sb)):
                 if sa.get(v) != sb.get(v):
                     ra, rb = sa.get(v), sb.get(v)
-                    show = lambda x: "none" if x is None else str(x)  # noqa: E731 - typed by inspect
+                    # typed by inspect (fmt's entries print in hex); the grader's decoded views are plain ints
+                    show = lambda x: "none" if x is None else f"{x:#x}" if type(x) is int else str(x)  # noqa: E731
                     return f"slot {slot}: shadow PTE for {fmt.vaddr(v)} is {show(rb)}, expected {show(ra)}"
     if a["guest"] != b["guest"]:
         for v, x, y in zip(_WATCHED, a["guest"], b["guest"]):
@@ -258,7 +262,45 @@ def run_differential(name: str, func: Callable, workload: list[tuple[str, Op]], 
 class Case:
     label: str
     build: Callable[[], tuple]  # returns the arguments (a fresh Guest built inside)
-    compare: str = "return"  # what to compare: the return value
+    # What to compare: "return" (the return value only) or "state": the return value, and
+    # what the call did to the machine of its first argument (an LgCpu or an Lguest): the
+    # Guest's fate and the host's page references (see :func:`case_value`).
+    compare: str = "state"
+
+
+def _case_machine(args: tuple):
+    first = args[0] if args else None
+    lg = getattr(first, "lg", None)
+    if lg is None and hasattr(first, "pgdirs") and hasattr(first, "host"):
+        lg = first
+    return lg
+
+
+def case_value(func: Callable, case: Case, call: Callable | None = None):
+    """What a check compares of one case: ``func``'s return value on fresh arguments and
+    (``compare="state"``) what the call itself did to the machine of its first argument: a
+    Guest it killed (and why), and the change in the host's page references and pages in
+    use.  A missing kill_guest(), a page pinned and never released, a shadow page allocated
+    just to look, all show here even when the return value is right.  A call that changed
+    none of these gives its return value alone; else a dict of the return value and the
+    changes.  ``call(func, args)`` runs the function (catching what it raises)."""
+    args = case.build()
+    lg = _case_machine(args) if case.compare == "state" else None
+    if lg is not None:
+        refs = lg.host.refcount
+        dead, count, pages = lg.dead, sum(refs.values()), len(refs)
+    value = (call or _call)(func, args)
+    if lg is None:
+        return value
+    out = {}
+    if lg.dead is not None and dead is None:
+        out["killed the Guest"] = lg.dead
+    refs = lg.host.refcount
+    if sum(refs.values()) != count:
+        out["page references"] = f"{sum(refs.values()) - count:+d}"
+    if len(refs) != pages:
+        out["pages in use"] = f"{len(refs) - pages:+d}"
+    return {"returns": value, **out} if out else value
 
 
 @dataclass
@@ -336,9 +378,8 @@ def evaluate(exercise_id: str, func: Callable, *, hidden: bool = False,
         with time_limit(time_limit_s):
             for case in cases:
                 total += 1
-                args = case.build()
-                expected = _call(ref, args)
-                actual = _call(func, case.build())
+                expected = case_value(ref, case)
+                actual = case_value(func, case)
                 if _same(expected, actual):
                     passed += 1
                 else:
@@ -400,6 +441,8 @@ def _show(x) -> str:
         return f"{x:#x}"
     if isinstance(x, tuple):
         return "(" + ", ".join(_show(v) for v in x) + ")"
+    if isinstance(x, dict):  # a case's value and the machine's state (case_value)
+        return "{" + "; ".join(f"{k}: {_show(v) if k == 'returns' else v}" for k, v in x.items()) + "}"
     return repr(x)
 
 
@@ -449,6 +492,10 @@ def _ops_basic() -> list[tuple[str, Op]]:
     ops.append(("set an accessed PTE", lambda g: g.set_pte(0x0804C000, 0x304 << 12 | 0x27)))
     ops.append(("change a kernel PTE", lambda g: g.map(0xC0101000, 0x380)))
     ops.append(("kernel write", lambda g: g.touch(0xC0101000, write=True)))
+    ops.append(("remap a mapped page", lambda g: g.map(0x08048000, 0x310)))
+    ops.append(("touch the remapped page", lambda g: g.touch(0x08048000, write=True, user=True)))
+    # The last user top-level entry (just below the kernel): a flush must reach it too.
+    ops.append(("map and write the top user page", lambda g: (g.map(0xBFFFF000, 0x311), g.touch(0xBFFFF000, write=True, user=True))))
     ops.append(("flush user", lambda g: g.flush_user()))
     ops.append(("touch again", lambda g: [g.touch(0x08048000 + i * 0x1000, user=True) for i in range(3)]))
 
@@ -464,9 +511,39 @@ def _ops_basic() -> list[tuple[str, Op]]:
     return ops
 
 
-def _ops_hostile() -> list[tuple[str, Op]]:
+def _ops_hostile(ending: str = "beyond memory") -> list[tuple[str, Op]]:
+    """The start of the common paths, then what a careless or hostile Guest (or Launcher) does;
+    ``ending`` picks the way the Guest dies at the end (a killed Guest does nothing more)."""
     ops = _ops_basic()[:6]
-    ops.append(("PTE beyond memory", lambda g: (g.set_pte(0x0804D000, 0x7FFFF << 12 | 0x07), g.touch(0x0804D000, user=True))))
+    # Device memory, Accessed already set: the shadow PTE is cleared, never mapped.
+    ops.append(("an accessed PTE into I/O memory", lambda g: (g.set_pte(0x0804E000, (g.lg.pfn_limit + 3) << 12 | 0x27),
+                                                            g.touch(0x0804E000, user=True))))
+    # A read-only page of the Launcher: only a write pin fails, and an accessed clean PTE pins for reading.
+    ops.append(("a read-only Launcher page, mapped accessed and clean", lambda g: (
+        g.lg.launcher.protect(0x320), g.map(0x0804F000, 0x320), g.touch(0x0804F000, user=True))))
+    # A not-present PTE with Accessed, Dirty and RW set: __guest_set_pte maps it all the same.
+    ops.append(("a not-present dirty writable PTE", lambda g: g.set_pte(0x08047000, 0x321 << 12 | 0x62)))
+    # PAE: a page table the shadow has no mid-level entry for, under a present top-level entry.
+    ops.append(("a new page table, then a PTE in it", lambda g: (
+        g.map(0x08448000, 0x322), g.touch(0x08048000, user=True), g.map(0x08449000, 0x323))))
+    ops.append(("an NX PTE (PAE: bit 63)", lambda g: (
+        g.set_pte(0x08046000, (0x324 << 12 | 0x67) | ((1 << 63) if g.x86.pae else 0)), g.touch(0x08046000, user=True))))
+    ops.append(("touch all", lambda g: [g.touch(0x08046000 + i * 0x1000, user=True) for i in range(6)]))
+    if ending == "beyond memory":
+        ops.append(("PTE beyond memory", lambda g: (g.set_pte(0x0804D000, 0x7FFFF << 12 | 0x07), g.touch(0x0804D000, user=True))))
+    elif ending == "bad PTE over a mapped page":
+        # check_gpte() kills the Guest after the old shadow PTE was released: it stays in place.
+        ops.append(("an accessed PTE beyond memory over a mapped page", lambda g: (
+            g.touch(0x08048000, user=True), g.set_pte(0x08048000, 0x7FFFF << 12 | 0x27))))
+    elif ending == "PSE over a mapped page":
+        ops.append(("an accessed PSE PTE over a mapped page", lambda g: (
+            g.touch(0x08049000, user=True), g.set_pte(0x08049000, 0x301 << 12 | 0xA7))))
+    elif ending == "Launcher hole":
+        # The Launcher no longer maps a guest page: get_pfn() fails and the Guest is killed.
+        ops.append(("a page the Launcher unmapped", lambda g: (
+            g.lg.launcher.unmap(0x325), g.map(0x08045000, 0x325), g.touch(0x08045000, user=True))))
+    else:
+        raise ValueError(ending)
     return ops
 
 
@@ -474,8 +551,11 @@ def _workloads(hidden: bool) -> list[dict]:
     if not hidden:
         return [{"label": "map, fault, flush, switch (non-PAE)", "ops": _ops_basic()}]
     return [{"label": "the same under PAE", "ops": _ops_basic(), "pae": True, "seed": 5},
-            {"label": "a hostile Guest", "ops": _ops_hostile(), "seed": 9},
-            {"label": "a hostile PAE Guest", "ops": _ops_hostile(), "pae": True, "seed": 11}]
+            {"label": "a hostile Guest", "ops": _ops_hostile("beyond memory"), "seed": 9},
+            {"label": "a hostile PAE Guest", "ops": _ops_hostile("bad PTE over a mapped page"), "pae": True, "seed": 11},
+            {"label": "a hostile Guest, a bad PTE over a mapped page", "ops": _ops_hostile("PSE over a mapped page"), "seed": 12},
+            {"label": "a hostile PAE Guest on an NX host, a Launcher hole", "ops": _ops_hostile("Launcher hole"), "pae": True,
+             "seed": 13, "guest_kwargs": {"host_nx": True}}]
 
 
 def _two_cpu_ops() -> list[tuple[str, Op]]:
@@ -500,6 +580,14 @@ def _cases_gpte_addr(hidden: bool) -> list[Case]:
                 entry = li.walk_guest(g, vaddr)[1 if pae else 0].value if li.walk_guest(g, vaddr)[0].present else 0
                 return (g.cpu, entry if entry & 1 else (0x123 << 12) | 0x67, vaddr)
             out.append(Case(f"{'PAE' if pae else 'non-PAE'} gpte_addr for {fmt.vaddr(vaddr)}", build))
+    if hidden:
+        # A PAE mid-level entry with NX (bit 63) and a high frame bit: the page's address is an
+        # unsigned long, 32 bits, so both are dropped.
+        for gentry, vaddr in ((1 << 63 | 0x123 << 12 | 0x67, 0x0804A000), (1 << 32 | 0x124 << 12 | 0x67, 0xBFFFF000)):
+            def build(gentry=gentry, vaddr=vaddr):
+                g, _ = user_guest(True)
+                return (g.cpu, gentry, vaddr)
+            out.append(Case(f"PAE gpte_addr({fmt.entry(gentry, pae=True)}, {fmt.vaddr(vaddr)})", build))
     return out
 
 
@@ -508,7 +596,9 @@ _register(Exercise(
     "Write gpte_addr(cpu, gentry, vaddr): the guest-physical address of the Guest's PTE for vaddr, "
     "given the Guest's directory entry above it (the top-level entry without PAE, the mid-level "
     "entry with PAE).  Use cpu.lg.x86 for the layout (L.pae, L.pte_index(vaddr), L.entry_bytes, "
-    "L.pgd_pfn(e), L.pmd_pfn(e)).  (The C also insists the entry is present; the checks only pass present entries.)",
+    "L.pgd_pfn(e), L.pmd_pfn(e)).  The address is an unsigned long, 32 bits: with PAE the bits of the entry "
+    "above bit 31 (NX, say) are no part of it.  (The C also insists the entry is present; the checks only "
+    "pass present entries.)",
     cases=_cases_gpte_addr, workloads=_workloads,
 ))
 
@@ -522,6 +612,27 @@ def _cases_gpte_to_spte(hidden: bool) -> list[Case]:
                 g, _ = user_guest(pae)
                 return (g.cpu, gpte, write)
             out.append(Case(f"{'PAE' if pae else 'non-PAE'} gpte_to_spte({fmt.entry(gpte, pae=pae)}, write={write})", build))
+    # get_pfn() fails: a page the Launcher no longer maps; a read-only one pinned for writing
+    # (for reading it pins).  The Guest is killed and the result has no flags.
+    for pae in ((False, True) if hidden else (False,)):
+        for how, gpte, write in (("unmapped", 0x305 << 12 | 0x67, 0), ("read-only", 0x306 << 12 | 0x67, 1),
+                                 ("read-only", 0x306 << 12 | 0x27, 0))[:None if hidden else 1]:
+            def build(how=how, gpte=gpte, write=write, pae=pae):
+                g, _ = user_guest(pae)
+                if how == "unmapped":
+                    g.lg.launcher.unmap(gpte >> 12)
+                else:
+                    g.lg.launcher.protect(gpte >> 12)
+                return (g.cpu, gpte, write)
+            out.append(Case(f"{'PAE' if pae else 'non-PAE'} gpte_to_spte({fmt.entry(gpte, pae=pae)}, write={write}) "
+                            f"on a page the Launcher has {how}", build))
+    # PAE on a host with NX: the Guest's NX bit (63) and a software bit (62) are flags the
+    # 32-bit unsigned long cannot hold.
+    for gpte, write in ((1 << 63 | 0x300 << 12 | 0x25, 0), (3 << 62 | 0x307 << 12 | 0x167, 1))[:None if hidden else 1]:
+        def build(gpte=gpte, write=write):
+            g, _ = user_guest(True, host_nx=True)
+            return (g.cpu, gpte, write)
+        out.append(Case(f"PAE (NX host) gpte_to_spte({fmt.entry(gpte, pae=True)}, write={write})", build))
     return out
 
 
@@ -531,8 +642,12 @@ _register(Exercise(
     "guest frame by the host frame that backs it.  The Launcher maps guest memory at lg.mem_base, so "
     "guest frame n is the Launcher's page mem_base//4096 + n; get_pfn(lg.launcher, that page, write) "
     "pins it and returns the host frame, or 0xffffffff if it cannot.  On failure, kill the Guest with "
-    "kill_guest(cpu, f'failed to get page {guest frame}') and use no flags at all.  Build the result "
-    "with L.pfn_pte(frame, flags).",
+    "kill_guest(cpu, f'failed to get page {guest frame}') and use no flags at all (so teardown will not "
+    "release the entry).  get_pfn fails for a page the Launcher does not map, and for a read-only one "
+    "when write is set.  The C keeps the flags in an unsigned long, 32 bits: under PAE the Guest PTE's "
+    "high flag bits (NX, bit 63, and the bits for software) are dropped.  Build the result with "
+    "L.pfn_pte(frame, flags).  The checks also compare what your call did: the Guest's fate and the "
+    "host's page references.",
     cases=_cases_gpte_to_spte, workloads=_workloads,
 ))
 
@@ -550,6 +665,15 @@ def _cases_page_writable(hidden: bool) -> list[Case]:
                     g.touch(vaddr, write=prepare == "write", user=True)
                 return (g.cpu, vaddr)
             out.append(Case(f"{'PAE' if pae else 'non-PAE'} page_writable({fmt.vaddr(vaddr)}) after a {prepare}", build))
+        # __guest_set_pte maps an Accessed/Dirty PTE at once, present or not: the shadow PTE
+        # then has RW but not Present.
+        def build(pae=pae):
+            g, _ = user_guest(pae)
+            g.map(0x08048000, 0x300)
+            g.touch(0x08048000, user=True)
+            g.set_pte(0x0804B000, 0x303 << 12 | 0x62)
+            return (g.cpu, 0x0804B000)
+        out.append(Case(f"{'PAE' if pae else 'non-PAE'} page_writable(0x0804b000) of a not-present dirty writable PTE", build))
         # The Switcher's pages are in the shadow once the Guest has run, and this CPU's register
         # page there is writable: only the Switcher test answers False for it.
         for offset in ((0x1000,) if not hidden else (0x0000, 0x1000, 0x2000)):
@@ -566,9 +690,11 @@ def _cases_page_writable(hidden: bool) -> list[Case]:
 _register(Exercise(
     "ch3-page-writable", 3, "page_writable", "H:360", "Is the stack page writable?",
     "Write page_writable(cpu, vaddr): True only if the current shadow table maps vaddr present and "
-    "writable.  Addresses at or above the Switcher (cpu.lg.host.switcher_addr) are never writable "
-    "here.  Use find_spte(cpu, vaddr, False, 0, 0) to find the shadow PTE without allocating "
-    "(None if there is none), and cpu.lg.host.deref(pointer) to read it.",
+    "writable: both bits (a shadow PTE can have RW without Present).  It is the shadow that counts, "
+    "not the Guest's own PTE.  Addresses at or above the Switcher (cpu.lg.host.switcher_addr) are "
+    "never writable here.  Use find_spte(cpu, vaddr, False, 0, 0) to find the shadow PTE without "
+    "allocating (None if there is none; the checks count the host's pages), and "
+    "cpu.lg.host.deref(pointer) to read it.",
     cases=_cases_page_writable, workloads=_workloads,
 ))
 
@@ -578,9 +704,12 @@ _register(Exercise(
     "ch4-guest-set-pte", 4, "__guest_set_pte", "H:420", "Keep one cached top level in step",
     "Write __guest_set_pte(cpu, idx, vaddr, gpte): the Guest set its PTE for vaddr to gpte; fix the "
     "shadow of cached top level idx.  If there is no present shadow top-level entry (and, with PAE, "
-    "no present mid-level one) there is nothing to do.  Otherwise release the old shadow PTE; then, if "
-    "the new PTE has Accessed or Dirty set and is not I/O memory, check it with check_gpte() (give up "
-    "if that kills the Guest) and store gpte_to_spte(cpu, gpte, dirty bit) at once; else store 0.",
+    "no present mid-level one) there is nothing to do.  Otherwise release the old shadow PTE with "
+    "release_pte(host, entry); then, if the new PTE has Accessed or Dirty set and is not I/O memory "
+    "(gpte_in_iomem), check it with check_gpte() and store gpte_to_spte(cpu, gpte, its Dirty bit) at "
+    "once; else (I/O memory included) store 0.  If check_gpte() kills the Guest, return at once: keep "
+    "the C's flaw and leave the old, already released, entry where it is.  The checks compare every "
+    "page reference count.",
     workloads=_workloads,
 ))
 
@@ -669,9 +798,10 @@ _register(Exercise(
 _register(Exercise(
     "ch6-flush-user", 6, "flush_user_mappings", "H:445", "Flush the user part",
     "Write flush_user_mappings(lg, idx): release every top-level entry of cached top level idx that "
-    "lies below the Guest's kernel address (lg.kernel_address), with release_pgd(lg.host, pointer); a "
-    "pointer to entry i of a top level is (lg.pgdirs[idx].pgdir, i).  L.pgd_index(vaddr) gives an "
-    "address's top-level index.",
+    "lies below the Guest's kernel address (lg.kernel_address), with release_pgd(lg.host, pointer): "
+    "every one, up to and including the last entry below pgd_index(kernel_address), and none of the "
+    "kernel's.  A pointer to entry i of a top level is (lg.pgdirs[idx].pgdir, i).  L.pgd_index(vaddr) "
+    "gives an address's top-level index.",
     workloads=_workloads,
 ))
 
@@ -708,6 +838,13 @@ def _cases_guest_pa(hidden: bool) -> list[Case]:
             g = Guest(pae=pae, seed=1, boot=False)
             return (g.cpu, 0x00345678)
         out.append(Case(f"{'PAE' if pae else 'non-PAE'} __guest_pa in linear mode", linear))
+    if hidden:
+        # PAE on an NX host: the PTE's NX bit is no part of the address.
+        def nx(vaddr=0x08048123):
+            g, _ = user_guest(True, host_nx=True)
+            g.map(0x08048000, 0x300, flags=1 << 63)
+            return (g.cpu, vaddr)
+        out.append(Case("PAE (NX host) __guest_pa(0x08048123) of an NX page", nx))
     return out
 
 
@@ -716,6 +853,7 @@ _register(Exercise(
     "Write __guest_pa(cpu, vaddr) returning (ok, paddr): in linear mode (cpu.linear_pages) the answer "
     "is (True, vaddr).  Otherwise walk the Guest's own tables with lgread(cpu, address, 'pgd_t'/'pmd_t'/"
     "'pte_t'), using gpgd_addr, gpmd_addr (PAE) and gpte_addr; if any level is not present return "
-    "(False, 0xffffffff); else the page's address plus vaddr's offset in the page.",
+    "(False, 0xffffffff); else the page's address (L.pte_pfn(gpte) * PAGE_SIZE: with PAE the PTE's "
+    "high bits, NX say, are no part of it) plus vaddr's offset in the page.",
     cases=_cases_guest_pa, workloads=_workloads,
 ))

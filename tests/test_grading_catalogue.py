@@ -224,7 +224,9 @@ def test_feedback_pages_and_csv_export(graded, capsys):
     pages = sorted((course / "feedback").glob("*/ch03/*.html"))
     assert [p.parent.parent.name for p in pages] == ["honest-walrus"]
     honest = pages[0].read_text()
-    assert "hidden checks ✓ ch3-page-writable: 21/21 checks passed" in honest and "hidden=True" not in honest
+    from lguest_book import exercises
+    n = exercises.evaluate("ch3-page-writable", exercises.reference("page_writable"), hidden=True).total
+    assert f"hidden checks ✓ ch3-page-writable: {n}/{n} checks passed" in honest and "hidden=True" not in honest
     assert main(["classroom", "export", "--course", str(course), "--to", "grades.csv"]) == 0
     rows = {r["student_id"]: r for r in csv.DictReader((course / "grades.csv").open())}
     assert float(rows["honest-helpers"]["score"]) == 2.0 and float(rows["hang"]["score"]) == 0.0
