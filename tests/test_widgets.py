@@ -333,6 +333,73 @@ def test_hypercall_console_reports_what_the_host_did(pae):
     assert "NEW_PGTABLE p:" in c.switch_to(p) and c.guest.dead is None
 
 
+def _count_in(line: str) -> tuple[int, int]:
+    """(shadow entries written, no-op stores) as a console log line states them."""
+    import re
+
+    m = re.search(r": (\d+) shadow entr(?:y|ies) written(?: \(and (\d+) no-op stores?: the value already there\))?,", line)
+    assert m, line
+    return int(m.group(1)), int(m.group(2) or 0)
+
+
+@LAYOUTS
+def test_console_counts_the_shadow_entries_it_lists(pae):
+    g = Guest(pae=pae, seed=1)
+    c = widgets.HypercallConsole(g)
+    c.switch_to(g.new_process("p"))
+    c.set_pte(0x08048000, 0x300 << 12 | 0x07)
+    noops_seen = 0
+    for act in (lambda: c.touch(0x08048000, user=True), lambda: c.set_pte(0x08049000, 0x301 << 12 | 0x27),
+                c.flush_user, lambda: c.touch(0xC0100000), c.flush_all):
+        line = act()
+        written, noop = _count_in(line)
+        listed = [x for x in c.changes[-1] if x.startswith("shadow frame")]
+        stores = [w for w in c.last_trace.writes() if w[0] == "shadow"]
+        assert written == len(listed) == sum(1 for w in stores if (w[2] or 0) != w[3]), (line, listed)
+        assert noop == len(stores) - written, line
+        for x in listed:  # each listed store changed its entry
+            old, new = x.split(": ", 1)[1].split(" → ")
+            assert old != new, x
+        noops_seen += noop
+    # the first touch enters the Guest: remove_switcher_percpu_map clears entries already clear
+    assert noops_seen > 0
+    first_touch = c.log[2]
+    assert "(and 2 no-op stores: the value already there)" in first_touch
+
+
+@LAYOUTS
+def test_console_shows_the_real_previous_value_of_each_guest_entry(pae):
+    g = Guest(pae=pae, seed=1)
+    c = widgets.HypercallConsole(g)
+    c.switch_to(g.new_process("p"))
+    L = li.layout(g)
+    e = (lambda v: f"{v:#018x}") if pae else (lambda v: f"{v:#010x}")
+    c.set_pte(0x08048000, 0x300 << 12 | 0x07)
+    c.touch(0x08048000, user=True)
+    top = 0x08048000 & ~(L.PGDIR_SIZE - 1)
+    before = li.walk_guest(g, top)[0]
+    assert before.level == "pgd" and before.present
+    if pae:
+        before = li.walk_guest(g, 0x08048000)[1]
+        assert before.level == "pmd" and before.present
+        c.set_pmd(0x08048000, 0)
+        key, after = "the Guest's pmd for 0x08048000", li.walk_guest(c.guest, 0x08048000)[1].value
+    else:
+        c.set_pgd(L.pgd_index(0x08048000), 0)
+        key, after = f"the Guest's pgd for {top:#010x}", li.walk_guest(c.guest, top)[0].value
+    assert after == 0
+    shown = [x for x in c.changes[-1] if x.startswith(key)]
+    assert shown == [f"{key}: {e(before.value)} → {e(0)}"], c.changes[-1]
+    assert not any("— →" in x for x in c.changes[-1])
+    # an entry the walk did not reach before (no PTE page yet) is "—" before, and only then
+    c.set_pte(0x0C048000, 0x302 << 12 | 0x07)
+    changed = dict(x.split(": ", 1) for x in c.changes[-1] if x.startswith("the Guest's"))
+    assert changed["the Guest's pte for 0x0c048000"] == f"— → {e(0x302007)}"
+    deepest_above = "pmd" if pae else "pgd"
+    old, new = changed[f"the Guest's {deepest_above} for 0x0c048000"].split(" → ")
+    assert old == e(0) and new != e(0)
+
+
 @LAYOUTS
 def test_console_reaches_set_pgd_at_ptrs_per_pgd(pae):
     g = Guest(pae=pae, seed=1)
