@@ -431,11 +431,19 @@ def _fields(L, vaddr: int):
     return [("PGD", 10, vaddr >> 22), ("PTE", 10, (vaddr >> 12) & 1023), ("offset", 12, vaddr & 0xFFF)]
 
 
-def plot_walk(guest, vaddr: int, which: str = "shadow", ax=None) -> Figure:
+MARK = "#E8000B"  # the entry a step read or wrote: red, apart from the palette's vermilion
+
+
+def plot_walk(guest, vaddr: int, which: str = "shadow", ax=None, mark=None, mark_text: str = "") -> Figure:
     """``vaddr`` split into its index fields, then the walk drawn as a diagram: one box per
     table the walk reads (its frame, the entry read: index, value, flags), an arrow from each
     entry to the table it points at, and the page reached — or a red box where the walk
-    stopped (and why)."""
+    stopped (and why).
+
+    ``mark``: the entry to outline in red (:data:`MARK`, thick), labelled ``mark_text`` — a
+    ``(frame, index)`` pointer on the shadow walk, a guest-physical address on the Guest's.
+    ``fig.lguest["marked"]`` is that entry as drawn (its level, index, value and where), or
+    None when ``mark`` is not on this walk."""
     if not isinstance(vaddr, int) or not 0 <= vaddr <= 0xFFFFFFFF:
         raise ValueError(f"vaddr={vaddr!r} is not a 32-bit address")
     if which not in ("shadow", "guest"):
@@ -460,6 +468,7 @@ def plot_walk(guest, vaddr: int, which: str = "shadow", ax=None) -> Figure:
     width, gap = 32 / n - 1.0, 1.0
     stopped = None
     boxes = []
+    marked = None
     for k, st in enumerate(steps):
         bx = k * (width + gap)
         if isinstance(st.where, tuple):
@@ -474,7 +483,18 @@ def plot_walk(guest, vaddr: int, which: str = "shadow", ax=None) -> Figure:
         ax.add_patch(Rectangle((bx, 2.9), width, 2.6, fill=False, ec=BLACK, lw=0.8))
         ax.text(bx + 0.2, 3.25, where, fontsize=7, va="center", family="monospace")
         ec = BLACK if st.present else VERMILION
-        ax.add_patch(Rectangle((bx + 0.1, 3.7), width - 0.2, 1.6, color="#FFFFFF", ec=ec, lw=1.8))
+        ax.add_patch(Rectangle((bx + 0.1, 3.7), width - 0.2, 1.6, fc="#FFFFFF", ec=ec, lw=0.8 if st.present else 1.4,
+                               ls="-" if st.present else "--"))
+        hit = mark is not None and (tuple(mark) == tuple(st.where) if isinstance(st.where, tuple)
+                                    else not isinstance(mark, tuple) and mark == st.where)
+        if hit:
+            ax.add_patch(Rectangle((bx - 0.05, 3.55), width + 0.1, 1.9, fill=False, ec=MARK, lw=3.2, zorder=5,
+                                   gid="lguest-mark"))
+            if mark_text:
+                ax.text(bx + width / 2, 5.85, mark_text, ha="center", va="center", fontsize=8, weight="bold",
+                        color=MARK)
+            marked = {"level": st.level, "index": st.index, "value": st.value, "where": st.where,
+                      "text": mark_text, "colour": MARK}
         ax.text(bx + 0.3, 4.1, f"[{fmt.index(st.index)}] {_entry(L, st.value)}", fontsize=7, va="center", family="monospace")
         flags = "|".join(L.flag_names(st.value)) if st.value else "empty"
         ax.text(bx + 0.3, 4.8, flags if st.present else f"{flags}: not present", fontsize=7, va="center",
@@ -516,7 +536,8 @@ def plot_walk(guest, vaddr: int, which: str = "shadow", ax=None) -> Figure:
     ax.set_title(f"{'shadow' if which == 'shadow' else 'Guest'} walk of {fmt.vaddr(vaddr)}", fontsize=10)
     fig.lguest = {"kind": "walk", "which": which, "levels": [s.level for s in steps],
                   "stopped": stopped, "complete": stopped is None and bool(steps),
-                  "boxes": len(boxes) + (0 if stopped else 1), "arrows": len(boxes) - (1 if stopped and steps else 0)}
+                  "boxes": len(boxes) + (0 if stopped else 1), "arrows": len(boxes) - (1 if stopped and steps else 0),
+                  "marked": marked}
     return fig
 
 

@@ -524,16 +524,40 @@ class FaultStepper(_Shown):
 
     def figure(self, k: int | None = None):
         """The shadow walk and the Guest's walk of ``vaddr`` after step ``k`` (a new matplotlib
-        Figure, for stored pictures)."""
+        Figure, for stored pictures), the entry step ``k`` read or wrote outlined in red
+        (:data:`lguest_book.plots.MARK`) and labelled as in the widget ("read now", "written now").
+
+        ``fig.lguest`` says what was drawn: ``step``, ``mark`` (the step's entry: ("shadow",
+        (frame, index)) or ("guest", guest-physical address), None for a step that reads or
+        writes no entry), ``marked`` (the entry outlined: which walk, level, index, value,
+        colour; None if none is — the note under the walks says when the step's entry is not
+        on this address's walk), and ``shadow``/``guest``: each walk's own ``fig.lguest``."""
+        k = self.position if k is None else k
         guest = self.state_at(k)
+        st = self.steps[k]
+        label = {"read": "read now", "write": "written now"}.get(st.kind, "")
+        mark = st.where if label else None
         fig = plots.new_figure((7.0, 5.4))
         top, bottom = fig.subplots(2, 1)
-        plots.plot_walk(guest, self.vaddr, "shadow", ax=top)
+        plots.plot_walk(guest, self.vaddr, "shadow", ax=top,
+                        mark=mark[1] if mark and mark[0] == "shadow" else None, mark_text=label)
+        walks = {"shadow": fig.lguest}
         if not li.limits(guest)["linear_pages"]:
-            plots.plot_walk(guest, self.vaddr, "guest", ax=bottom)
+            plots.plot_walk(guest, self.vaddr, "guest", ax=bottom,
+                            mark=mark[1] if mark and mark[0] == "guest" else None, mark_text=label)
+            walks["guest"] = fig.lguest
         else:
             bottom.axis("off")
             bottom.text(0, 0.5, "linear mode: the Guest has no page tables yet", fontsize=9)
+            walks["guest"] = None
+        marked = None
+        if mark is not None and walks.get(mark[0]) and walks[mark[0]]["marked"]:
+            marked = dict(walks[mark[0]]["marked"], which=mark[0])
+        elif mark is not None:
+            fig.text(0.01, 0.005, "(the entry this step touched is not on this address's walk)", fontsize=8,
+                     style="italic")
+        fig.lguest = {"kind": "stepper", "step": k, "step_kind": st.kind, "mark": mark, "marked": marked,
+                      "colour": plots.MARK if marked else None, **walks}
         return fig
 
     def summary(self) -> str:

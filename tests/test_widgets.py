@@ -9,7 +9,7 @@ import html
 import pytest
 
 from lguest_book import inspect as li
-from lguest_book import widgets
+from lguest_book import plots, widgets
 from lguest_book.guest import Guest
 
 LAYOUTS = pytest.mark.parametrize("pae", [False, True], ids=["nonpae", "pae"])
@@ -331,6 +331,54 @@ def test_hypercall_console_reports_what_the_host_did(pae):
     c._w_buttons["Reset"].click()
     assert c.guest is not g and c.guest.dead is None and c.log[-1].startswith("Reset")
     assert "NEW_PGTABLE p:" in c.switch_to(p) and c.guest.dead is None
+
+
+def _mark_pixels(fig) -> int:
+    """How many pixels of the PNG are the stepper's mark red."""
+    import io
+
+    import numpy as np
+    from matplotlib.colors import to_rgb
+    from PIL import Image
+
+    png = Image.open(io.BytesIO(fig._repr_png_())).convert("RGB")
+    px = np.asarray(png).astype(int)
+    red = np.array([round(c * 255) for c in to_rgb(plots.MARK)])
+    return int((np.abs(px - red).sum(axis=2) < 40).sum())
+
+
+@LAYOUTS
+def test_stepper_figure_outlines_the_step_entry_in_red(pae):
+    from matplotlib.colors import to_rgb
+
+    g = guest_with_page(pae)
+    s = widgets.FaultStepper(g, 0x08048000, write=True, user=True)
+    mark = to_rgb(plots.MARK)
+    for k, st in enumerate(s.steps):
+        fig = s.figure(k)
+        info = fig.lguest
+        assert info["kind"] == "stepper" and info["step"] == k
+        red = [(ax, p) for ax in fig.axes for p in ax.patches if to_rgb(p.get_edgecolor()) == mark]
+        if st.kind not in ("read", "write"):
+            assert info["mark"] is None and info["marked"] is None and red == []
+            continue
+        # the entry the step read or wrote, and only it, is outlined in red, in its own walk
+        which, where = st.where
+        assert info["mark"] == st.where and info["marked"]["which"] == which
+        assert s.marked(k) and info["marked"]["where"] == where and info["marked"]["text"] in ("read now", "written now")
+        assert len(red) == 1 and red[0][0] is fig.axes[0 if which == "shadow" else 1]
+        # the walk drawn says the same: the marked entry is the step of that walk at that place
+        state = s.state_at(k)
+        walk = li.walk_shadow(state, 0x08048000) if which == "shadow" else li.walk_guest(state, 0x08048000)
+        drawn = [w for w in walk if w.where == where]
+        assert drawn and info["marked"]["value"] == drawn[0].value and info["marked"]["level"] == drawn[0].level
+    # red is the mark's alone: no other patch of any step's figure uses it, and the PNG shows it
+    write = max(i for i, st in enumerate(s.steps) if st.kind == "write" and st.where[0] == "shadow")
+    quiet = next(i for i, st in enumerate(s.steps) if st.kind == "check")
+    assert _mark_pixels(s.figure(write)) > 200 and _mark_pixels(s.figure(quiet)) == 0
+    others = {to_rgb(c) for ax in s.figure(write).axes for p in ax.patches
+              for c in (p.get_edgecolor(), p.get_facecolor()) if to_rgb(p.get_edgecolor()) != mark}
+    assert mark not in others
 
 
 def _count_in(line: str) -> tuple[int, int]:
