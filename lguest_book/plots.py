@@ -252,31 +252,51 @@ def _row_keys(rows) -> dict:
 
 def plot_directory_change(before, after, which: str = "shadow", slot: int | None = None,
                           titles=("before", "after")) -> Figure:
-    """Two zoomed directories side by side (:func:`plot_directory`): ``before`` and ``after``
-    (two Guests, or one Guest copied before a change), each entry that differs between them
-    outlined in red on both sides — gone on the left, new or changed on the right.
-    ``fig.lguest["changed"]`` lists the (level, PDPT index, index) of those entries."""
-    fig = new_figure((15.2, 4.0))
-    left, right = fig.subplots(1, 2)
-    plot_directory(before, which, slot, ax=left)
-    rows_before = fig.lguest["rows"][: len(fig.lguest["rows"]) - fig.lguest["hidden_rows"]]
+    """Two zoomed directories (:func:`plot_directory`), one above the other so each keeps
+    the width of a single directory: ``before`` and ``after`` (two Guests, or one Guest
+    copied before a change), each entry that differs between them outlined in vermilion on
+    both — gone above, new or changed below; the legend (under the lower panel, shared by
+    both) names that outline.
+    ``fig.lguest["changed"]`` lists the (level, PDPT index, index) of those entries;
+    ``fig.lguest["outlined"]`` the number of outlines drawn, ``["legend"]`` the legend's labels."""
+    fig = new_figure((7.6, 6.0))
+    # the two panels' heights follow their rows (and the lower one carries the legend)
+    plot_directory(before, which, slot, ax=fig.add_subplot(2, 1, 1))
     info_before = fig.lguest
-    plot_directory(after, which, slot, ax=right)
-    rows_after = fig.lguest["rows"][: len(fig.lguest["rows"]) - fig.lguest["hidden_rows"]]
+    plot_directory(after, which, slot, ax=fig.add_subplot(2, 1, 2))
     info_after = fig.lguest
+    top, bottom = fig.axes
+    rows_before = info_before["rows"][: len(info_before["rows"]) - info_before["hidden_rows"]]
+    rows_after = info_after["rows"][: len(info_after["rows"]) - info_after["hidden_rows"]]
+    nb = len(rows_before) + (1 if info_before["hidden_rows"] else 0)
+    na = len(rows_after) + (1 if info_after["hidden_rows"] else 0)
     kb, ka = _row_keys(rows_before), _row_keys(rows_after)
     changed = sorted(k for k in set(kb) | set(ka) if kb.get(k, (0, None))[1] != ka.get(k, (0, None))[1])
-    for ax, keys in ((left, kb), (right, ka)):
+    outlined = 0
+    for ax, keys in ((top, kb), (bottom, ka)):
         for k in changed:
             if k in keys:
                 y = keys[k][0]
                 ax.add_patch(Rectangle((0.05, y - 0.45), 29.9, 0.9, fill=False, ec=VERMILION, lw=2.2))
-    for ax, t in zip((left, right), titles):
-        ax.set_title(f"{t}: {ax.get_title()}", fontsize=8.5)
-    n = max(len(rows_before), len(rows_after)) + 1
-    fig.set_size_inches(15.2, 0.26 * n + 1.6)
+                outlined += 1
+    for ax, t in zip((top, bottom), titles):  # the panel's name on a line of its own: the width stays readable
+        ax.set_title(f"{t}\n{ax.get_title()}", fontsize=8.5)
+    # one legend for both panels, under the lower one, with the outline explained
+    top.get_legend().remove()
+    old = bottom.get_legend()
+    handles = list(old.legend_handles) + [Patch(fill=False, ec=VERMILION, lw=2.2,
+                                                label=f"changed: gone ({titles[0]}), new or changed ({titles[1]})")]
+    labels = [t.get_text() for t in old.get_texts()] + [handles[-1].get_label()]
+    old.remove()
+    bottom.legend(handles=handles, labels=labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=3,
+                  fontsize=7, frameon=False)
+    legend_rows = -(-len(handles) // 3)
+    # each panel as high as its rows (ylim spans n + 1.1 rows), the legend under the lower one
+    top.get_subplotspec().get_gridspec().set_height_ratios([nb + 1.1, na + 1.1])
+    fig.set_size_inches(7.6, 0.26 * (nb + na + 2.2) + 1.3 + 0.16 * legend_rows)
     fig.lguest = {"kind": "directory_change", "changed": changed, "before": info_before, "after": info_after,
-                  "gone": [k for k in changed if k not in ka], "new": [k for k in changed if k not in kb]}
+                  "gone": [k for k in changed if k not in ka], "new": [k for k in changed if k not in kb],
+                  "outlined": outlined, "legend": labels}
     return fig
 
 
