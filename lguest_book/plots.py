@@ -293,7 +293,7 @@ def plot_directory_change(before, after, which: str = "shadow", slot: int | None
     legend_rows = -(-len(handles) // 3)
     # each panel as high as its rows (ylim spans n + 1.1 rows), the legend under the lower one
     top.get_subplotspec().get_gridspec().set_height_ratios([nb + 1.1, na + 1.1])
-    fig.set_size_inches(7.6, 0.26 * (nb + na + 2.2) + 1.3 + 0.16 * legend_rows)
+    fig.set_size_inches(7.6, round(0.26 * (nb + na + 2.2) + 1.3 + 0.16 * legend_rows, 2))  # whole pixels
     fig.lguest = {"kind": "directory_change", "changed": changed, "before": info_before, "after": info_after,
                   "gone": [k for k in changed if k not in ka], "new": [k for k in changed if k not in kb],
                   "outlined": outlined, "legend": labels}
