@@ -57,8 +57,9 @@ KERNEL_DS = 0x68 | 1  # the Guest's kernel data segment, at privilege level 1
 #: ``outcome`` is "ok", "guest-fault" (reflected to the Guest), "mmio" (the Launcher
 #: emulates it), "killed" (the guest died), "dead" (it was already dead) or "livelock"
 #: (demand_page keeps "fixing" a fault the hardware keeps raising).  ``hpa`` is the host
-#: physical address reached (or -1), ``faults`` how many faults the host handled on the way,
-#: ``info`` the iomem address for "mmio", the error code for "guest-fault", else 0.
+#: physical address reached (or -1, printed "—"), ``faults`` how many faults the host handled on
+#: the way, ``info`` the iomem address for "mmio", the error code for "guest-fault" (and
+#: "livelock"), else 0 (printed "—").
 class Access(namedtuple("Access", "outcome hpa faults info")):
     """What one access did: ``outcome`` (ok, guest-fault, mmio, killed, dead, livelock), the
     host-physical address reached (-1 if none), the faults the Host took, and ``info`` (the
@@ -68,9 +69,15 @@ class Access(namedtuple("Access", "outcome hpa faults info")):
     pae = False  # the layout, for printing: physical addresses are as wide as its entries
 
     def __repr__(self) -> str:
-        hpa = fmt.paddr(self.hpa, pae=self.pae) if self.hpa >= 0 else "-1"
-        # info: a device's physical address for mmio, else an error code (flag bits)
-        info = fmt.paddr(self.info, pae=self.pae) if self.outcome == "mmio" else f"{self.info:#x}"
+        # "—" is the package's "no value" (as plots and widgets print it): no address reached
+        # (the field holds -1), or no ``info`` for this outcome (the field holds 0)
+        hpa = fmt.paddr(self.hpa, pae=self.pae) if self.hpa >= 0 else "—"
+        if self.outcome == "mmio":  # the device's physical address: as wide as the layout's
+            info = fmt.paddr(self.info, pae=self.pae)
+        elif self.outcome in ("guest-fault", "livelock"):  # an error code: flag bits, as traces print them
+            info = f"{self.info:#x}"
+        else:  # ok, killed, dead: nothing to report
+            info = "—" if not self.info else f"{self.info:#x}"
         return f"Access(outcome={self.outcome!r}, hpa={hpa}, faults={self.faults}, info={info})"
 
 

@@ -252,31 +252,51 @@ def _row_keys(rows) -> dict:
 
 def plot_directory_change(before, after, which: str = "shadow", slot: int | None = None,
                           titles=("before", "after")) -> Figure:
-    """Two zoomed directories side by side (:func:`plot_directory`): ``before`` and ``after``
-    (two Guests, or one Guest copied before a change), each entry that differs between them
-    outlined in red on both sides — gone on the left, new or changed on the right.
-    ``fig.lguest["changed"]`` lists the (level, PDPT index, index) of those entries."""
-    fig = new_figure((15.2, 4.0))
-    left, right = fig.subplots(1, 2)
-    plot_directory(before, which, slot, ax=left)
-    rows_before = fig.lguest["rows"][: len(fig.lguest["rows"]) - fig.lguest["hidden_rows"]]
+    """Two zoomed directories (:func:`plot_directory`), one above the other so each keeps
+    the width of a single directory: ``before`` and ``after`` (two Guests, or one Guest
+    copied before a change), each entry that differs between them outlined in vermilion on
+    both — gone above, new or changed below; the legend (under the lower panel, shared by
+    both) names that outline.
+    ``fig.lguest["changed"]`` lists the (level, PDPT index, index) of those entries;
+    ``fig.lguest["outlined"]`` the number of outlines drawn, ``["legend"]`` the legend's labels."""
+    fig = new_figure((7.6, 6.0))
+    # the two panels' heights follow their rows (and the lower one carries the legend)
+    plot_directory(before, which, slot, ax=fig.add_subplot(2, 1, 1))
     info_before = fig.lguest
-    plot_directory(after, which, slot, ax=right)
-    rows_after = fig.lguest["rows"][: len(fig.lguest["rows"]) - fig.lguest["hidden_rows"]]
+    plot_directory(after, which, slot, ax=fig.add_subplot(2, 1, 2))
     info_after = fig.lguest
+    top, bottom = fig.axes
+    rows_before = info_before["rows"][: len(info_before["rows"]) - info_before["hidden_rows"]]
+    rows_after = info_after["rows"][: len(info_after["rows"]) - info_after["hidden_rows"]]
+    nb = len(rows_before) + (1 if info_before["hidden_rows"] else 0)
+    na = len(rows_after) + (1 if info_after["hidden_rows"] else 0)
     kb, ka = _row_keys(rows_before), _row_keys(rows_after)
     changed = sorted(k for k in set(kb) | set(ka) if kb.get(k, (0, None))[1] != ka.get(k, (0, None))[1])
-    for ax, keys in ((left, kb), (right, ka)):
+    outlined = 0
+    for ax, keys in ((top, kb), (bottom, ka)):
         for k in changed:
             if k in keys:
                 y = keys[k][0]
                 ax.add_patch(Rectangle((0.05, y - 0.45), 29.9, 0.9, fill=False, ec=VERMILION, lw=2.2))
-    for ax, t in zip((left, right), titles):
-        ax.set_title(f"{t}: {ax.get_title()}", fontsize=8.5)
-    n = max(len(rows_before), len(rows_after)) + 1
-    fig.set_size_inches(15.2, 0.26 * n + 1.6)
+                outlined += 1
+    for ax, t in zip((top, bottom), titles):  # the panel's name on a line of its own: the width stays readable
+        ax.set_title(f"{t}\n{ax.get_title()}", fontsize=8.5)
+    # one legend for both panels, under the lower one, with the outline explained
+    top.get_legend().remove()
+    old = bottom.get_legend()
+    handles = list(old.legend_handles) + [Patch(fill=False, ec=VERMILION, lw=2.2,
+                                                label=f"changed: gone ({titles[0]}), new or changed ({titles[1]})")]
+    labels = [t.get_text() for t in old.get_texts()] + [handles[-1].get_label()]
+    old.remove()
+    bottom.legend(handles=handles, labels=labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=3,
+                  fontsize=7, frameon=False)
+    legend_rows = -(-len(handles) // 3)
+    # each panel as high as its rows (ylim spans n + 1.1 rows), the legend under the lower one
+    top.get_subplotspec().get_gridspec().set_height_ratios([nb + 1.1, na + 1.1])
+    fig.set_size_inches(7.6, round(0.26 * (nb + na + 2.2) + 1.3 + 0.16 * legend_rows, 2))  # whole pixels
     fig.lguest = {"kind": "directory_change", "changed": changed, "before": info_before, "after": info_after,
-                  "gone": [k for k in changed if k not in ka], "new": [k for k in changed if k not in kb]}
+                  "gone": [k for k in changed if k not in ka], "new": [k for k in changed if k not in kb],
+                  "outlined": outlined, "legend": labels}
     return fig
 
 
@@ -431,11 +451,19 @@ def _fields(L, vaddr: int):
     return [("PGD", 10, vaddr >> 22), ("PTE", 10, (vaddr >> 12) & 1023), ("offset", 12, vaddr & 0xFFF)]
 
 
-def plot_walk(guest, vaddr: int, which: str = "shadow", ax=None) -> Figure:
+MARK = "#E8000B"  # the entry a step read or wrote: red, apart from the palette's vermilion
+
+
+def plot_walk(guest, vaddr: int, which: str = "shadow", ax=None, mark=None, mark_text: str = "") -> Figure:
     """``vaddr`` split into its index fields, then the walk drawn as a diagram: one box per
     table the walk reads (its frame, the entry read: index, value, flags), an arrow from each
     entry to the table it points at, and the page reached — or a red box where the walk
-    stopped (and why)."""
+    stopped (and why).
+
+    ``mark``: the entry to outline in red (:data:`MARK`, thick), labelled ``mark_text`` — a
+    ``(frame, index)`` pointer on the shadow walk, a guest-physical address on the Guest's.
+    ``fig.lguest["marked"]`` is that entry as drawn (its level, index, value and where), or
+    None when ``mark`` is not on this walk."""
     if not isinstance(vaddr, int) or not 0 <= vaddr <= 0xFFFFFFFF:
         raise ValueError(f"vaddr={vaddr!r} is not a 32-bit address")
     if which not in ("shadow", "guest"):
@@ -460,6 +488,7 @@ def plot_walk(guest, vaddr: int, which: str = "shadow", ax=None) -> Figure:
     width, gap = 32 / n - 1.0, 1.0
     stopped = None
     boxes = []
+    marked = None
     for k, st in enumerate(steps):
         bx = k * (width + gap)
         if isinstance(st.where, tuple):
@@ -474,7 +503,18 @@ def plot_walk(guest, vaddr: int, which: str = "shadow", ax=None) -> Figure:
         ax.add_patch(Rectangle((bx, 2.9), width, 2.6, fill=False, ec=BLACK, lw=0.8))
         ax.text(bx + 0.2, 3.25, where, fontsize=7, va="center", family="monospace")
         ec = BLACK if st.present else VERMILION
-        ax.add_patch(Rectangle((bx + 0.1, 3.7), width - 0.2, 1.6, color="#FFFFFF", ec=ec, lw=1.8))
+        ax.add_patch(Rectangle((bx + 0.1, 3.7), width - 0.2, 1.6, fc="#FFFFFF", ec=ec, lw=0.8 if st.present else 1.4,
+                               ls="-" if st.present else "--"))
+        hit = mark is not None and (tuple(mark) == tuple(st.where) if isinstance(st.where, tuple)
+                                    else not isinstance(mark, tuple) and mark == st.where)
+        if hit:
+            ax.add_patch(Rectangle((bx - 0.05, 3.55), width + 0.1, 1.9, fill=False, ec=MARK, lw=3.2, zorder=5,
+                                   gid="lguest-mark"))
+            if mark_text:
+                ax.text(bx + width / 2, 5.85, mark_text, ha="center", va="center", fontsize=8, weight="bold",
+                        color=MARK)
+            marked = {"level": st.level, "index": st.index, "value": st.value, "where": st.where,
+                      "text": mark_text, "colour": MARK}
         ax.text(bx + 0.3, 4.1, f"[{fmt.index(st.index)}] {_entry(L, st.value)}", fontsize=7, va="center", family="monospace")
         flags = "|".join(L.flag_names(st.value)) if st.value else "empty"
         ax.text(bx + 0.3, 4.8, flags if st.present else f"{flags}: not present", fontsize=7, va="center",
@@ -516,7 +556,8 @@ def plot_walk(guest, vaddr: int, which: str = "shadow", ax=None) -> Figure:
     ax.set_title(f"{'shadow' if which == 'shadow' else 'Guest'} walk of {fmt.vaddr(vaddr)}", fontsize=10)
     fig.lguest = {"kind": "walk", "which": which, "levels": [s.level for s in steps],
                   "stopped": stopped, "complete": stopped is None and bool(steps),
-                  "boxes": len(boxes) + (0 if stopped else 1), "arrows": len(boxes) - (1 if stopped and steps else 0)}
+                  "boxes": len(boxes) + (0 if stopped else 1), "arrows": len(boxes) - (1 if stopped and steps else 0),
+                  "marked": marked}
     return fig
 
 

@@ -524,16 +524,40 @@ class FaultStepper(_Shown):
 
     def figure(self, k: int | None = None):
         """The shadow walk and the Guest's walk of ``vaddr`` after step ``k`` (a new matplotlib
-        Figure, for stored pictures)."""
+        Figure, for stored pictures), the entry step ``k`` read or wrote outlined in red
+        (:data:`lguest_book.plots.MARK`) and labelled as in the widget ("read now", "written now").
+
+        ``fig.lguest`` says what was drawn: ``step``, ``mark`` (the step's entry: ("shadow",
+        (frame, index)) or ("guest", guest-physical address), None for a step that reads or
+        writes no entry), ``marked`` (the entry outlined: which walk, level, index, value,
+        colour; None if none is — the note under the walks says when the step's entry is not
+        on this address's walk), and ``shadow``/``guest``: each walk's own ``fig.lguest``."""
+        k = self.position if k is None else k
         guest = self.state_at(k)
+        st = self.steps[k]
+        label = {"read": "read now", "write": "written now"}.get(st.kind, "")
+        mark = st.where if label else None
         fig = plots.new_figure((7.0, 5.4))
         top, bottom = fig.subplots(2, 1)
-        plots.plot_walk(guest, self.vaddr, "shadow", ax=top)
+        plots.plot_walk(guest, self.vaddr, "shadow", ax=top,
+                        mark=mark[1] if mark and mark[0] == "shadow" else None, mark_text=label)
+        walks = {"shadow": fig.lguest}
         if not li.limits(guest)["linear_pages"]:
-            plots.plot_walk(guest, self.vaddr, "guest", ax=bottom)
+            plots.plot_walk(guest, self.vaddr, "guest", ax=bottom,
+                            mark=mark[1] if mark and mark[0] == "guest" else None, mark_text=label)
+            walks["guest"] = fig.lguest
         else:
             bottom.axis("off")
             bottom.text(0, 0.5, "linear mode: the Guest has no page tables yet", fontsize=9)
+            walks["guest"] = None
+        marked = None
+        if mark is not None and walks.get(mark[0]) and walks[mark[0]]["marked"]:
+            marked = dict(walks[mark[0]]["marked"], which=mark[0])
+        elif mark is not None:
+            fig.text(0.01, 0.005, "(the entry this step touched is not on this address's walk)", fontsize=8,
+                     style="italic")
+        fig.lguest = {"kind": "stepper", "step": k, "step_kind": st.kind, "mark": mark, "marked": marked,
+                      "colour": plots.MARK if marked else None, **walks}
         return fig
 
     def summary(self) -> str:
@@ -813,7 +837,10 @@ class HypercallConsole(_Shown):
     gets one line per action — which hypercalls the Guest made (a SET_PTE where the Guest
     had no page table first makes a SET_PGD, and says so), what the Host allocated, released,
     or why it killed the Guest — and ``changes`` the entries each action changed, one list
-    per line of the log.  ``last_trace`` is the full trace.
+    per line of the log.  The count of shadow entries written is the count of the shadow
+    lines listed: a store of the value an entry already held is counted apart, as a no-op
+    store, and not listed.  The Guest's own entries are shown level by level, each with its
+    own value before and after ("—": the walk did not reach it on that side).  ``last_trace`` is the full trace.
     """
 
     def __init__(self, guest):
@@ -861,18 +888,22 @@ class HypercallConsole(_Shown):
 
     def _watch(self):
         """What the Guest itself and the cache hold, before and after an action (read through
-        inspect): the Guest's own entries the console may write, and the pgdir cache."""
+        inspect): the Guest's own entries the console may write, and the pgdir cache.
+
+        Each entry on the Guest's walk of a watched address has a key of its own (its level
+        and the address), so before and after compare the same entry: an entry the walk no
+        longer reaches (or did not reach before) is "—" on that side.  ``_watched`` holds
+        (vaddr, levels): the levels to watch (None: every level of the walk)."""
         g = self._guest
         L = li.layout(g)
         out = {}
         for c in li.pgdir_cache(g):
             out[f"cache slot {c['slot']}"] = (f"Guest {fmt.paddr(c['gpgdir'], L)}, shadow frame {fmt.frame(c['frame'], L)}"
                                               if c["allocated"] else "empty")
-        for vaddr in self._watched:
-            steps = li.walk_guest(g, vaddr)
-            if steps:
-                last = steps[-1]
-                out[f"the Guest's {last.level} for {fmt.vaddr(vaddr)}"] = fmt.entry(last.value, L)
+        for vaddr, levels in self._watched:
+            for st in li.walk_guest(g, vaddr):
+                if levels is None or st.level in levels:
+                    out[f"the Guest's {st.level} for {fmt.vaddr(vaddr)}"] = fmt.entry(st.value, L)
         return out
 
     _watched: tuple = ()
@@ -883,7 +914,7 @@ class HypercallConsole(_Shown):
             line = f"{what}: the Guest is dead ({li.limits(g)['dead']!r}); nothing happens — press Reset"
             entries = []
         else:
-            self._watched = watch
+            self._watched = tuple(w if isinstance(w, tuple) else (w, None) for w in watch)
             before = self._watch()
             with Tracer() as t:
                 action()
@@ -896,11 +927,17 @@ class HypercallConsole(_Shown):
             unpinned = len(t.trace.calls("put_page")) - freed
             dead = li.limits(g)["dead"]
             entries = self._entries(t.trace, before, after)
-            shadow = sum(1 for w in t.trace.writes() if w[0] == "shadow")
+            # count what is listed: a store of the value already there (remove_switcher_percpu_map
+            # clears entries that are already clear) changes nothing, and is counted apart
+            stores = [w for w in t.trace.writes() if w[0] == "shadow"]
+            shadow = sum(1 for w in stores if (w[2] or 0) != w[3])
+            noop = len(stores) - shadow
             made = ""
             if len(calls) > 1 or (calls and calls[0] not in what):
                 made = f" [hypercalls made: {', '.join(calls)}]"
-            line = (f"{what}{made}: {shadow} shadow entr{'y' if shadow == 1 else 'ies'} written, "
+            same = (f" (and {noop} no-op store{'' if noop == 1 else 's'}: the value already there)"
+                    if noop else "")
+            line = (f"{what}{made}: {shadow} shadow entr{'y' if shadow == 1 else 'ies'} written{same}, "
                     f"{allocs} page{'' if allocs == 1 else 's'} allocated, {freed} freed, {max(unpinned, 0)} unpinned"
                     + (f"; Guest KILLED: {dead!r}" if dead else ""))
         self.log.append(line)
@@ -938,7 +975,7 @@ class HypercallConsole(_Shown):
         proc = self._proc(proc) or self._guest.current
         if index < limit:
             return self._do(f"SET_PGD [{fmt.index(index)}] = {fmt.entry(value, L)}",
-                            lambda: self._guest.set_pgd(index, value, proc), (index * L.PGDIR_SIZE,))
+                            lambda: self._guest.set_pgd(index, value, proc), ((index * L.PGDIR_SIZE, ("pgd",)),))
         num = li.hypercall_numbers()["SET_PGD"]
         base = proc.gpgdir & (0xFFFFFFE0 if L.pae else 0xFFFFF000)
         note = "PTRS_PER_PGD" if index == limit else "beyond PTRS_PER_PGD"
@@ -950,7 +987,7 @@ class HypercallConsole(_Shown):
             raise ValueError("SET_PMD exists only for a PAE Guest")
         L = li.layout(self._guest)
         return self._do(f"SET_PMD {fmt.vaddr(vaddr)} = {fmt.entry(value, L)}",
-                        lambda: self._guest.set_pmd(vaddr, value, self._proc(proc)), (vaddr,))
+                        lambda: self._guest.set_pmd(vaddr, value, self._proc(proc)), ((vaddr, ("pgd", "pmd")),))
 
     def map_kernel(self, vaddr: int, gpfn: int) -> str:
         """Change a kernel mapping (SET_PTE on a kernel address: every cached top level)."""
@@ -1089,7 +1126,10 @@ _HCALL_OF = {"guest_set_pte": "SET_PTE", "guest_set_pgd": "SET_PGD", "guest_set_
 
 
 def _diff(before: dict, after: dict) -> dict:
-    return {k: (before.get(k, "—"), v) for k, v in after.items() if before.get(k) != v}
+    """{key: (before, after)} of what differs; "—" on the side where the key is absent (an
+    entry the walk did not reach then)."""
+    keys = list(after) + [k for k in before if k not in after]
+    return {k: (before.get(k, "—"), after.get(k, "—")) for k in keys if before.get(k) != after.get(k)}
 
 
 # =============================================================================================

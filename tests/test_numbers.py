@@ -157,6 +157,7 @@ def _public_reprs(pae: bool) -> list[str]:
     out += [repr(e) for e in t.trace[:60]]
     out += [repr(t.trace.reads()), repr(t.trace.writes()), repr(t.trace.allocations()), repr(t.trace.releases())]
     out.append(repr(g.touch(0xC0000000 + (g.lg.pfn_limit + 3) * 4096)))  # beyond memory: a guest fault
+    out += _access_reprs(pae)
     for level in ("pgd", "pmd", "pte") if pae else ("pgd", "pte"):
         out.append(repr(li.shadow_table(g, level=level, vaddr=0x08048000)[:80]))
         out.append(repr(li.guest_table(g, level=level, vaddr=0x08048000)[:80]))
@@ -169,6 +170,44 @@ def _public_reprs(pae: bool) -> list[str]:
     for f in flaws.FLAWS:
         out.append(repr(f.demo(pae)))
     return out
+
+
+def _accesses(pae: bool) -> dict:
+    """One Access of each kind whose repr has something to say about hpa or info."""
+    g, _ = _faulted_guest(pae)
+    out = {"ok": g.touch(0x08048000, user=True)}
+    g.map(0x08050000, g.lg.pfn_limit + 3)  # device memory
+    out["mmio"] = g.touch(0x08050123, user=True)
+    g.map(0x08058000, 0x301, writable=False)
+    g.touch(0x08058000, user=True)
+    out["guest-fault"] = g.touch(0x08058000, write=True, user=True)  # error code 7
+    g.set_pte(0x08060000, 0xFFFFF000 | 0x7)  # beyond memory and devices: the Host kills the Guest
+    out["killed"] = g.touch(0x08060000, user=True)
+    out["dead"] = g.touch(0x08048000)
+    return out
+
+
+def _access_reprs(pae: bool) -> list[str]:
+    return [repr(a) for a in _accesses(pae).values()]
+
+
+@LAYOUTS
+def test_access_reprs_print_hpa_and_info_by_the_rule(pae):
+    a = _accesses(pae)
+    assert [x.outcome for x in a.values()] == list(a)
+    width = fmt.entry_digits(pae=pae)
+    # an address reached, and a device's physical address: as wide as the layout's physical addresses
+    assert f"hpa=0x{a['ok'].hpa:0{width}x}," in repr(a["ok"])
+    assert repr(a["mmio"]).endswith(f"info=0x{a['mmio'].info:0{width}x})")
+    assert repr(a["mmio"]) == (f"Access(outcome='mmio', hpa=—, faults=1, info={fmt.paddr(a['mmio'].info, pae=pae)})")
+    # an error code is flag bits (as traces print errcode), not an address
+    assert a["guest-fault"].info == 7 and repr(a["guest-fault"]).endswith("hpa=—, faults=1, info=0x7)")
+    # no address reached, nothing to report: the package's "no value", never -1 or a bare 0x0
+    assert a["killed"].hpa == -1 and repr(a["killed"]) == "Access(outcome='killed', hpa=—, faults=1, info=—)"
+    assert repr(a["dead"]) == "Access(outcome='dead', hpa=—, faults=0, info=—)"
+    assert repr(a["ok"]).endswith("faults=1, info=—)")
+    for text in _access_reprs(pae):
+        assert "-1" not in text and "info=0x0)" not in text and number_problems(text, pae) == [], text
 
 
 @LAYOUTS

@@ -87,6 +87,40 @@ def test_directory_change_outlines_exactly_the_entries_that_differ(pae):
 
 
 @LAYOUTS
+def test_directory_change_legend_explains_every_outline_and_fits_a_notebook(pae):
+    import copy
+    import io
+
+    from PIL import Image
+
+    g = busy(pae)
+    before = copy.deepcopy(g)
+    g.flush_all()
+    fig = plots.plot_directory_change(before, g, titles=("before FLUSH_TLB(1)", "after"))
+    legends = [ax.get_legend() for ax in fig.axes if ax.get_legend() is not None]
+    assert len(legends) == 1  # one legend, shared by both panels
+    keyed = {(to_rgb(h.get_edgecolor()), h.get_fill()): t.get_text()
+             for h, t in zip(legends[0].legend_handles, legends[0].get_texts())}
+    outlines = {(to_rgb(p.get_edgecolor()), False) for ax in fig.axes for p in ax.patches if not p.get_fill()}
+    assert outlines and outlines <= set(keyed), outlines - set(keyed)  # every outline drawn is in the legend
+    assert "changed" in keyed[(to_rgb(plots.VERMILION), False)]
+    drawn = sum(1 for ax in fig.axes for p in ax.patches
+                if not p.get_fill() and to_rgb(p.get_edgecolor()) == to_rgb(plots.VERMILION))
+    assert drawn == fig.lguest["outlined"] > 0 and fig.lguest["legend"] == [t.get_text() for t in legends[0].get_texts()]
+    # at notebook width: one directory wide (the panels one above the other), rows in readable type
+    width, height = Image.open(io.BytesIO(fig._repr_png_())).size
+    assert width <= 720, width
+    top, bottom = fig.axes
+    assert top.get_position().y0 > bottom.get_position().y1  # before above after
+    assert min(t.get_fontsize() for ax in fig.axes for t in ax.texts) >= 7.5
+    # the two panels' rows are drawn the same height (neither panel stretched to fill space), as tall as
+    # a lone directory's at least
+    rows = [len(fig.lguest[k]["rows"]) + 1.1 for k in ("before", "after")]
+    per_row = [fig.get_size_inches()[1] * ax.get_position().height / n for ax, n in zip((top, bottom), rows)]
+    assert abs(per_row[0] - per_row[1]) < 0.1 * per_row[0] and min(per_row) >= 0.2, per_row
+
+
+@LAYOUTS
 def test_highlighted_rows_are_exactly_the_differing_entries(pae):
     g = busy(pae)
     fig = plots.plot_side_by_side(g, 0x08048000, pages=8)

@@ -9,7 +9,7 @@ import html
 import pytest
 
 from lguest_book import inspect as li
-from lguest_book import widgets
+from lguest_book import plots, widgets
 from lguest_book.guest import Guest
 
 LAYOUTS = pytest.mark.parametrize("pae", [False, True], ids=["nonpae", "pae"])
@@ -331,6 +331,121 @@ def test_hypercall_console_reports_what_the_host_did(pae):
     c._w_buttons["Reset"].click()
     assert c.guest is not g and c.guest.dead is None and c.log[-1].startswith("Reset")
     assert "NEW_PGTABLE p:" in c.switch_to(p) and c.guest.dead is None
+
+
+def _mark_pixels(fig) -> int:
+    """How many pixels of the PNG are the stepper's mark red."""
+    import io
+
+    import numpy as np
+    from matplotlib.colors import to_rgb
+    from PIL import Image
+
+    png = Image.open(io.BytesIO(fig._repr_png_())).convert("RGB")
+    px = np.asarray(png).astype(int)
+    red = np.array([round(c * 255) for c in to_rgb(plots.MARK)])
+    return int((np.abs(px - red).sum(axis=2) < 40).sum())
+
+
+@LAYOUTS
+def test_stepper_figure_outlines_the_step_entry_in_red(pae):
+    from matplotlib.colors import to_rgb
+
+    g = guest_with_page(pae)
+    s = widgets.FaultStepper(g, 0x08048000, write=True, user=True)
+    mark = to_rgb(plots.MARK)
+    for k, st in enumerate(s.steps):
+        fig = s.figure(k)
+        info = fig.lguest
+        assert info["kind"] == "stepper" and info["step"] == k
+        red = [(ax, p) for ax in fig.axes for p in ax.patches if to_rgb(p.get_edgecolor()) == mark]
+        if st.kind not in ("read", "write"):
+            assert info["mark"] is None and info["marked"] is None and red == []
+            continue
+        # the entry the step read or wrote, and only it, is outlined in red, in its own walk
+        which, where = st.where
+        assert info["mark"] == st.where and info["marked"]["which"] == which
+        assert s.marked(k) and info["marked"]["where"] == where and info["marked"]["text"] in ("read now", "written now")
+        assert len(red) == 1 and red[0][0] is fig.axes[0 if which == "shadow" else 1]
+        # the walk drawn says the same: the marked entry is the step of that walk at that place
+        state = s.state_at(k)
+        walk = li.walk_shadow(state, 0x08048000) if which == "shadow" else li.walk_guest(state, 0x08048000)
+        drawn = [w for w in walk if w.where == where]
+        assert drawn and info["marked"]["value"] == drawn[0].value and info["marked"]["level"] == drawn[0].level
+    # red is the mark's alone: no other patch of any step's figure uses it, and the PNG shows it
+    write = max(i for i, st in enumerate(s.steps) if st.kind == "write" and st.where[0] == "shadow")
+    quiet = next(i for i, st in enumerate(s.steps) if st.kind == "check")
+    assert _mark_pixels(s.figure(write)) > 200 and _mark_pixels(s.figure(quiet)) == 0
+    others = {to_rgb(c) for ax in s.figure(write).axes for p in ax.patches
+              for c in (p.get_edgecolor(), p.get_facecolor()) if to_rgb(p.get_edgecolor()) != mark}
+    assert mark not in others
+
+
+def _count_in(line: str) -> tuple[int, int]:
+    """(shadow entries written, no-op stores) as a console log line states them."""
+    import re
+
+    m = re.search(r": (\d+) shadow entr(?:y|ies) written(?: \(and (\d+) no-op stores?: the value already there\))?,", line)
+    assert m, line
+    return int(m.group(1)), int(m.group(2) or 0)
+
+
+@LAYOUTS
+def test_console_counts_the_shadow_entries_it_lists(pae):
+    g = Guest(pae=pae, seed=1)
+    c = widgets.HypercallConsole(g)
+    c.switch_to(g.new_process("p"))
+    c.set_pte(0x08048000, 0x300 << 12 | 0x07)
+    noops_seen = 0
+    for act in (lambda: c.touch(0x08048000, user=True), lambda: c.set_pte(0x08049000, 0x301 << 12 | 0x27),
+                c.flush_user, lambda: c.touch(0xC0100000), c.flush_all):
+        line = act()
+        written, noop = _count_in(line)
+        listed = [x for x in c.changes[-1] if x.startswith("shadow frame")]
+        stores = [w for w in c.last_trace.writes() if w[0] == "shadow"]
+        assert written == len(listed) == sum(1 for w in stores if (w[2] or 0) != w[3]), (line, listed)
+        assert noop == len(stores) - written, line
+        for x in listed:  # each listed store changed its entry
+            old, new = x.split(": ", 1)[1].split(" → ")
+            assert old != new, x
+        noops_seen += noop
+    # the first touch enters the Guest: remove_switcher_percpu_map clears entries already clear
+    assert noops_seen > 0
+    first_touch = c.log[2]
+    assert "(and 2 no-op stores: the value already there)" in first_touch
+
+
+@LAYOUTS
+def test_console_shows_the_real_previous_value_of_each_guest_entry(pae):
+    g = Guest(pae=pae, seed=1)
+    c = widgets.HypercallConsole(g)
+    c.switch_to(g.new_process("p"))
+    L = li.layout(g)
+    e = (lambda v: f"{v:#018x}") if pae else (lambda v: f"{v:#010x}")
+    c.set_pte(0x08048000, 0x300 << 12 | 0x07)
+    c.touch(0x08048000, user=True)
+    top = 0x08048000 & ~(L.PGDIR_SIZE - 1)
+    before = li.walk_guest(g, top)[0]
+    assert before.level == "pgd" and before.present
+    if pae:
+        before = li.walk_guest(g, 0x08048000)[1]
+        assert before.level == "pmd" and before.present
+        c.set_pmd(0x08048000, 0)
+        key, after = "the Guest's pmd for 0x08048000", li.walk_guest(c.guest, 0x08048000)[1].value
+    else:
+        c.set_pgd(L.pgd_index(0x08048000), 0)
+        key, after = f"the Guest's pgd for {top:#010x}", li.walk_guest(c.guest, top)[0].value
+    assert after == 0
+    shown = [x for x in c.changes[-1] if x.startswith(key)]
+    assert shown == [f"{key}: {e(before.value)} → {e(0)}"], c.changes[-1]
+    assert not any("— →" in x for x in c.changes[-1])
+    # an entry the walk did not reach before (no PTE page yet) is "—" before, and only then
+    c.set_pte(0x0C048000, 0x302 << 12 | 0x07)
+    changed = dict(x.split(": ", 1) for x in c.changes[-1] if x.startswith("the Guest's"))
+    assert changed["the Guest's pte for 0x0c048000"] == f"— → {e(0x302007)}"
+    deepest_above = "pmd" if pae else "pgd"
+    old, new = changed[f"the Guest's {deepest_above} for 0x0c048000"].split(" → ")
+    assert old == e(0) and new != e(0)
 
 
 @LAYOUTS
