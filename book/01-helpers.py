@@ -364,7 +364,8 @@ assert pt.gpte_addr(g.cpu, gpgd, 0x08048000) == (gpgd >> 12 << 12) + 0x48 * 4   
 # Write `gpte_addr(cpu, gentry, vaddr)`: the guest-physical address of the Guest's PTE for
 # `vaddr`, given the Guest's directory entry above it (the top-level entry without PAE, the
 # middle-level one with PAE).  `cpu.lg.x86` is the layout: `L.pae`, `L.pte_index(vaddr)`,
-# `L.entry_bytes`, `L.pgd_pfn(e)`, `L.pmd_pfn(e)`.
+# `L.entry_bytes`, `L.pgd_pfn(e)`, `L.pmd_pfn(e)`.  The address is an `unsigned long`, 32 bits:
+# under PAE, bits of the entry above bit 31 (NX, say) are no part of it.
 #
 # Write your answer in the next cell, then run the cell after it: it swaps your function into
 # the model, runs a Guest on it beside one running the reference, and compares everything.

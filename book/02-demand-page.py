@@ -621,8 +621,12 @@ assert li.refcounts(h)[backing][0] == 1
 # Write `gpte_to_spte(cpu, gpte, write)`.  Keep the Guest PTE's flags except *Global*; replace
 # its guest frame by the host frame behind it.  Guest frame *n* is the Launcher's page
 # `mem_base // 4096 + n`; `get_pfn(lg.launcher, page, write)` pins it and returns the host frame,
-# or `0xffffffff` on failure — then kill the Guest with `kill_guest(cpu, f"failed to get page {n}")`
-# and keep no flags at all.  Build the entry with `L.pfn_pte(frame, flags)`.
+# or `0xffffffff` on failure (a page the Launcher does not map, or a read-only one when `write`
+# is set) — then kill the Guest with `kill_guest(cpu, f"failed to get page {n}")` and keep no
+# flags at all.  The C keeps the flags in an `unsigned long`, 32 bits: under PAE the Guest
+# PTE's high flag bits (NX, bit 63, and the bits for software) are dropped — chapter 9's
+# `nx_dropped`.  Build the entry with `L.pfn_pte(frame, flags)`.  The checks compare what your
+# call did too: the Guest's fate and the host's page references.
 #
 # Write your answer in the next cell, then run the cell after it: it swaps your function into
 # the model, runs a Guest on it beside one running the reference, and compares everything.
@@ -638,7 +642,7 @@ def gpte_to_spte(cpu, gpte, write):
     ### BEGIN SOLUTION
     lg = cpu.lg
     layout = lg.x86
-    keep = layout.pte_flags(gpte) & ~_PAGE_GLOBAL
+    keep = layout.pte_flags(gpte) & ~_PAGE_GLOBAL & 0xFFFFFFFF  # an unsigned long: 32 bits
     guest_frame = layout.pte_pfn(gpte)
     host_frame = get_pfn(lg.launcher, (lg.mem_base // 4096 + guest_frame) & 0xFFFFFFFF, write)
     if host_frame == 0xFFFFFFFF:

@@ -286,8 +286,10 @@ assert k.host.deref(pinned) >> 63 == 1 and pt.page_writable(k.cpu, k.cpu.esp1 - 
 # ### Graded exercise: is this stack page writable? (H:360)
 #
 # Write `page_writable(cpu, vaddr)`: `True` only when the current shadow table maps `vaddr`
-# present **and** writable.  Nothing at or above `cpu.lg.host.switcher_addr` counts.  Use
-# `find_spte(cpu, vaddr, False, 0, 0)` (it returns `None` when there is no shadow PTE) and
+# present **and** writable (both bits: a shadow PTE can have RW without Present); it is the
+# shadow that counts, not the Guest's own PTE.  Nothing at or above `cpu.lg.host.switcher_addr`
+# counts.  Use `find_spte(cpu, vaddr, False, 0, 0)` (it returns `None` when there is no shadow
+# PTE, and allocates nothing: the checks count the host's pages) and
 # `cpu.lg.host.deref(pointer)` to read the entry.
 #
 # Write your answer in the next cell, then run the cell after it: it swaps your function into

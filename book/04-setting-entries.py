@@ -423,9 +423,12 @@ assert len(t4.trace.calls("__guest_set_pte")) == 4
 #
 # Write `__guest_set_pte(cpu, idx, vaddr, gpte)`, with the shortcut and its flaw exactly as the
 # C has them: if slot `idx` has no present shadow top-level entry for `vaddr` (or, under PAE, no
-# present middle-level one), do nothing.  Otherwise release the old shadow PTE; then if `gpte`
-# has Accessed or Dirty set and is not I/O memory, check it with `check_gpte()` (stop if that kills
-# the Guest) and store `gpte_to_spte(cpu, gpte, gpte & _PAGE_DIRTY)`; otherwise store 0.
+# present middle-level one), do nothing.  Otherwise release the old shadow PTE with
+# `release_pte(host, entry)`; then if `gpte` has Accessed or Dirty set and is not I/O memory
+# (`gpte_in_iomem`), check it with `check_gpte()` and store
+# `gpte_to_spte(cpu, gpte, gpte & _PAGE_DIRTY)`; otherwise (I/O memory included) store 0.  If
+# `check_gpte()` kills the Guest, return at once, leaving the old, already released, entry where
+# it is: the C's flaw.  The checks compare every page reference count.
 #
 # Write your answer in the next cell, then run the cell after it: it swaps your function into
 # the model, runs a Guest on it beside one running the reference, and compares everything.

@@ -497,7 +497,8 @@ for flush in ("flush_all", "flush_user"):
 # ### Graded exercise: flush the user part (H:445)
 #
 # Write `flush_user_mappings(lg, idx)`: release, with `release_pgd(lg.host, pointer)`, every
-# top-level entry of cached slot `idx` below the Guest's kernel address.  A pointer to entry *i*
+# top-level entry of cached slot `idx` below the Guest's kernel address: every one, up to and
+# including the last below `pgd_index(kernel_address)`, and none of the kernel's.  A pointer to entry *i*
 # of slot `idx`'s top level is `(lg.pgdirs[idx].pgdir, i)`; `lg.x86.pgd_index(address)` gives an
 # address's top-level index.
 #

@@ -325,7 +325,8 @@ assert pinned["refs_after_teardown"] > pinned["expected_after_teardown"]
 # the answer is `(True, vaddr)`.  Otherwise walk the Guest's own tables with
 # `lgread(cpu, address, "pgd_t" / "pmd_t" / "pte_t")`, using `gpgd_addr`, `gpmd_addr` (PAE only)
 # and `gpte_addr`.  If an entry on the way is not present, return `(False, 0xffffffff)`; else the
-# page's guest-physical address plus the offset of `vaddr` in its page.
+# page's guest-physical address (`L.pte_pfn(gpte) * PAGE_SIZE`: under PAE the PTE's high bits,
+# NX say, are no part of it) plus the offset of `vaddr` in its page.
 #
 # Write your answer in the next cell, then run the cell after it: it swaps your function into
 # the model, runs a Guest on it beside one running the reference, and compares everything.
