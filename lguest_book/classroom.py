@@ -90,6 +90,10 @@ c.GenerateFeedback.preprocessors = [
     "nbconvert.preprocessors.CSSHTMLHeaderPreprocessor",
     "lguest_book.grading.FeedbackHiddenTests",  # nbgrader's ClearHiddenTests, minus a harmless warning
 ]
+# Collecting from the exchange: each submission is filed under the unix user who made it, and
+# one holding anything but its submitter's own files (a symbolic link to the instructor's
+# source, say) is not collected (lguest_book/hub_exchange.py).
+c.ExchangeFactory.collect = "lguest_book.hub_exchange.OwnerCheckedCollect"
 # Submissions exported from an LMS as zip files (`lguest-book classroom collect ch03 --zip FILE`,
 # nbgrader zip_collect): each notebook named STUDENT_NN-chapter.ipynb, or STUDENT/NN-chapter.ipynb.
 c.FileNameCollectorPlugin.named_regexp = r".*/(?P<student_id>[^/]+?)[_/](?P<file_id>[0-9][0-9]-[^/]+[.]ipynb)$"
