@@ -161,7 +161,25 @@ def make_env(env: Path | str = DEFAULT_ENV, source: Path = SOURCE, python: str =
         raise HubError(f"--env {env}: other users cannot enter {blocked}, so students could not run their servers")
     for copy in installed_books(env):
         os.chmod(copy, 0o700)  # a wheel's copy of the instructor's book (solutions): root's alone
+    quiet_lab(env)
     return env
+
+
+def quiet_lab(env: Path | str) -> Path:
+    """JupyterLab's settings overrides for every user of ``env``: no "get notified about
+    Jupyter news?" prompt and no update check (``LabApp.news_url = None`` alone does not stop
+    the prompt).  Returns the overrides file; settings already there are kept."""
+    path = Path(env) / "share" / "jupyter" / "lab" / "settings" / "overrides.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        settings = json.loads(path.read_text()) if path.exists() else {}
+    except ValueError:
+        settings = {}
+    settings.setdefault("@jupyterlab/apputils-extension:notification", {}).update(
+        {"fetchNews": "false", "checkForUpdates": False})
+    path.write_text(json.dumps(settings, indent=2) + "\n")
+    os.chmod(path, 0o644)
+    return path
 
 
 def installed_books(env: Path | str) -> list[Path]:

@@ -100,3 +100,17 @@ def test_collect_skips_a_planted_link_and_takes_the_students_last_honest_submiss
     taken = course / "submitted" / ME / "ch03" / CH3.name
     assert not taken.is_symlink() and taken.read_bytes() == released.read_bytes()
     assert "BEGIN SOLUTION" not in taken.read_text()
+
+
+def test_the_class_environment_asks_no_one_about_jupyter_news(tmp_path):
+    import json
+
+    from lguest_book import hub
+
+    path = tmp_path / "share" / "jupyter" / "lab" / "settings" / "overrides.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({"@jupyterlab/apputils-extension:themes": {"theme": "JupyterLab Dark"}}))
+    assert hub.quiet_lab(tmp_path) == path
+    settings = json.loads(path.read_text())
+    assert settings["@jupyterlab/apputils-extension:notification"] == {"fetchNews": "false", "checkForUpdates": False}
+    assert settings["@jupyterlab/apputils-extension:themes"] == {"theme": "JupyterLab Dark"}  # kept
