@@ -305,39 +305,6 @@ def bench_memory(pae: bool = False, gib: float = 1.0) -> dict:
 
 
 # --- the compiled C on the same work ----------------------------------------------------------
-def _build_c_bench(pae: bool, source=None):
-    """Compile verify/shim/c_bench.c (the referee's driver with a timing main) for one layout."""
-    import hashlib
-    import shutil
-    import subprocess
-
-    from .verify import c_referee as cr
-    from .verify import extract
-
-    base = extract.ROOT / "build" / "referee"
-    c_file = extract.extract(source, base / "page_tables.c")
-    key = hashlib.sha256()
-    for path in (c_file, cr.SHIM / "lguest_shim.h", cr.SHIM / "driver.c", cr.SHIM / "c_bench.c"):
-        key.update(path.read_bytes())
-    key.update(b"bench-pae" if pae else b"bench-nonpae")
-    folder = base / key.hexdigest()[:16]
-    exe = folder / ("c-bench-pae" if pae else "c-bench-nonpae")
-    if exe.exists():
-        return exe
-    include = folder / "include"
-    for header in cr.HEADERS:
-        (include / header).parent.mkdir(parents=True, exist_ok=True)
-        (include / header).write_text("/* stand-in: everything comes from lguest_shim.h */\n")
-    (include / "lg.h").write_text('#include "lguest_shim.h"\n')
-    shutil.copy(c_file, folder / "page_tables.c")
-    cmd = ["gcc", "-m32", "-O1", "-w", "-fno-strict-aliasing", f"-I{include}", f"-I{folder}", f"-I{cr.SHIM}",
-           *(["-DCONFIG_X86_PAE"] if pae else []), "-o", str(exe), str(cr.SHIM / "c_bench.c")]
-    done = subprocess.run(cmd, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise cr.BuildError(f"gcc failed: {done.stderr.strip().splitlines()[-1] if done.stderr.strip() else done.returncode}")
-    return exe
-
-
 def _c_setup_script(pae: bool, pages: int) -> tuple[list[str], list[int], int]:
     """The bench's user Guest, built on the model while its doors are recorded, as the
     driver's protocol lines; the PTEs set_pte writes; the first user address."""
@@ -391,9 +358,10 @@ def bench_compiled_c(pae: bool, pages: int = 8192, rounds: int = ROUNDS, source=
     if not cr.gcc_m32_available():
         return "no gcc -m32 here"
     try:
-        exe = _build_c_bench(pae, source)
+        # the referee's driver with a timing main, built as the referee builds its own
+        exe = cr.build(pae, source, main="c_bench.c")
     except Exception as err:  # noqa: BLE001 - no source, or the build failed: say so, in one line
-        return f"not built ({str(err).splitlines()[0] if str(err) else type(err).__name__})"
+        return f"not built ({str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__})"
     lines, ptes, base = _c_setup_script(pae, pages)
     with tempfile.TemporaryDirectory() as tmp:
         script, values = os.path.join(tmp, "setup"), os.path.join(tmp, "ptes")

@@ -69,6 +69,11 @@ def index(value: int) -> str:
     return f"{value:#05x}"
 
 
+def count(n: int, noun: str, plural: str | None = None) -> str:
+    """A count and its noun, in decimal: ``"1 step"``, ``"3 steps"``, ``"2 misses"``."""
+    return f"{n} {noun if n == 1 else (plural or noun + 's')}"
+
+
 def ptr(frame_number: int, idx: int, layout=None, *, pae=None) -> str:
     """A pointer to an entry, the model's ``(frame, index)`` pair: ``frame 0x08016[0x048]``."""
     return f"frame {frame(frame_number, layout, pae=pae)}[{index(idx)}]"

@@ -46,6 +46,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import _gradebox
+from . import fmt
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 # What the sandbox's copy of the package leaves out: the instructor's tools and anything that
@@ -301,7 +302,7 @@ class Grader:
             result = lab.attempt(challenge, [(n, tuple(args)) for n, args in steps])
         except (ValueError, RuntimeError) as err:  # a step no Guest can take
             return Verdict(False, [f"✗ {challenge}: {err}"])
-        lines = [("✓ " if result.succeeded else "✗ ") + f"{challenge}: {len(steps)} step{'' if len(steps) == 1 else 's'} replayed on a pristine Host; "
+        lines = [("✓ " if result.succeeded else "✗ ") + f"{challenge}: {fmt.count(len(steps), 'step')} replayed on a pristine Host; "
                  + result.why.splitlines()[0]]
         if report.get("error"):
             lines.append(f"  your attack stopped with {report['error']}")

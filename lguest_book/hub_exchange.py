@@ -122,8 +122,7 @@ class OwnerCheckedCollect(ExchangeCollect):
         if not refused:
             return
         for r in refused:
-            self.log.error("%s is not collected: %s (a submission may hold only its submitter's own files)",
-                           r["filename"], r["refused"])
+            self._refuse(r["filename"], r["refused"])
         # Choose again without them, as nbgrader chooses: each student's newest submission, or
         # with before_duedate the newest one made before the due date, if any.
         by_user: dict[str, list[dict]] = {}
@@ -150,8 +149,10 @@ class OwnerCheckedCollect(ExchangeCollect):
             copy_submission(src, dest, ignore)
         except (RefusedSubmission, OSError) as err:
             shutil.rmtree(dest, ignore_errors=True)
-            self.log.error("%s is not collected: %s (a submission may hold only its submitter's own files)",
-                           os.path.basename(src), err)
+            self._refuse(os.path.basename(src), err)
+
+    def _refuse(self, name, why) -> None:
+        self.log.error("%s is not collected: %s (a submission may hold only its submitter's own files)", name, why)
 
     def _path_to_record(self, path):
         rec = super()._path_to_record(path)

@@ -326,7 +326,7 @@ class Broken:
             lines.append(f"  ... and {len(self.evidence) - 6} more")
         if self.replay is not None:
             n = len(self.replay)
-            lines.append(f"  minimal replay ({n} step{'' if n == 1 else 's'}): " + "; ".join(str(s) for s in self.replay))
+            lines.append(f"  minimal replay ({fmt.count(n, 'step')}): " + "; ".join(str(s) for s in self.replay))
         return "\n".join(lines)
 
     __repr__ = __str__
@@ -611,7 +611,7 @@ AMPLIFY = 64  # shadow table pages the "amplify" challenge asks for
 
 def _amplify(a: Attacker):
     peak, most = a.watch_peak_shadow, a.watch_most_user
-    pages = f"{peak} more shadow table page{'' if peak == 1 else 's'} than at boot"
+    pages = f"{fmt.count(peak, 'more shadow table page', 'more shadow table pages')} than at boot"
     if peak >= AMPLIFY:
         return True, f"the Host held {pages} while your user space mapped a single page"
     if most <= 1:

@@ -606,13 +606,8 @@ class CacheRecorder:
     def __repr__(self) -> str:
         kinds = [e["kind"] for e in self.events]
         evictions = sum(1 for e in self.events if e["evicted"] is not None)
-        return (f"CacheRecorder({_count(len(self.events), 'event')}: {_count(kinds.count('hit'), 'hit')}, "
-                f"{_count(kinds.count('miss'), 'miss', 'misses')}, {_count(evictions, 'eviction')})")
-
-
-def _count(n: int, one: str, many: str | None = None) -> str:
-    """``"1 hit"``, ``"3 hits"``: a count and its noun."""
-    return f"{n} {one if n == 1 else (many or one + 's')}"
+        return (f"CacheRecorder({fmt.count(len(self.events), 'event')}: {fmt.count(kinds.count('hit'), 'hit')}, "
+                f"{fmt.count(kinds.count('miss'), 'miss', 'misses')}, {fmt.count(evictions, 'eviction')})")
 
 
 def plot_cache_timeline(events: list[dict], ax=None) -> Figure:
@@ -652,8 +647,8 @@ def plot_cache_timeline(events: list[dict], ax=None) -> Figure:
     hits = sum(1 for e in events if e["kind"] == "hit")
     misses = sum(1 for e in events if e["kind"] == "miss")
     evictions = sum(1 for e in events if e["evicted"] is not None)
-    ax.set_title(f"pgdir cache: {_count(hits, 'hit')}, {_count(misses, 'miss', 'misses')}, "
-                 f"{_count(evictions, 'eviction')}", fontsize=9)
+    ax.set_title(f"pgdir cache: {fmt.count(hits, 'hit')}, {fmt.count(misses, 'miss', 'misses')}, "
+                 f"{fmt.count(evictions, 'eviction')}", fontsize=9)
     key = {who.get(g, "boot"): g for g in names}
     handles = [Patch(color=palette[k % len(palette)], label=f"{who.get(g, 'boot')}: Guest top level {fmt.paddr(g, pae=pae)}")
                for g, k in names.items()]

@@ -23,7 +23,18 @@ from .trace import Tracer
 
 
 class _Shown:
-    """Mixin: display ``.view`` with a short, deterministic text form."""
+    """Mixin: display ``.view`` with a short, deterministic text form.  The widgets are built
+    on first use (``_build_view``, then ``_refresh``), so a widget made only to be read costs
+    no ipywidgets."""
+
+    _view = None
+
+    @property
+    def view(self):
+        if self._view is None:
+            self._build_view()
+            self._refresh()
+        return self._view
 
     def _repr_mimebundle_(self, include=None, exclude=None):
         bundle = self.view._repr_mimebundle_(include=include, exclude=exclude) or {}
@@ -566,13 +577,6 @@ class FaultStepper(_Shown):
                 f"{len(self.steps) - 1} — {self.current.text}")
 
     # --- the view ---------------------------------------------------------------------------------
-    @property
-    def view(self):
-        if self._view is None:
-            self._build_view()
-            self._refresh()
-        return self._view
-
     def _build_view(self) -> None:
         import ipywidgets as W
 
@@ -740,13 +744,6 @@ class TableExplorer(_Shown):
     def summary(self) -> str:
         return (f"TableExplorer({self.which}, slot {self.slot}, {self.level} for {fmt.vaddr(self.vaddr)}): "
                 f"{len(self.entries)} present — {self.detail}")
-
-    @property
-    def view(self):
-        if self._view is None:
-            self._build_view()
-            self._refresh()
-        return self._view
 
     def _build_view(self) -> None:
         import ipywidgets as W
@@ -935,10 +932,10 @@ class HypercallConsole(_Shown):
             made = ""
             if len(calls) > 1 or (calls and calls[0] not in what):
                 made = f" [hypercalls made: {', '.join(calls)}]"
-            same = (f" (and {noop} no-op store{'' if noop == 1 else 's'}: the value already there)"
+            same = (f" (and {fmt.count(noop, 'no-op store')}: the value already there)"
                     if noop else "")
             line = (f"{what}{made}: {shadow} shadow entr{'y' if shadow == 1 else 'ies'} written{same}, "
-                    f"{allocs} page{'' if allocs == 1 else 's'} allocated, {freed} freed, {max(unpinned, 0)} unpinned"
+                    f"{fmt.count(allocs, 'page')} allocated, {freed} freed, {max(unpinned, 0)} unpinned"
                     + (f"; Guest KILLED: {dead!r}" if dead else ""))
         self.log.append(line)
         self.changes.append(entries)
@@ -1033,20 +1030,13 @@ class HypercallConsole(_Shown):
                         act, (vaddr,))
         if "a" in box:
             a = box["a"]
-            self.log[-1] = f"{line}; outcome {a.outcome} after {a.faults} fault{'' if a.faults == 1 else 's'}"
+            self.log[-1] = f"{line}; outcome {a.outcome} after {fmt.count(a.faults, 'fault')}"
             self._refresh()
         return self.log[-1]
 
     def summary(self) -> str:
         last = self.log[-1] if self.log else "no hypercalls yet"
         return f"HypercallConsole: {len(self.log)} action(s); last: {last}"
-
-    @property
-    def view(self):
-        if self._view is None:
-            self._build_view()
-            self._refresh()
-        return self._view
 
     def _build_view(self) -> None:
         import ipywidgets as W
@@ -1321,13 +1311,6 @@ class Scrubber(_Shown):
                 f"{fmt.entry(value, L)}{ad}</span>")
 
     # --- the view ------------------------------------------------------------------------------
-    @property
-    def view(self):
-        if self._view is None:
-            self._build_view()
-            self._refresh()
-        return self._view
-
     def _build_view(self) -> None:
         import ipywidgets as W
 

@@ -71,10 +71,12 @@ def gcc_m32_available() -> bool:
     return probe.returncode == 0
 
 
-def build(pae: bool, source: str | Path | None = None) -> Path:
+def build(pae: bool, source: str | Path | None = None, main: str = "driver.c") -> Path:
     """Compile the referee for one layout (cached by the hash of everything that goes in).
-    Several processes (pytest-xdist workers) may ask at once: one builds, the others wait for
-    it under a lock on build/referee/.lock, then find the executable made."""
+    ``main`` is the shim file with the program's ``main``: the referee's ``driver.c``, or the
+    bench's ``c_bench.c`` (the same driver with a timing main).  Several processes
+    (pytest-xdist workers) may ask at once: one builds, the others wait for it under a lock on
+    build/referee/.lock, then find the executable made."""
     import fcntl
 
     from ..locate import build_dir
@@ -83,17 +85,18 @@ def build(pae: bool, source: str | Path | None = None) -> Path:
     base.mkdir(parents=True, exist_ok=True)
     with open(base / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
-        return _build_locked(base, pae, source)
+        return _build_locked(base, pae, source, main)
 
 
-def _build_locked(base: Path, pae: bool, source) -> Path:
+def _build_locked(base: Path, pae: bool, source, main: str) -> Path:
     c_file = extract.extract(source, base / "page_tables.c")
     key = hashlib.sha256()
-    for path in (c_file, SHIM / "lguest_shim.h", SHIM / "driver.c"):
+    for path in dict.fromkeys((c_file, SHIM / "lguest_shim.h", SHIM / "driver.c", SHIM / main)):
         key.update(path.read_bytes())
-    key.update(b"pae" if pae else b"nonpae")
+    key.update(main.encode() + (b"pae" if pae else b"nonpae"))
     folder = base / key.hexdigest()[:16]
-    exe = folder / ("referee-pae" if pae else "referee-nonpae")
+    name = "referee" if main == "driver.c" else Path(main).stem.replace("_", "-")
+    exe = folder / f"{name}-{'pae' if pae else 'nonpae'}"
     if exe.exists():
         return exe
     include = folder / "include"
@@ -103,7 +106,7 @@ def _build_locked(base: Path, pae: bool, source) -> Path:
     (include / "lg.h").write_text('#include "lguest_shim.h"\n')
     shutil.copy(c_file, folder / "page_tables.c")
     cmd = ["gcc", "-m32", "-O1", "-w", "-fno-strict-aliasing", f"-I{include}", f"-I{folder}", f"-I{SHIM}",
-           *(["-DCONFIG_X86_PAE"] if pae else []), "-o", str(exe), str(SHIM / "driver.c")]
+           *(["-DCONFIG_X86_PAE"] if pae else []), "-o", str(exe), str(SHIM / main)]
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0:
         raise BuildError(f"gcc failed:\n{' '.join(cmd)}\n{done.stderr[-4000:]}")
